@@ -1,0 +1,75 @@
+"""Backend registry: ``backend="auto" | "reference" | "triton" | "cuda" | "cpu"``.
+
+A backend registers under a name with :func:`register`. ``auto`` picks, for the tensors'
+device, the first backend in :data:`AUTO_ORDER` that is available and supports the cell;
+the reference backend supports everything and is always available.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..cells.base import CellSpec
+from .base import Backend, BackendUnavailable, Chunk
+from .reference import ReferenceBackend
+
+__all__ = ["Backend", "BackendUnavailable", "Chunk", "register", "get_backend", "resolve",
+           "available_backends", "AUTO_ORDER", "NAMES"]
+
+#: Every backend name the API accepts, whether or not it is built here.
+NAMES = ("auto", "reference", "triton", "cuda", "cpu")
+#: Preference of ``auto``, fastest first.
+AUTO_ORDER = ("cuda", "triton", "cpu", "reference")
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+register(ReferenceBackend())
+
+
+def check_name(name: str) -> str:
+    if name not in NAMES:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, NAMES))}, got {name!r}")
+    return name
+
+
+def get_backend(name: str, device: torch.device) -> Backend:
+    """The backend called ``name``; raises :class:`BackendUnavailable` if it cannot run on ``device``."""
+    check_name(name)
+    backend = _REGISTRY.get(name)
+    if backend is None:
+        raise BackendUnavailable(f"backend {name!r} is not available: it is not implemented in this build")
+    reason = backend.availability(device)
+    if reason is not None:
+        raise BackendUnavailable(f"backend {name!r} is not available on {device}: {reason}")
+    return backend
+
+
+def resolve(name: str, cell: CellSpec, device: torch.device) -> Backend:
+    """The backend that runs ``cell`` on ``device``: ``name`` itself, or ``auto``'s choice."""
+    if check_name(name) != "auto":
+        backend = get_backend(name, device)
+        if not backend.supports(cell):
+            raise BackendUnavailable(f"backend {name!r} does not implement the {cell.name} cell "
+                                     f"({type(cell).__name__}); use backend='reference' or 'auto'")
+        return backend
+    for candidate in AUTO_ORDER:
+        backend = _REGISTRY.get(candidate)
+        if backend is not None and backend.availability(device) is None and backend.supports(cell):
+            return backend
+    raise AssertionError("the reference backend supports every cell")  # pragma: no cover
+
+
+
+def available_backends(device: torch.device | str = "cpu") -> dict[str, str | None]:
+    """For each backend name: ``None`` if it runs on ``device``, else why it does not."""
+    device = torch.device(device)
+    out: dict[str, str | None] = {}
+    for name in NAMES[1:]:
+        backend = _REGISTRY.get(name)
+        out[name] = "not implemented in this build" if backend is None else backend.availability(device)
+    return out

@@ -1,0 +1,62 @@
+"""The interface between the sequence engine and a backend.
+
+The engine splits a sequence into chunks of steps and calls a backend once per chunk, so a
+backend may run one fused kernel per step (recurrent GEMM + fused pointwise, with the weight
+gradients batched over the chunk) or one whole-chunk kernel. Host–device synchronisation
+may happen at most once per chunk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..cells.base import CellSpec, Params, State
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot run here (not built, no device, no compiler); the message says why."""
+
+
+@dataclass
+class Chunk:
+    """Steps ``t0 .. t0 + len(xp) - 1`` of one layer and direction."""
+
+    t0: int
+    xp: Tensor  # (K, B, G) projected inputs
+    mask: Tensor | None  # (K, B) bool, valid steps of variable-length input
+    residuals: Any = None  # what the backend's forward kept for its backward
+    extra: dict = field(default_factory=dict)
+
+
+class Backend:
+    """A backend runs chunks of steps forward and backward for the cells it supports.
+
+    ``forward_chunk`` returns the chunk's outputs (K, B, H_out), the state after the chunk and,
+    when ``keep`` is true, residuals that ``backward_chunk`` consumes: a tuple of tensors
+    holding everything it needs to differentiate the chunk without re-running it. ``backward_chunk`` returns the gradients
+    of the chunk's projected inputs, of the state before the chunk, and of each recurrent
+    parameter (``None`` where a parameter does not require grad).
+    """
+
+    name: str = "backend"
+    #: True if the steps are plain autograd ops (then ``store`` needs no custom backward).
+    autograd_steps: bool = False
+
+    def availability(self, device: torch.device) -> str | None:
+        """``None`` if the backend can run on ``device``, otherwise the reason it cannot."""
+        return None
+
+    def supports(self, cell: CellSpec) -> bool:
+        return True
+
+    def forward_chunk(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
+                      state: State, keep: bool) -> tuple[Tensor, State, Any]:
+        raise NotImplementedError
+
+    def backward_chunk(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
+                       residuals: Any, grad_out: Tensor, grad_state: State
+                       ) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        raise NotImplementedError

@@ -1,0 +1,80 @@
+"""Shared checks for cell and module tests."""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+def rel_err(a: Tensor, b: Tensor) -> float:
+    """max |a - b| / max(|b|, tiny): one relative error per tensor."""
+    scale = b.abs().max().clamp_min(torch.finfo(b.dtype).tiny)
+    return ((a - b).abs().max() / scale).item()
+
+
+def as_tuple(state) -> tuple[Tensor, ...]:
+    return (state,) if isinstance(state, Tensor) else tuple(state)
+
+
+def loss_of(output: Tensor, state) -> Tensor:
+    """A loss that touches every output and every final state with distinct weights."""
+    total = 0
+    for k, t in enumerate((output, *as_tuple(state))):
+        w = torch.linspace(-1, 1, t.numel(), dtype=t.dtype, device=t.device).view_as(t)
+        total = total + (w * t).sum() * (k + 1)
+    return total
+
+
+def grads(module: nn.Module, x: Tensor, hx=None) -> dict[str, Tensor]:
+    """Output, final state and the gradient of :func:`loss_of` wrt input, state and parameters."""
+    x = x.detach().requires_grad_()
+    hx = None if hx is None else tuple(h.detach().requires_grad_() for h in as_tuple(hx))
+    arg = hx if hx is None or len(hx) > 1 else hx[0]
+    out, state = module(x, arg)
+    named = dict(module.named_parameters())
+    inputs = [x, *(hx or ()), *named.values()]
+    g = torch.autograd.grad(loss_of(out, state), inputs, allow_unused=True, materialize_grads=True)
+    result = {"output": out.detach(), "x.grad": g[0]}
+    result.update({f"state{k}": s.detach() for k, s in enumerate(as_tuple(state))})
+    n = len(hx or ())
+    result.update({f"hx{k}.grad": g[1 + k] for k in range(n)})
+    result.update({f"{k}.grad": v for k, v in zip(named, g[1 + n:])})
+    return result
+
+
+def assert_close_all(got: dict[str, Tensor], want: dict[str, Tensor], rtol: float) -> None:
+    assert got.keys() == want.keys()
+    for key in want:
+        err = rel_err(got[key], want[key])
+        assert err <= rtol, f"{key}: relative error {err:.3g} > {rtol:.1g}"
+
+
+def assert_recompute_matches_store(make: Callable[..., nn.Module], x: Tensor, every=(1, 3, None),
+                                   rtol: float = 1e-12) -> None:
+    """``memory="recompute"`` gives the same outputs and gradients as ``store`` (float64)."""
+    torch.manual_seed(0)
+    store = make(memory="store")
+    want = grads(store, x)
+    for k in every:
+        other = make(memory="recompute", checkpoint_every=k)
+        other.load_state_dict(store.state_dict())
+        assert_close_all(grads(other, x), want, rtol)
+
+
+def gradcheck_module(module: nn.Module, x: Tensor, hx=None) -> None:
+    """``torch.autograd.gradcheck`` in float64 wrt the input, the initial state and every parameter."""
+    module = copy.deepcopy(module).double()
+    names = [k for k, p in module.named_parameters() if p.requires_grad]
+    x = x.double().detach().requires_grad_()
+    hx = () if hx is None else tuple(h.double().detach().requires_grad_() for h in as_tuple(hx))
+    params = [module.get_parameter(k).detach().clone().requires_grad_() for k in names]
+
+    def f(x, *rest):
+        state, ps = rest[:len(hx)], rest[len(hx):]
+        arg = None if not state else state[0] if len(state) == 1 else state
+        out, final = torch.func.functional_call(module, dict(zip(names, ps)), (x, arg))
+        return (out, *as_tuple(final))
+
+    assert torch.autograd.gradcheck(f, (x, *hx, *params), eps=1e-6, atol=1e-7, rtol=1e-5)
