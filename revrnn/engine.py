@@ -7,6 +7,8 @@ backend, and owns the memory strategy:
 * ``store`` — the backend keeps its residuals for every chunk (full BPTT);
 * ``recompute`` — only the state at the start of each chunk of ``checkpoint_every`` steps is
   kept; backward re-runs one chunk at a time to rebuild its residuals (√T chunks by default).
+  When the cell's projection is row-wise, the projected inputs are not kept either: backward
+  recomputes each chunk's projection from the layer input.
 
 Truncated BPTT belongs to the training loop (detach the state every k steps), not here.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -43,6 +46,8 @@ class Plan:
     mask: Tensor | None = None  # (T, B) bool
     extras: Params = field(default_factory=dict)
     names: tuple[str, ...] = ()  # recurrent parameter names, in the order given to apply()
+    # Recomputes xp[s:e] from the layer input; lets ``recompute`` drop the O(T) projection.
+    reproject: Callable[[int, int], Tensor] | None = None
 
     def chunk_bounds(self, T: int) -> list[tuple[int, int]]:
         if self.memory == "store" and self.checkpoint_every is None:
@@ -52,7 +57,8 @@ class Plan:
         return [(s, min(s + K, T)) for s in range(0, T, K)]
 
     def chunk(self, xp: Tensor, s: int, e: int) -> Chunk:
-        return Chunk(t0=s, xp=xp[s:e], mask=None if self.mask is None else self.mask[s:e])
+        """Steps ``s .. e-1``; ``xp`` holds exactly those steps' projected inputs."""
+        return Chunk(t0=s, xp=xp, mask=None if self.mask is None else self.mask[s:e])
 
 
 class _Sequence(torch.autograd.Function):
@@ -75,7 +81,7 @@ class _Sequence(torch.autograd.Function):
             if not store:
                 kept.append(state)
             out, state, res = plan.backend.forward_chunk(
-                plan.cell, params, plan.extras, plan.chunk(xp, s, e), state, keep=store)
+                plan.cell, params, plan.extras, plan.chunk(xp[s:e], s, e), state, keep=store)
             if outputs is None:
                 outputs = out.new_empty((T, *out.shape[1:]))
             outputs[s:e] = out
@@ -83,7 +89,9 @@ class _Sequence(torch.autograd.Function):
                 kept.append(tuple(res))
         ctx.plan, ctx.bounds = plan, bounds
         ctx.sizes = [len(k) for k in kept]
-        ctx.save_for_backward(xp, *tensors[n_state:], *(t for k in kept for t in k))
+        ctx.drop_xp = not store and plan.reproject is not None
+        ctx.xp_meta = (xp.shape, xp.dtype, xp.device)
+        ctx.save_for_backward(None if ctx.drop_xp else xp, *tensors[n_state:], *(t for k in kept for t in k))
         ctx.mark_non_differentiable(*[t for t in state if not t.is_floating_point()])
         return (outputs, *state)
 
@@ -98,11 +106,16 @@ class _Sequence(torch.autograd.Function):
         for n in ctx.sizes:
             kept.append(flat[:n])
             flat = flat[n:]
-        grad_xp = torch.zeros_like(xp)
+        shape, dtype, device = ctx.xp_meta
+        grad_xp = torch.zeros(shape, dtype=dtype, device=device)
         grad_p: dict[str, Tensor | None] = {k: None for k in plan.names}
         for i in range(len(ctx.bounds) - 1, -1, -1):
             s, e = ctx.bounds[i]
-            chunk = plan.chunk(xp, s, e)
+            if ctx.drop_xp:
+                with torch.no_grad():
+                    chunk = plan.chunk(plan.reproject(s, e), s, e)
+            else:
+                chunk = plan.chunk(xp[s:e], s, e)
             if plan.memory == "recompute":
                 _, _, res = plan.backend.forward_chunk(
                     plan.cell, params, plan.extras, chunk, kept[i], keep=True)

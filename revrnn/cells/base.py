@@ -46,6 +46,9 @@ class CellSpec:
 
     #: name used in errors and tables
     name: str = "cell"
+    #: True if each step's projection depends only on that step's input (no batch
+    #: statistics); then ``recompute`` can rebuild projections per chunk instead of keeping them.
+    rowwise_projection: bool = True
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         self.input_size = input_size

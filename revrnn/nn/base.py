@@ -176,6 +176,9 @@ class RecurrentBase(nn.Module):
         plan = Plan(cell=cell, backend=backend, memory=self.memory,
                     checkpoint_every=self.checkpoint_every, mask=mask,
                     extras=cell.extras(p, x.shape[1], x, self.training))
+        if cell.rowwise_projection:
+            x_in, training = x.detach(), self.training
+            plan.reproject = lambda s, e: cell.project(p, x_in[s:e], None if mask is None else mask[s:e], training)
         return run_sequence(plan, xp, state, recurrent)
 
     def _check_input(self, x: Tensor) -> None:
