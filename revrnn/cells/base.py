@@ -60,6 +60,11 @@ class CellSpec:
         return (self.hidden_size,)
 
     @property
+    def state_names(self) -> tuple[str, ...]:
+        """Names of the state tensors in error messages (torch.nn's ``hx``/``cx`` for LSTM)."""
+        return ("hx",) if len(self.state_sizes) == 1 else tuple(f"hidden[{k}]" for k in range(len(self.state_sizes)))
+
+    @property
     def output_size(self) -> int:
         return self.state_sizes[0]
 

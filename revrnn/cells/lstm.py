@@ -28,6 +28,10 @@ class LSTMCell(CellSpec):
     def state_sizes(self) -> tuple[int, ...]:
         return (self.proj_size or self.hidden_size, self.hidden_size)
 
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("hx", "cx")
+
     def param_specs(self) -> list[ParamSpec]:
         G, H, I = self.gates * self.hidden_size, self.hidden_size, self.input_size
         specs = [

@@ -204,15 +204,17 @@ class RecurrentBase(nn.Module):
         hx = (hx,) if isinstance(hx, Tensor) else tuple(hx)
         if len(hx) != n:
             raise RuntimeError(f"{type(self).__name__}: expected a state of {n} tensor(s), got {len(hx)}")
+        names = self.cells[0].state_names
+        for k, h in enumerate(hx):
+            if not isinstance(h, Tensor):
+                raise TypeError(f"{names[k]} must be a Tensor, got {type(h).__name__}")
+        want_dim = 3 if batched else 2
+        if any(h.dim() != want_dim for h in hx):
+            kind = "batched 3-D" if batched else "unbatched 2-D"
+            got = f"{hx[0].dim()}-D tensor" if n == 1 else f"({', '.join(f'{h.dim()}-D' for h in hx)}) tensors"
+            raise RuntimeError(f"For {kind} input, {' and '.join(names)} should also be {want_dim}-D but got {got}")
         out = []
         for k, (h, size) in enumerate(zip(hx, self.state_sizes)):
-            label = "hx" if n == 1 else f"hidden[{k}]"
-            if not isinstance(h, Tensor):
-                raise TypeError(f"{label} must be a Tensor, got {type(h).__name__}")
-            want_dim = 3 if batched else 2
-            if h.dim() != want_dim:
-                kind = "batched 3-D" if batched else "unbatched 2-D"
-                raise RuntimeError(f"For {kind} input, {label} should also be {want_dim}-D but got {h.dim()}-D tensor")
             if not batched:
                 h = h.unsqueeze(1)
             expected = (LD, B, size)
@@ -221,9 +223,9 @@ class RecurrentBase(nn.Module):
                 raise RuntimeError(f"{prefix} {expected}, got {list(h.shape)}")
             want = self.cells[0].state_dtype(x.dtype)
             if h.dtype != want:
-                raise ValueError(f"{label} dtype ({h.dtype}) does not match the expected state dtype ({want})")
+                raise ValueError(f"{names[k]} dtype ({h.dtype}) does not match the expected state dtype ({want})")
             if h.device != x.device:
-                raise RuntimeError(f"{label} is on {h.device} but input is on {x.device}")
+                raise RuntimeError(f"{names[k]} is on {h.device} but input is on {x.device}")
             out.append(h)
         return tuple(out)
 

@@ -29,7 +29,7 @@ class LSTM(RecurrentBase):
                  backend: str = "auto", memory: str = "store", checkpoint_every: int | None = None):
         if not isinstance(proj_size, int) or proj_size < 0:
             raise ValueError("proj_size should be a positive integer or zero to disable projections")
-        if isinstance(hidden_size, int) and proj_size >= hidden_size:
+        if isinstance(hidden_size, int) and 0 < hidden_size <= proj_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
         self.proj_size = proj_size
         super().__init__(lambda n: LSTMCell(n, hidden_size, bias, proj_size), input_size, hidden_size,
