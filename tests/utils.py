@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 def rel_err(a: Tensor, b: Tensor) -> float:
@@ -78,3 +79,56 @@ def gradcheck_module(module: nn.Module, x: Tensor, hx=None) -> None:
         return (out, *as_tuple(final))
 
     assert torch.autograd.gradcheck(f, (x, *hx, *params), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def assert_packed_matches_separate(m: nn.Module, x: Tensor, lengths: list[int]) -> None:
+    """A PackedSequence batch gives each sequence's output, final state and the summed
+    gradients of running every sequence on its own (``m`` must not couple the batch)."""
+    T, B, _ = x.shape
+    torch.manual_seed(123)
+    w_out = torch.randn(T, B, m.hidden_size * m.num_directions, dtype=x.dtype)
+    w_h = torch.randn(m.num_layers * m.num_directions, B, m.hidden_size, dtype=x.dtype)
+    params = list(m.parameters())
+
+    xp = x.clone().requires_grad_()
+    out, h_n = m(pack_padded_sequence(xp, torch.tensor(lengths), enforce_sorted=False))
+    out, _ = pad_packed_sequence(out, total_length=T)
+    loss = (w_out * out).sum() + (w_h * h_n).sum()
+    got = torch.autograd.grad(loss, [xp, *params])
+
+    xs = x.clone().requires_grad_()
+    loss, outs, states = 0, [], []
+    for b, L in enumerate(lengths):
+        o, h = m(xs[:L, b:b + 1])
+        outs.append(o)
+        states.append(h)
+        loss = loss + (w_out[:L, b:b + 1] * o).sum() + (w_h[:, b:b + 1] * h).sum()
+    want = torch.autograd.grad(loss, [xs, *params])
+    for b, L in enumerate(lengths):
+        assert rel_err(out[:L, b], outs[b][:, 0]) < 1e-12
+        assert not out[L:, b].any()  # padding
+        assert rel_err(h_n[:, b], states[b][:, 0]) < 1e-12
+    for g, w in zip(got, want):
+        assert rel_err(g, w) < 1e-12
+
+
+def valid_mask(T: int, lengths: list[int]) -> Tensor:
+    return torch.arange(T)[:, None] < torch.tensor(lengths)[None, :]
+
+
+def snapshot(m: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def randomise_bn(m: nn.Module) -> None:
+    """Non-trivial γ, β and running statistics."""
+    with torch.no_grad():
+        for name, t in m.named_buffers():
+            t.copy_(torch.rand_like(t) + 0.5 if "var" in name else torch.randn_like(t))
+        for name, t in m.named_parameters():
+            if name.startswith("bn_"):
+                t.copy_(torch.randn_like(t) * 0.5 + (1 if "weight" in name else 0))

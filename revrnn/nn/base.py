@@ -136,7 +136,7 @@ class RecurrentBase(nn.Module):
                 x = x.transpose(0, 1)
             lengths = None
         self._check_input(x)
-        T, B = x.shape[0], x.shape[1]
+        T = x.shape[0]
         states = self._initial_states(hx, x, batched)
         mask = None
         if lengths is not None:

@@ -1,0 +1,140 @@
+"""The ``revrnn`` command: ``train`` a cell on a long-range task, ``demo`` the library end to end."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Sequence
+
+import torch
+
+from . import available_backends, init
+from . import nn as rnn
+from .memory import activation_bytes
+from .tasks import ADDING_BASELINE_MSE
+from .train import Regressor, train_adding
+
+CELLS = {
+    "lstm": rnn.LSTM, "gru": rnn.GRU,
+}
+
+
+def build(cell: str, hidden: int, layers: int, backend: str, memory: str,
+          checkpoint_every: int | None, chrono: float | None, input_size: int = 2) -> rnn.RecurrentBase:
+    module = CELLS[cell](input_size, hidden, num_layers=layers, backend=backend, memory=memory,
+                         checkpoint_every=checkpoint_every)
+    if chrono:
+        init.chrono_(module, chrono)
+    return module
+
+
+def memory_table(cell: str, hidden: int, batch: int, lengths: Sequence[int], backend: str) -> list[dict]:
+    """Activation bytes of one forward per memory strategy and length, and the gradient error
+    of ``recompute`` relative to ``store`` (both exact: the error is rounding only)."""
+    rows = []
+    for T in lengths:
+        x = torch.randn(T, batch, 2)
+        grads = {}
+        for memory in ("store", "recompute"):
+            torch.manual_seed(0)
+            model = build(cell, hidden, 1, backend, memory, None, None)
+            saved = activation_bytes(model, x)
+            out, _ = model(x)
+            out.square().mean().backward()
+            grads[memory] = torch.cat([p.grad.flatten() for p in model.parameters()])
+            err = (grads[memory] - grads["store"]).abs().max() / grads["store"].abs().max()
+            rows.append({"T": T, "memory": memory, "activation_bytes": saved,
+                         "checkpoint_every": math.isqrt(T - 1) + 1 if memory == "recompute" else None,
+                         "grad_rel_err_vs_store": err.item()})
+    store = {r["T"]: r["activation_bytes"] for r in rows if r["memory"] == "store"}
+    for r in rows:
+        r["ratio_vs_store"] = r["activation_bytes"] / store[r["T"]]
+    return rows
+
+
+def print_table(rows: list[dict], out=sys.stdout) -> None:
+    print(f"{'T':>6}  {'memory':<10} {'activations (MiB)':>18} {'vs store':>9} {'grad err vs store':>18}", file=out)
+    for r in rows:
+        print(f"{r['T']:>6}  {r['memory']:<10} {r['activation_bytes'] / 2**20:>18.3f} "
+              f"{r['ratio_vs_store']:>8.3f}x {r['grad_rel_err_vs_store']:>18.1e}", file=out)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)
+    module = build(args.cell, args.hidden, args.layers, args.backend, args.memory,
+                   args.checkpoint_every, args.chrono)
+    model = Regressor(module)
+    print(f"training {args.cell} (hidden {args.hidden}, {args.layers} layer(s), memory={args.memory}, "
+          f"backend={args.backend}{f', truncated BPTT {args.tbptt}' if args.tbptt else ''}) "
+          f"on the adding problem, T={args.T}, batch {args.batch}, {args.steps} steps")
+    every = max(1, args.steps // 10)
+    report = lambda step, loss: print(f"  step {step + 1:>5}  mse {loss:.4f}") if (step + 1) % every == 0 else None
+    result = train_adding(model, args.T, args.steps, args.batch, args.lr, args.tbptt, seed=args.seed,
+                          callback=report)
+    print(f"final mse {result.final_loss:.4f} (predicting the mean scores {ADDING_BASELINE_MSE:.4f}); "
+          f"{result.seconds:.1f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "losses": result.losses, "seconds": result.seconds}, f)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    print("revrnn demo: backends on this machine")
+    for name, reason in available_backends("cpu").items():
+        print(f"  {name:<10} {'available' if reason is None else 'unavailable: ' + reason}")
+    print()
+    cmd_train(argparse.Namespace(**{**vars(args), "json": None}))
+    print(f"\nactivation memory of one forward ({args.cell}, hidden {args.hidden}, batch {args.batch}; "
+          "saved tensors, parameters and inputs excluded)")
+    print_table(memory_table(args.cell, args.hidden, args.batch, args.lengths, args.backend))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="revrnn", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def training_args(sp: argparse.ArgumentParser, T: int, steps: int) -> None:
+        sp.add_argument("--cell", choices=sorted(CELLS), default="gru")
+        sp.add_argument("--hidden", type=_positive_int, default=32)
+        sp.add_argument("--layers", type=_positive_int, default=1)
+        sp.add_argument("--T", type=_positive_int, default=T, help="sequence length")
+        sp.add_argument("--steps", type=_positive_int, default=steps, help="optimiser steps")
+        sp.add_argument("--batch", type=_positive_int, default=64)
+        sp.add_argument("--lr", type=float, default=1e-2)
+        sp.add_argument("--memory", choices=["store", "recompute"], default="recompute")
+        sp.add_argument("--checkpoint-every", type=_positive_int, default=None)
+        sp.add_argument("--tbptt", type=_positive_int, default=None, help="truncated BPTT window")
+        sp.add_argument("--backend", choices=["auto", "reference", "triton", "cuda", "cpu"], default="auto")
+        sp.add_argument("--chrono", type=float, default=None, help="chrono init with this t_max")
+        sp.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser("train", help="train a cell on the adding problem")
+    training_args(t, T=100, steps=500)
+    t.add_argument("--json", help="write the loss curve to this file")
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("demo", help="train briefly, then print a memory table of the strategies")
+    training_args(d, T=50, steps=200)
+    d.add_argument("--lengths", type=lambda s: [_positive_int(v) for v in s.split(",")],
+                   default=[250, 1000, 4000], help="comma-separated sequence lengths for the table")
+    d.set_defaults(func=cmd_demo, chrono=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
