@@ -123,4 +123,13 @@ def check_positive(**values: int) -> None:
             raise ValueError(f"{key} must be greater than zero, got {value}")
 
 
+def check_number(name: str, value: float, low: float = 0.0, strict: bool = True) -> float:
+    """``value`` as a float; raises unless it is a finite real number ``> low`` (``>= low``
+    when not ``strict``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= low if strict else value < low):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
+    return float(value)
+
+
 CellFactory = Callable[..., CellSpec]

@@ -78,6 +78,10 @@ class GRUCell(CellSpec):
             bias = p["bias_ih"] if self.reset_after else p["bias_ih"] + p["bias_hh"]
         return flat_linear(x, p["weight_ih"], bias)
 
+    def gate(self, p: Params, s: Tensor, index: int) -> Tensor:
+        """Sigmoid gate number ``index`` (r=0, z=1); the hook KAF gates replace."""
+        return torch.sigmoid(s)
+
     def step(self, p: Params, xp: Tensor, state: State, t: int, extras: Params) -> State:
         (h,) = state
         H = self.hidden_size
@@ -92,7 +96,8 @@ class GRUCell(CellSpec):
             gates = gates + p["bias_gates"]
         elif self.bias and self.reset_after and "x" in self.terms:
             gates = gates + p["bias_hh"][:2 * H]
-        r, z = torch.sigmoid(gates).expand(h.shape[0], -1).chunk(2, dim=1)
+        gates = gates.expand(h.shape[0], -1)
+        r, z = self.gate(p, gates[:, :H], 0), self.gate(p, gates[:, H:], 1)
         if self.reset_after:
             n = torch.tanh(xp + r * linear(h, w_n, p["bias_hh"][-H:] if self.bias else None))
         else:

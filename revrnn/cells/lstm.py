@@ -51,11 +51,15 @@ class LSTMCell(CellSpec):
         bias = p["bias_ih"] + p["bias_hh"] if self.bias else None
         return flat_linear(x, p["weight_ih"], bias)
 
+    def gate(self, p: Params, s: Tensor, index: int) -> Tensor:
+        """Sigmoid gate number ``index`` (i=0, f=1, o=2); the hook KAF gates replace."""
+        return torch.sigmoid(s)
+
     def cell_update(self, p: Params, xp: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """The LSTM update without projection (shared with the time-gated and KAF LSTMs)."""
         i, f, g, o = (xp + linear(h, p["weight_hh"])).chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        c = self.gate(p, f, 1) * c + self.gate(p, i, 0) * torch.tanh(g)
+        return self.gate(p, o, 2) * torch.tanh(c), c
 
     def step(self, p: Params, xp: Tensor, state: State, t: int, extras: Params) -> State:
         h, c = self.cell_update(p, xp, *state)

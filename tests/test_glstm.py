@@ -1,0 +1,176 @@
+"""g-LSTM: equations against an independent loop, closed neurons bit-exact, time-gate gradients,
+budget, memory strategies, variable length."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from revrnn.nn.glstm import GLSTM
+from utils import assert_packed_matches_separate, assert_recompute_matches_store, gradcheck_module, rel_err
+
+F64 = torch.float64
+
+
+def glstm(**kw) -> GLSTM:
+    kw = {"t_max": 4.0, "dtype": F64, "backend": "reference", **kw}
+    return GLSTM(3, 3, **kw)
+
+
+def set_gates(m: GLSTM, mu: list[float], sigma: list[float]) -> None:
+    with torch.no_grad():
+        for name, _ in m.named_parameters():
+            if name.startswith("mu_"):
+                getattr(m, name).copy_(torch.tensor(mu))
+            elif name.startswith("sigma_"):
+                getattr(m, name).copy_(torch.tensor(sigma))
+
+
+def gate_loop(x: Tensor, h: Tensor, c: Tensor, m: GLSTM, suffix: str, threshold: float):
+    """The g-LSTM written out: torch.nn.LSTMCell for (ĥ, ĉ), then the Gaussian time gate."""
+    cell = nn.LSTMCell(x.shape[-1], h.shape[-1], dtype=F64)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(getattr(m, name + suffix))
+    mu, sigma = getattr(m, "mu" + suffix).tolist(), getattr(m, "sigma" + suffix).tolist()
+    outs = []
+    for t in range(x.shape[0]):
+        h_hat, c_hat = cell(x[t], (h, c))
+        k = [math.exp(-(t - mu_n) ** 2 / (2 * s_n ** 2)) for mu_n, s_n in zip(mu, sigma)]
+        k = torch.tensor([kn if kn >= threshold else 0.0 for kn in k], dtype=F64)
+        h, c = k * h_hat + (1 - k) * h, k * c_hat + (1 - k) * c
+        outs.append(h)
+    return torch.stack(outs), h, c
+
+
+def test_matches_independent_loop_both_directions():
+    """Forward: the loop above; reverse: the same loop on the flipped sequence, t counted from
+    its first processed step (the last element)."""
+    torch.manual_seed(0)
+    T, B, I, H = 9, 2, 4, 5
+    m = GLSTM(I, H, bidirectional=True, t_max=T, sigma_fraction=0.15, dtype=F64, backend="reference")
+    x = torch.randn(T, B, I, dtype=F64)
+    h0, c0 = torch.randn(2, B, H, dtype=F64), torch.randn(2, B, H, dtype=F64)
+    out, (h_n, c_n) = m(x, (h0, c0))
+    assert 0 < m.open_fraction(T) < 1  # some neuron-steps closed, some open
+    fwd = gate_loop(x, h0[0], c0[0], m, "_l0", 1e-3)
+    rev = gate_loop(x.flip(0), h0[1], c0[1], m, "_l0_reverse", 1e-3)
+    assert rel_err(out[..., :H], fwd[0]) < 1e-12 and rel_err(out[..., H:], rev[0].flip(0)) < 1e-12
+    assert rel_err(h_n, torch.stack([fwd[1], rev[1]])) < 1e-12
+    assert rel_err(c_n, torch.stack([fwd[2], rev[2]])) < 1e-12
+
+
+def test_closed_neurons_keep_h_and_c_bit_exactly():
+    """Neuron 0 is open only at t = 1, 2, 3 (k(0) = k(4) = e^-8 < 1e-3), neuron 1 only at
+    t = 5, neuron 2 never (μ far away): at every closed step h and c are copied exactly."""
+    torch.manual_seed(0)
+    m = GLSTM(3, 3, t_max=8, dtype=torch.float32, backend="reference")
+    set_gates(m, [2.0, 5.0, 500.0], [0.5, 0.2, 1.0])
+    cell, p = m.cells[0], m.cell_params(0)
+    opened = {0: {1, 2, 3}, 1: {5}, 2: set()}
+    x = torch.randn(8, 4, 3)
+    state = (torch.randn(4, 3), torch.randn(4, 3))
+    xp = cell.project(p, x, None, False)
+    for t in range(8):
+        new = cell.step(p, xp[t], state, t, {})
+        for n in range(3):
+            for before, after in zip(state, new):
+                if t in opened[n]:
+                    assert not torch.equal(before[:, n], after[:, n])
+                else:
+                    assert torch.equal(before[:, n], after[:, n])
+        state = new
+    # the module agrees: the output of a closed neuron repeats the previous output exactly
+    h0 = torch.randn(1, 4, 3)
+    out, _ = m(x, (h0, torch.zeros(1, 4, 3)))
+    prev = torch.cat([h0, out[:-1]])
+    for t in range(8):
+        for n in range(3):
+            assert torch.equal(out[t, :, n], prev[t, :, n]) == (t not in opened[n])
+
+
+def test_gradcheck_full_gaussian_two_layers_bidirectional():
+    torch.manual_seed(0)
+    m = glstm(num_layers=2, bidirectional=True, gate_threshold=0.0)
+    gradcheck_module(m, torch.randn(4, 2, 3, dtype=F64))
+
+
+def test_gradcheck_with_closed_neurons():
+    """With the threshold active: gradients wrt μ, σ (and everything else) match finite
+    differences where the gates are open, and closed neuron-steps pass gradients through."""
+    torch.manual_seed(0)
+    m = glstm(gate_threshold=1e-3)
+    mu, sigma = [0.3, 2.0, 40.0], [0.6, 1.5, 1.0]
+    set_gates(m, mu, sigma)
+    k = torch.tensor([[math.exp(-(t - a) ** 2 / (2 * s * s)) for a, s in zip(mu, sigma)] for t in range(4)])
+    assert (k < 1e-3).any() and (k > 1e-3).any()
+    assert ((k.log() - math.log(1e-3)).abs() > 0.5).all()  # no gate near the discontinuity
+    hx = (torch.randn(1, 2, 3, dtype=F64), torch.randn(1, 2, 3, dtype=F64))
+    gradcheck_module(m, torch.randn(4, 2, 3, dtype=F64), hx)
+
+
+def test_recompute_matches_store():
+    """The gate depends on t: chunked recomputation must replay the absolute step index."""
+    assert_recompute_matches_store(lambda **kw: glstm(num_layers=2, bidirectional=True, t_max=9.0, **kw),
+                                   torch.randn(9, 2, 3, dtype=F64))
+
+
+def test_packed_matches_separate():
+    torch.manual_seed(0)
+    m = glstm(num_layers=2, bidirectional=True, t_max=6.0)
+    assert_packed_matches_separate(m, torch.randn(6, 3, 3, dtype=F64), [4, 6, 1])
+
+
+def test_budget_and_open_fraction():
+    torch.manual_seed(0)
+    T = 12
+    m = glstm(t_max=T, bidirectional=True)
+    set_gates(m, [1.0, 6.0, 30.0], [2.0, 0.7, 3.0])
+    t = torch.arange(T, dtype=F64)[:, None]
+    mu, sigma = m.mu_l0.detach(), m.sigma_l0.detach()
+    k = torch.exp(-(t - mu) ** 2 / (2 * sigma ** 2))
+    k = torch.where(k < 1e-3, 0.0, k)
+    assert rel_err(m.budget(T), k.mean()) < 1e-12  # both directions hold the same gates here
+    assert m.open_fraction(T) == pytest.approx((k > 0).double().mean().item(), abs=1e-12)
+    # spec §6: ∂k/∂μ = k (t − μ)/σ², ∂k/∂σ = k (t − μ)²/σ³, on the open steps
+    g_mu, g_sigma = torch.autograd.grad(m.budget(T), [m.mu_l0, m.sigma_l0])
+    n = 2 * T * 3
+    assert rel_err(g_mu, (k * (t - mu) / sigma ** 2).sum(0) / n) < 1e-12
+    assert rel_err(g_sigma, (k * (t - mu) ** 2 / sigma ** 3).sum(0) / n) < 1e-12
+
+
+def test_sigma_zero_is_guarded():
+    """σ = 0 gives a delta gate at t = μ: no NaN in output or gradients."""
+    torch.manual_seed(0)
+    m = glstm(t_max=6.0)
+    set_gates(m, [2.0, 3.5, 0.0], [0.0, 0.0, 1.0])
+    k = m.cells[0].time_gate(m.cell_params(0), torch.arange(6))
+    assert torch.equal(k[:, 0], torch.tensor([0, 0, 1, 0, 0, 0], dtype=F64))
+    assert not k[:, 1].any()
+    out, (h_n, c_n) = m(torch.randn(6, 2, 3, dtype=F64))
+    (out.sum() + c_n.sum() + m.budget(6)).backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def test_default_init():
+    torch.manual_seed(0)
+    m = GLSTM(3, 2000, t_max=200)
+    assert m.mu_l0.min() >= 0 and m.mu_l0.max() <= 200 and m.mu_l0.std() > 50
+    assert torch.equal(m.sigma_l0, torch.full((2000,), 20.0))
+    # documented: ≈ 2a − a² open neuron-steps over t_max, a = 0.1·sqrt(2 ln 1000)
+    a = 0.1 * math.sqrt(2 * math.log(1000))
+    assert m.open_fraction(200) == pytest.approx(2 * a - a * a, abs=0.03)
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="t_max"):
+        GLSTM(3, 4)
+    with pytest.raises(ValueError, match="t_max must be a finite number > 0, got 0"):
+        GLSTM(3, 4, t_max=0)
+    with pytest.raises(ValueError, match="gate_threshold must be < 1, got 1.5"):
+        GLSTM(3, 4, t_max=10, gate_threshold=1.5)
+    with pytest.raises(ValueError, match="sigma_fraction .* got -0.1"):
+        GLSTM(3, 4, t_max=10, sigma_fraction=-0.1)
