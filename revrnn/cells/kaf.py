@@ -82,7 +82,8 @@ def krr_alpha(d: Tensor, gamma: float, target: Callable[[Tensor], Tensor] | None
 
 
 class KAFGates:
-    """Mixin adding per-neuron KAF gates to a cell with ``kaf_gates`` sigmoid gates of H units."""
+    """Mixin adding per-neuron KAF gates to a cell with ``kaf_gates`` sigmoid gates of H units
+    (it replaces the cell's :meth:`gate` hook and extends its parameters and init)."""
 
     kaf_gates: int
 
@@ -93,12 +94,15 @@ class KAFGates:
         self.kaf_size, self.kaf_range = kaf_size, check_number("kaf_range", kaf_range)
         self.gamma = kaf_gamma(kaf_size, self.kaf_range)
 
-    def kaf_specs(self) -> list[ParamSpec]:
-        return [ParamSpec("kaf_alpha", (self.kaf_gates * self.hidden_size, self.kaf_size)),
-                ParamSpec("kaf_dict", (self.kaf_size,), trainable=False)]
+    def param_specs(self) -> list[ParamSpec]:
+        return super().param_specs() + [
+            ParamSpec("kaf_alpha", (self.kaf_gates * self.hidden_size, self.kaf_size)),
+            ParamSpec("kaf_dict", (self.kaf_size,), trainable=False)]
 
-    def reset_kaf(self, p: Params) -> None:
-        """``kaf_dict = linspace(−B, B, D)``; every row of ``kaf_alpha`` = the KRR identity fit."""
+    def reset_parameters(self, p: Params) -> None:
+        """The base cell's init; ``kaf_dict = linspace(−B, B, D)``; every row of ``kaf_alpha``
+        = the KRR identity fit."""
+        super().reset_parameters(p)
         B = self.kaf_range
         p["kaf_dict"].copy_(torch.linspace(-B, B, self.kaf_size, dtype=torch.float64))
         p["kaf_alpha"].copy_(krr_alpha(p["kaf_dict"], self.gamma).expand_as(p["kaf_alpha"]))
@@ -120,13 +124,6 @@ class KAFLSTMCell(KAFGates, LSTMCell):
         super().__init__(input_size, hidden_size, bias, proj_size)
         self._init_kaf(kaf_size, kaf_range)
 
-    def param_specs(self) -> list[ParamSpec]:
-        return super().param_specs() + self.kaf_specs()
-
-    def reset_parameters(self, p: Params) -> None:
-        super().reset_parameters(p)
-        self.reset_kaf(p)
-
 
 class KAFGRUCell(KAFGates, GRUCell):
     """Reset-after GRU (torch.nn.GRU) whose r, z gates are gated KAFs.
@@ -141,10 +138,3 @@ class KAFGRUCell(KAFGates, GRUCell):
                  kaf_range: float = 3.0):
         super().__init__(input_size, hidden_size, bias, reset_after=True, variant=0)
         self._init_kaf(kaf_size, kaf_range)
-
-    def param_specs(self) -> list[ParamSpec]:
-        return super().param_specs() + self.kaf_specs()
-
-    def reset_parameters(self, p: Params) -> None:
-        super().reset_parameters(p)
-        self.reset_kaf(p)

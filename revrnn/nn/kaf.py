@@ -18,7 +18,25 @@ _ARGS = """
 """
 
 
-class KAFLSTM(RecurrentBase):
+class _KAFModule(RecurrentBase):
+    cell: type
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 kaf_size: int = 20, kaf_range: float = 3.0, device: Any = None,
+                 dtype: torch.dtype | None = None, *, backend: str = "auto", memory: str = "store",
+                 checkpoint_every: int | None = None):
+        self.kaf_size, self.kaf_range = kaf_size, kaf_range
+        super().__init__(lambda n: self.cell(n, hidden_size, bias, kaf_size=kaf_size, kaf_range=kaf_range),
+                         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         backend=backend, memory=memory, checkpoint_every=checkpoint_every,
+                         device=device, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", kaf_size={self.kaf_size}, kaf_range={self.kaf_range}"
+
+
+class KAFLSTM(_KAFModule):
     __doc__ = r"""Multi-layer LSTM whose i, f, o gates are ``σ(½ s + ½ KAF(s))`` (Scardapane et al. 2018).
 
     The KAF, its dictionary, γ and the kernel-ridge-regression init (``KAF(s) ≈ s`` so that the
@@ -26,40 +44,14 @@ class KAFLSTM(RecurrentBase):
     direction: torch.nn.LSTM's plus ``kaf_alpha_l{k}`` (3H, D; rows i, f, o) and the buffer
     ``kaf_dict_l{k}`` (D). ``forward`` is torch.nn.LSTM's.
     """ + _ARGS.format(base="LSTM")
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 kaf_size: int = 20, kaf_range: float = 3.0, device: Any = None,
-                 dtype: torch.dtype | None = None, *, backend: str = "auto", memory: str = "store",
-                 checkpoint_every: int | None = None):
-        self.kaf_size, self.kaf_range = kaf_size, kaf_range
-        super().__init__(lambda n: KAFLSTMCell(n, hidden_size, bias, kaf_size=kaf_size, kaf_range=kaf_range),
-                         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         backend=backend, memory=memory, checkpoint_every=checkpoint_every,
-                         device=device, dtype=dtype)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", kaf_size={self.kaf_size}, kaf_range={self.kaf_range}"
+    cell = KAFLSTMCell
 
 
-class KAFGRU(RecurrentBase):
+class KAFGRU(_KAFModule):
     __doc__ = r"""Multi-layer GRU (reset-after, torch.nn.GRU) whose r, z gates are ``σ(½ s + ½ KAF(s))``.
 
     See :mod:`revrnn.cells.kaf`. Parameters per layer and direction: torch.nn.GRU's plus
     ``kaf_alpha_l{k}`` (2H, D; rows r, z) and the buffer ``kaf_dict_l{k}`` (D). ``forward`` is
     torch.nn.GRU's.
     """ + _ARGS.format(base="GRU")
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 kaf_size: int = 20, kaf_range: float = 3.0, device: Any = None,
-                 dtype: torch.dtype | None = None, *, backend: str = "auto", memory: str = "store",
-                 checkpoint_every: int | None = None):
-        self.kaf_size, self.kaf_range = kaf_size, kaf_range
-        super().__init__(lambda n: KAFGRUCell(n, hidden_size, bias, kaf_size=kaf_size, kaf_range=kaf_range),
-                         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         backend=backend, memory=memory, checkpoint_every=checkpoint_every,
-                         device=device, dtype=dtype)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", kaf_size={self.kaf_size}, kaf_range={self.kaf_range}"
+    cell = KAFGRUCell
