@@ -117,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--backend", choices=["auto", "reference", "triton", "cuda", "cpu"], default="auto")
         sp.add_argument("--chrono", type=float, default=None, help="chrono init with this t_max")
         sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--threads", type=_positive_int, default=1,
+                        help="CPU threads (default 1: small recurrent steps are faster on one)")
 
     t = sub.add_parser("train", help="train a cell on the adding problem")
     training_args(t, T=100, steps=500)
@@ -124,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("demo", help="train briefly, then print a memory table of the strategies")
-    training_args(d, T=50, steps=200)
+    training_args(d, T=50, steps=300)
     d.add_argument("--lengths", type=lambda s: [_positive_int(v) for v in s.split(",")],
                    default=[250, 1000, 4000], help="comma-separated sequence lengths for the table")
     d.set_defaults(func=cmd_demo, chrono=None)
@@ -133,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
     return args.func(args)
 
 

@@ -10,6 +10,7 @@ import torch
 
 from ..cells.base import CellSpec
 from .base import Backend, BackendUnavailable, Chunk
+from .cpu import CpuBackend
 from .reference import ReferenceBackend
 
 __all__ = ["Backend", "BackendUnavailable", "Chunk", "register", "get_backend", "resolve",
@@ -29,6 +30,7 @@ def register(backend: Backend) -> Backend:
 
 
 register(ReferenceBackend())
+register(CpuBackend())  # registered even when revrnn._C is not built: it then says why
 
 
 def check_name(name: str) -> str:
@@ -49,20 +51,20 @@ def get_backend(name: str, device: torch.device) -> Backend:
     return backend
 
 
-def resolve(name: str, cell: CellSpec, device: torch.device) -> Backend:
-    """The backend that runs ``cell`` on ``device``: ``name`` itself, or ``auto``'s choice."""
+def resolve(name: str, cell: CellSpec, device: torch.device, dtype: torch.dtype = torch.float32) -> Backend:
+    """The backend that runs ``cell`` on ``device`` for ``dtype`` inputs: ``name`` itself, or
+    ``auto``'s choice."""
     if check_name(name) != "auto":
         backend = get_backend(name, device)
-        if not backend.supports(cell):
+        if not backend.supports(cell, dtype):
             raise BackendUnavailable(f"backend {name!r} does not implement the {cell.name} cell "
-                                     f"({type(cell).__name__}); use backend='reference' or 'auto'")
+                                     f"({type(cell).__name__}) for {dtype}; use backend='reference' or 'auto'")
         return backend
     for candidate in AUTO_ORDER:
         backend = _REGISTRY.get(candidate)
-        if backend is not None and backend.availability(device) is None and backend.supports(cell):
+        if backend is not None and backend.availability(device) is None and backend.supports(cell, dtype):
             return backend
     raise AssertionError("the reference backend supports every cell")  # pragma: no cover
-
 
 
 def available_backends(device: torch.device | str = "cpu") -> dict[str, str | None]:

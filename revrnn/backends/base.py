@@ -49,7 +49,8 @@ class Backend:
         """``None`` if the backend can run on ``device``, otherwise the reason it cannot."""
         return None
 
-    def supports(self, cell: CellSpec) -> bool:
+    def supports(self, cell: CellSpec, dtype: torch.dtype) -> bool:
+        """Whether this backend implements ``cell`` for inputs of ``dtype``."""
         return True
 
     def forward_chunk(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,

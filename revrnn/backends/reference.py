@@ -32,9 +32,10 @@ class ReferenceBackend(Backend):
     def forward_autograd(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                          state: State) -> tuple[Tensor, State]:
         outs = []
-        for i in range(chunk.xp.shape[0]):
+        # unbind, not xp[i]: the backward of T selects would build T full-size zero gradients.
+        for i, xp in enumerate(chunk.xp.unbind(0)):
             mask = None if chunk.mask is None else chunk.mask[i]
-            out, state = masked_step(cell, p, extras, chunk.xp[i], state, chunk.t0 + i, mask)
+            out, state = masked_step(cell, p, extras, xp, state, chunk.t0 + i, mask)
             outs.append(out)
         return torch.stack(outs), state
 

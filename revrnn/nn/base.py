@@ -170,7 +170,7 @@ class RecurrentBase(nn.Module):
     def _run(self, index: int, x: Tensor, state: tuple[Tensor, ...], mask: Tensor | None):
         cell = self.cells[index]
         p = self.cell_params(index)
-        backend = resolve(self.backend, cell, x.device)
+        backend = resolve(self.backend, cell, x.device, x.dtype)
         xp = cell.project(p, x, mask, self.training)
         recurrent = {spec.name: p[spec.name] for spec in cell.param_specs() if spec.recurrent}
         plan = Plan(cell=cell, backend=backend, memory=self.memory,

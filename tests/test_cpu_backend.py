@@ -1,0 +1,200 @@
+"""The compiled CPU backend (revrnn._C) against the reference backend.
+
+Tolerances: both backends evaluate the same formulas; they differ only in rounding (addmm's
+fused add, libm's exp/tanh vs torch's vectorised ones, GEMM summation order), accumulated over
+37 steps and two layers. In float64 that is ~1e-15 relative, so 1e-10 leaves a wide margin while
+any real error (a wrong gate, a missed mask) is O(1). In float32 we see ~1e-6 (a few ulps of
+2^-24 ≈ 6e-8 compounded by the recurrence), so 1e-5 is the tightest bound that is not flaky.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import revrnn
+from revrnn.backends import BackendUnavailable, Chunk, get_backend, resolve
+from revrnn.cells.lstm import LSTMCell
+from utils import assert_close_all, gradcheck_module, grads
+
+REASON = revrnn.available_backends()["cpu"]
+# CI sets REVRNN_REQUIRE_EXT=1: there a missing extension must fail the tests, not skip them.
+pytestmark = pytest.mark.skipif(REASON is not None and os.environ.get("REVRNN_REQUIRE_EXT") != "1",
+                                reason=f"backend 'cpu' unavailable: {REASON}")
+
+RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+T, B, I, H = 37, 3, 5, 45  # odd sizes: nothing lines up with a vector width
+
+
+@pytest.fixture
+def poison():
+    """Fill every newly allocated tensor with NaN, so that an output element the C++ code fails
+    to write shows up as NaN in the comparison (torch.empty returns NaN in deterministic mode)."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    assert torch.empty(8, dtype=torch.float64).isnan().all()  # the poisoning itself works
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.utils.deterministic.fill_uninitialized_memory = before[1]
+
+
+class Packed(nn.Module):
+    """Runs ``rnn`` on a PackedSequence made from padded input, returns padded output."""
+
+    def __init__(self, rnn: nn.Module, lengths: list[int]) -> None:
+        super().__init__()
+        self.rnn, self.lengths = rnn, lengths
+
+    def forward(self, x, hx=None):
+        out, state = self.rnn(pack_padded_sequence(x, self.lengths, enforce_sorted=False), hx)
+        return pad_packed_sequence(out, total_length=x.shape[0])[0], state
+
+
+def pair(dtype, memory="store", checkpoint_every=None, lengths=None, **kw):
+    """The same LSTM (same state_dict) on backend 'cpu' and on 'reference'."""
+    ref = revrnn.nn.LSTM(I, H, dtype=dtype, backend="reference", **kw)
+    cpu = revrnn.nn.LSTM(I, H, dtype=dtype, backend="cpu", memory=memory,
+                         checkpoint_every=checkpoint_every, **kw)
+    cpu.load_state_dict(ref.state_dict())
+    if lengths is not None:
+        return Packed(cpu, lengths), Packed(ref, lengths)
+    return cpu, ref
+
+
+def initial_state(dtype, layers=1, directions=1):
+    return tuple(torch.randn(layers * directions, B, H, dtype=dtype) for _ in range(2))
+
+
+CONFIGS = {
+    "single": ({}, None),
+    "stacked-bidirectional": ({"num_layers": 2, "bidirectional": True}, None),
+    "packed": ({}, [T, 1, 23]),
+    "packed-stacked-bidirectional": ({"num_layers": 2, "bidirectional": True}, [20, T, 9]),
+}
+MEMORY = {"store": ("store", None), "store-chunked": ("store", 5),
+          "recompute": ("recompute", None), "recompute-every-step": ("recompute", 1)}
+
+
+@pytest.mark.parametrize("memory", MEMORY)
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_matches_reference(dtype, config, memory, poison):
+    kw, lengths = CONFIGS[config]
+    cpu, ref = pair(dtype, *MEMORY[memory], lengths=lengths, **kw)
+    x = torch.randn(T, B, I, dtype=dtype)
+    hx = initial_state(dtype, kw.get("num_layers", 1), 2 if kw.get("bidirectional") else 1)
+    got, want = grads(cpu, x, hx), grads(ref, x, hx)
+    assert_close_all(got, want, RTOL[dtype])
+
+
+@pytest.mark.parametrize("memory", ["store", "recompute"])
+def test_gradcheck(memory):
+    m = revrnn.nn.LSTM(3, 4, dtype=torch.float64, backend="cpu", memory=memory, checkpoint_every=2)
+    hx = tuple(torch.randn(1, 2, 4, dtype=torch.float64) for _ in range(2))
+    gradcheck_module(m, torch.randn(5, 2, 3, dtype=torch.float64), hx)
+
+
+def test_auto_prefers_cpu_and_matches_torch():
+    """backend='auto' runs LSTM on the compiled backend, exactly torch.nn.LSTM in float64."""
+    assert type(resolve("auto", LSTMCell(I, H), torch.device("cpu"))).__name__ == "CpuBackend"
+    assert resolve("auto", LSTMCell(I, H, proj_size=4), torch.device("cpu")).name == "reference"
+    ours = revrnn.nn.LSTM(I, H, num_layers=2, dtype=torch.float64)
+    theirs = nn.LSTM(I, H, num_layers=2, dtype=torch.float64)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    assert_close_all(grads(ours, x), grads(theirs, x), 1e-10)
+
+
+@pytest.mark.parametrize("make, cell", [
+    (lambda: revrnn.nn.GRU(I, H, backend="cpu"), "gru"),
+    (lambda: revrnn.nn.LSTM(I, H, proj_size=4, backend="cpu"), "lstm"),
+])
+def test_unsupported_cell_raises(make, cell):
+    with pytest.raises(BackendUnavailable, match=f"backend 'cpu' does not implement the {cell} cell"):
+        make()(torch.randn(4, B, I))
+
+
+def test_not_available_off_cpu():
+    assert "CPU tensors only" in get_backend("cpu", torch.device("cpu")).availability(torch.device("meta"))
+
+
+def chunk_args(dtype=torch.float64, K=4):
+    cell = LSTMCell(I, H)
+    p = {"weight_hh": torch.randn(4 * H, H, dtype=torch.float64, requires_grad=True)}
+    state = tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(2))
+    return cell, p, Chunk(t0=0, xp=torch.randn(K, B, 4 * H, dtype=dtype), mask=None), state
+
+
+def test_masked_chunk_matches_reference(poison):
+    """Where the mask is false the state is kept, the output is exactly 0 and the gradients pass
+    through; checked on one chunk, where padded outputs are not hidden by repacking."""
+    K = 7
+    cell, p, chunk, state = chunk_args(K=K)
+    chunk.mask = torch.rand(K, B) < 0.5
+    chunk.mask[:, 0], chunk.mask[:, 1] = True, False  # an always-valid and a never-valid row too
+    cpu, ref = get_backend("cpu", torch.device("cpu")), get_backend("reference", torch.device("cpu"))
+    want_out, want_end, ref_res = ref.forward_chunk(cell, p, {}, chunk, state, keep=True)
+    want = {"output": want_out, "h": want_end[0], "c": want_end[1]}
+    for keep in (False, True):  # without residuals (recompute's forward), then with them
+        out, end, res = cpu.forward_chunk(cell, p, {}, chunk, state, keep=keep)
+        assert_close_all({"output": out, "h": end[0], "c": end[1]}, want, 1e-12)
+        assert (out[~chunk.mask] == 0).all()
+    g_out = torch.randn(K, B, H, dtype=torch.float64)
+    g_state = tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(2))
+    (gx, (gh, gc), gp), (wx, (wh, wc), wp) = (
+        backend.backward_chunk(cell, p, {}, chunk, r, g_out, g_state) for backend, r in ((cpu, res), (ref, ref_res)))
+    assert_close_all({"xp": gx, "h": gh, "c": gc, "w": gp["weight_hh"]},
+                     {"xp": wx, "h": wh, "c": wc, "w": wp["weight_hh"]}, 1e-12)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda c, s: (Chunk(0, c.xp.half(), None), s), "got xp of dtype torch.float16"),
+    (lambda c, s: (c, (s[0][:2], s[1])), r"h0 must have shape \(3, 45\)"),
+    (lambda c, s: (c, (s[0], s[1].float())), "c0 must have dtype torch.float64"),
+    (lambda c, s: (Chunk(0, c.xp, torch.ones(4, B, dtype=torch.uint8)), s), "mask must have dtype torch.bool"),
+])
+def test_bad_arguments_are_named(breakage, message):
+    cell, p, chunk, state = chunk_args()
+    chunk, state = breakage(chunk, state)
+    backend = get_backend("cpu", torch.device("cpu"))
+    with pytest.raises((TypeError, ValueError), match=message):
+        backend.forward_chunk(cell, p, {}, chunk, state, keep=True)
+
+
+def test_extension_rejects_null_pointers():
+    from revrnn import _C
+    x = torch.zeros(1, 4)
+    h = torch.zeros(1, 1)
+    with pytest.raises(ValueError, match="argument 'c_prev' is a null pointer"):
+        _C.lstm_forward(_C.DType.float32, 1, 1, x.data_ptr(), h.data_ptr(), 0, 0,
+                        h.data_ptr(), h.data_ptr(), h.data_ptr())
+
+
+class CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_one_gemm_per_step_and_one_weight_gradient_gemm_per_chunk():
+    K = 6
+    cell, p, chunk, state = chunk_args(K=K)
+    backend = get_backend("cpu", torch.device("cpu"))
+    with CountOps() as fwd:
+        _, _, res = backend.forward_chunk(cell, p, {}, chunk, state, keep=True)
+    with CountOps() as bwd:
+        backend.backward_chunk(cell, p, {}, chunk, res, torch.randn(K, B, H, dtype=torch.float64),
+                               tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(2)))
+    gemms = ("mm", "addmm", "addmm_", "matmul", "bmm")
+    assert {k: v for k, v in fwd.counts.items() if k in gemms} == {"addmm": K}
+    assert {k: v for k, v in bwd.counts.items() if k in gemms} == {"addmm_": K, "mm": 1}
