@@ -16,7 +16,8 @@ from .tasks import ADDING_BASELINE_MSE
 from .train import Regressor, train_adding
 
 CELLS = {
-    "lstm": rnn.LSTM, "gru": rnn.GRU,
+    "lstm": rnn.LSTM, "gru": rnn.GRU, "mgu": rnn.MGU, "ligru": rnn.LiGRU, "libru": rnn.LiBRU,
+    "kaflstm": rnn.KAFLSTM, "kafgru": rnn.KAFGRU,
 }
 
 
@@ -76,7 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{result.seconds:.1f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "losses": result.losses, "seconds": result.seconds}, f)
+            settings = {k: v for k, v in vars(args).items() if k != "func"}
+            json.dump({"args": settings, "losses": result.losses, "seconds": result.seconds}, f)
     return 0
 
 
