@@ -176,7 +176,7 @@ class RecurrentBase(nn.Module):
         plan = Plan(cell=cell, backend=backend, memory=self.memory,
                     checkpoint_every=self.checkpoint_every, mask=mask,
                     extras=cell.extras(p, x.shape[1], x, self.training))
-        if cell.rowwise_projection:
+        if self.memory == "recompute" and cell.rowwise_projection:  # only recompute re-projects
             x_in, training = x.detach(), self.training
             plan.reproject = lambda s, e: cell.project(p, x_in[s:e], None if mask is None else mask[s:e], training)
         return run_sequence(plan, xp, state, recurrent)
