@@ -27,9 +27,9 @@ from .cells.base import CellSpec, Params, State
 MEMORY = ("store", "recompute")
 
 
-def check_memory(memory: str, checkpoint_every: int | None) -> None:
-    if memory not in MEMORY:
-        raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORY))}, got {memory!r}")
+def check_memory(memory: str, checkpoint_every: int | None, modes: tuple[str, ...] = MEMORY) -> None:
+    if memory not in modes:
+        raise ValueError(f"memory must be one of {', '.join(map(repr, modes))}, got {memory!r}")
     if checkpoint_every is not None and (
             not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be a positive int or None, got {checkpoint_every!r}")

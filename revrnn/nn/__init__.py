@@ -8,5 +8,7 @@ from .ligru import LiGRU
 from .lstm import LSTM
 from .mgu import MGU
 from .nru import NRU
+from .revgru import RevGRU
+from .revlstm import RevLSTM
 
-__all__ = ["RecurrentBase", "LSTM", "GRU", "MGU", "LiGRU", "LiBRU", "NRU", "GLSTM", "KAFLSTM", "KAFGRU"]
+__all__ = ["RecurrentBase", "LSTM", "GRU", "MGU", "LiGRU", "LiBRU", "NRU", "GLSTM", "KAFLSTM", "KAFGRU", "RevGRU", "RevLSTM"]

@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..backends import check_name, resolve
 from ..cells.base import CellSpec, Params
-from ..engine import Plan, check_memory, run_sequence
+from ..engine import MEMORY, Plan, check_memory, run_sequence
 
 
 def _check_type(name: str, value: Any, kind: type) -> None:
@@ -35,6 +35,9 @@ class RecurrentBase(nn.Module):
     * ``memory`` — ``"store"`` (full BPTT, default) or ``"recompute"`` (states kept every
       ``checkpoint_every`` steps, √T by default, and recomputed in backward).
     """
+
+    #: accepted values of ``memory``, the first is the default
+    memory_modes: tuple[str, ...] = MEMORY
 
     def __init__(self, make_cell: Callable[[int], CellSpec], input_size: int, hidden_size: int,
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False,
@@ -57,7 +60,7 @@ class RecurrentBase(nn.Module):
             if value <= 0:
                 raise ValueError(f"{name} must be greater than zero, got {value}")
         check_name(backend)
-        check_memory(memory, checkpoint_every)
+        check_memory(memory, checkpoint_every, self.memory_modes)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
         self.dropout = float(dropout)
@@ -110,7 +113,7 @@ class RecurrentBase(nn.Module):
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         for key, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
-                             ("bidirectional", False), ("backend", "auto"), ("memory", "store"),
+                             ("bidirectional", False), ("backend", "auto"), ("memory", self.memory_modes[0]),
                              ("checkpoint_every", None)):
             if getattr(self, key) != default:
                 s += f", {key}={getattr(self, key)!r}"
@@ -142,6 +145,20 @@ class RecurrentBase(nn.Module):
         if lengths is not None:
             mask = torch.arange(T, device=x.device)[:, None] < lengths[None, :]
 
+        layer_in, state_n = self._stack(x, states, mask, lengths)
+        if packed:
+            output = repack(layer_in, lengths, sorted_indices, input)
+        else:
+            output = layer_in.transpose(0, 1) if self.batch_first else layer_in
+            if not batched:
+                output = output.squeeze(1 if not self.batch_first else 0)
+                state_n = tuple(s.squeeze(1) for s in state_n)
+        return output, state_n[0] if len(state_n) == 1 else state_n
+
+    def _stack(self, x: Tensor, states: tuple[Tensor, ...], mask: Tensor | None,
+               lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Run every layer and direction on ``x`` (T, B, I): the top layer's output (T, B, F)
+        and the final states, each (layers · directions, B, size)."""
         finals: list[tuple[Tensor, ...]] = []
         layer_in = x
         for layer in range(self.num_layers):
@@ -156,16 +173,7 @@ class RecurrentBase(nn.Module):
                 outs.append(out if direction == 0 else reverse_padded(out, lengths))
                 finals.append(final)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
-
-        state_n = tuple(torch.stack([f[k] for f in finals]) for k in range(len(self.state_sizes)))
-        if packed:
-            output = repack(layer_in, lengths, sorted_indices, input)
-        else:
-            output = layer_in.transpose(0, 1) if self.batch_first else layer_in
-            if not batched:
-                output = output.squeeze(1 if not self.batch_first else 0)
-                state_n = tuple(s.squeeze(1) for s in state_n)
-        return output, state_n[0] if len(state_n) == 1 else state_n
+        return layer_in, tuple(torch.stack([f[k] for f in finals]) for k in range(len(self.state_sizes)))
 
     def _run(self, index: int, x: Tensor, state: tuple[Tensor, ...], mask: Tensor | None):
         cell = self.cells[index]

@@ -1,0 +1,71 @@
+"""The module side shared by RevGRU and RevLSTM: torch.nn-style input handling from
+:class:`RecurrentBase`, with the whole stack run by one reversible Function (t-major, one
+information buffer for every layer) instead of one engine call per layer."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..backends.base import BackendUnavailable
+from ..reversible.base import RevCellSpec, check_forget_bits
+from ..reversible.function import BufferStats, Reversible, RevPlan, check_chunk, run_store
+from .base import RecurrentBase
+
+#: default steps per chunk (capped so a chunk stays within 1024 multiplies per buffer element)
+DEFAULT_CHUNK = 64
+
+
+class ReversibleBase(RecurrentBase):
+    """A stack of reversible layers; see :class:`revrnn.nn.RevGRU` for the arguments."""
+
+    memory_modes = ("reversible", "store")
+
+    def __init__(self, make_cell: Callable[..., RevCellSpec], input_size: int, hidden_size: int,
+                 num_layers: int = 1, bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 forget_bits: int = 3, device: Any = None, dtype: torch.dtype | None = None, *,
+                 memory: str = "reversible", verify: bool = False, chunk_size: int | None = None,
+                 backend: str = "auto") -> None:
+        check_forget_bits(forget_bits)
+        if not isinstance(verify, bool):
+            raise TypeError(f"verify should be of type bool, got: {type(verify).__name__}")
+        super().__init__(lambda n: make_cell(n, hidden_size, forget_bits, bias), input_size, hidden_size,
+                         num_layers, bias, batch_first, dropout, False, backend=backend, memory=memory,
+                         device=device, dtype=dtype)
+        self.forget_bits, self.verify = forget_bits, verify
+        per_step = 2 * sum(c.multiplies for c in self.cells) if forget_bits else 1
+        self.chunk_size = chunk_size
+        self._chunk = chunk_size if chunk_size is not None else max(1, min(DEFAULT_CHUNK, 1024 // per_step))
+        check_chunk(self._chunk, self.cells)
+        #: buffer accounting of the last forward (None before the first)
+        self.last_stats: BufferStats | None = None
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr() + f", forget_bits={self.forget_bits}"
+        if self.verify:
+            s += ", verify=True"
+        return s + (f", chunk_size={self.chunk_size}" if self.chunk_size is not None else "")
+
+    def _stack(self, x: Tensor, states: tuple[Tensor, ...], mask: Tensor | None,
+               lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        if self.backend not in ("auto", "reference"):
+            raise BackendUnavailable(f"{type(self).__name__} runs on the reference backend only; "
+                                     f"backend={self.backend!r} has no reversible kernels yet")
+        drop = [None]
+        for _ in range(1, self.num_layers):
+            if self.training and self.dropout > 0:
+                # locked: one mask per sequence, reused by the reverse pass
+                keep = torch.full((x.shape[1], self.hidden_size), 1 - self.dropout, dtype=x.dtype, device=x.device)
+                drop.append(torch.bernoulli(keep) / (1 - self.dropout) if self.dropout < 1 else keep)
+            else:
+                drop.append(None)
+        plan = RevPlan(cells=self.cells, names=[list(n) for n in self._names], mask=mask, drop=drop,
+                       chunk=self._chunk, verify=self.verify)
+        flat = [self.cell_params(i)[name] for i, names in enumerate(plan.names) for name in names]
+        if self.memory == "reversible":
+            out, *finals = Reversible.apply(plan, x, *states, *flat)
+        else:
+            out, *finals = run_store(plan, x, states, flat)
+        self.last_stats = plan.stats
+        return out, tuple(finals)

@@ -1,0 +1,45 @@
+"""``revrnn.nn.RevGRU``: the exactly reversible GRU of MacKay et al. (2018)."""
+from __future__ import annotations
+
+from ..reversible.revgru import RevGRUCell
+from .reversible import ReversibleBase
+
+
+class RevGRU(ReversibleBase):
+    r"""Multi-layer reversible GRU whose training memory does not grow with sequence length.
+
+    The state of each layer is split into halves h1, h2 of ``hidden_size / 2`` units. Half 1 is
+    updated from x and the old h2, half 2 from x and the new h1 (equations in
+    :mod:`revrnn.reversible.revgru`). States are fixed point (int64, 23 fractional bits); each
+    multiply by a forget gate is exactly invertible thanks to an information buffer that keeps
+    the bits it discards, so backward reconstructs every state from the final one.
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, device, dtype: as in
+            :class:`torch.nn.GRU`; ``hidden_size`` must be even. Bidirectional is not offered.
+        dropout: dropout on the input of every layer but the first, with one mask per sequence
+            (locked dropout) so that the reverse pass replays it; torch.nn.GRU draws a new mask
+            at every step instead.
+        forget_bits: k. Forget gates are restricted to [2**-k, 1], so each multiply stores at most
+            k bits (the paper's max_forget = 1 - 2**-k; 3 is its default). ``0`` gives the
+            no-forgetting RevGRU: h <- h + (1 - z) ⊙ g, no buffer at all.
+        memory: ``"reversible"`` (default): backward reconstructs the states; activation memory
+            is the buffer, about k bits per unit and step at most. ``"store"``: the same quantised
+            forward with every activation stored (plain autograd), the comparison baseline.
+        verify: keep the initial state and raise ``RuntimeError`` in backward unless the
+            reconstructed one is bit-identical.
+        chunk_size: steps per chunk: the buffer arena grows once per chunk (one host sync), and
+            backward batches weight-gradient GEMMs per chunk. Default: 64, fewer for deep stacks.
+        backend: ``"auto"`` or ``"reference"`` (the pure-PyTorch path; kernels come later).
+
+    ``forward(input, h_0=None)`` returns ``output, h_n`` like torch.nn.GRU; ``h_n`` is the true
+    final state. After each forward, :attr:`last_stats` holds the buffer accounting
+    (:class:`revrnn.reversible.function.BufferStats`). Backward consumes the buffer, so a graph
+    can be backpropagated once (no ``retain_graph``) and double backward is not supported.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, forget_bits: int = 3, device=None,
+                 dtype=None, **kwargs) -> None:
+        super().__init__(RevGRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         forget_bits, device, dtype, **kwargs)

@@ -1,0 +1,322 @@
+"""Running a reversible stack: the exact forward, the reversible autograd Function and the
+``store`` baseline.
+
+Both memory modes run the same quantised forward, t-major (every layer at step t, then t + 1)
+with one LIFO information buffer for all layers, and identical float gate computations, so
+they produce bit-identical states:
+
+* ``reversible`` — :class:`Reversible`: forward keeps only the final fixed-point states and the
+  buffer. Backward walks t = T-1 ... 0 and, per layer from the top, recomputes the gates of
+  half 2 from h1_t, undoes h2, recomputes the gates of half 1 from the restored h2_{t-1},
+  undoes h1, and differentiates each half-update with the gates it has just computed (no
+  separate re-forward). Weight gradients are one GEMM per chunk of steps, so backward memory
+  is O(chunk), not O(T).
+* ``store`` — :func:`run_store`: the same forward under autograd through straight-through
+  fixed-point conversions; autograd keeps every activation. It is the comparison baseline and
+  the ground truth for the reversible gradients.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.nn.functional import linear
+
+from ..cells.base import Params
+from . import fixed
+from .base import Ints, RevCellSpec, StraightThrough
+from .buffer import MAX_CHUNK_OPS, InformationBuffer
+
+
+@dataclass
+class BufferStats:
+    """What the last forward's information buffer held (bits), beside the cost of storing the
+    hidden states in float32 at every step, the reference of spec §3.4."""
+
+    used_bits: int
+    optimal_bits: float
+    float32_state_bits: int
+
+    @property
+    def ratio(self) -> float:
+        """float32 hidden-state storage / buffer bits actually used."""
+        return self.float32_state_bits / max(self.used_bits, 1)
+
+
+@dataclass
+class RevPlan:
+    """Everything about one run that is not a differentiable tensor."""
+
+    cells: list[RevCellSpec]
+    names: list[list[str]]           # per layer: parameter names, in the order passed
+    mask: Tensor | None = None       # (T, B) bool: valid steps of variable-length input
+    drop: list[Tensor | None] = field(default_factory=list)  # per layer: mask on its input
+    chunk: int = 64                  # steps per chunk
+    verify: bool = False
+    stats: BufferStats | None = None
+
+    @property
+    def forget_bits(self) -> int:
+        return self.cells[0].forget_bits
+
+    @property
+    def ops_per_step(self) -> int:
+        """Buffered multiplies per buffer element in one step of the whole stack."""
+        return 2 * sum(c.multiplies for c in self.cells) if self.forget_bits else 0
+
+    def chunks(self, T: int) -> list[tuple[int, int]]:
+        return [(s, min(s + self.chunk, T)) for s in range(0, T, self.chunk)]
+
+    def active(self, t: int) -> Tensor | None:
+        return None if self.mask is None else self.mask[t].unsqueeze(1)
+
+    def dropped(self, layer: int, x: Tensor) -> Tensor:
+        mask = self.drop[layer] if layer < len(self.drop) else None
+        return x if mask is None else x * mask
+
+    def params(self, flat: tuple[Tensor, ...]) -> list[Params]:
+        out, k = [], 0
+        for names in self.names:
+            out.append(dict(zip(names, flat[k:k + len(names)])))
+            k += len(names)
+        return out
+
+    def new_buffer(self, batch: int, device: torch.device) -> InformationBuffer | None:
+        if not self.forget_bits:
+            return None
+        return InformationBuffer((batch, self.cells[0].half), self.forget_bits, device)
+
+    def record(self, buf: InformationBuffer | None, T: int, batch: int) -> None:
+        states = sum(len(c.state_sizes) * c.hidden_size for c in self.cells)
+        self.stats = BufferStats(buf.used_bits if buf else 0, buf.optimal_bits if buf else 0.0,
+                                 32 * T * batch * states)
+
+
+def check_chunk(chunk: int, cells: list[RevCellSpec]) -> None:
+    """``chunk`` steps must fit the buffer's 1024 multiplies per element per chunk."""
+    per_step = 2 * sum(c.multiplies for c in cells) if cells[0].forget_bits else 1
+    limit = max(1, MAX_CHUNK_OPS // per_step)
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or not 1 <= chunk <= limit:
+        raise ValueError(f"chunk_size must be an int in [1, {limit}] for this stack "
+                         f"({per_step} buffered multiplies per step), got {chunk!r}")
+    if per_step > MAX_CHUNK_OPS:
+        raise ValueError(f"a reversible stack of {len(cells)} layers makes {per_step} multiplies per "
+                         f"step, more than the {MAX_CHUNK_OPS} a buffer chunk can tag")
+
+
+def project(cell: RevCellSpec, p: Params, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Input projections of both halves (with their biases)."""
+    return tuple(linear(x, w_ih, b) for w_ih, _, b in (cell.half_params(p, 1), cell.half_params(p, 2)))
+
+
+def _split(states: tuple[Tensor, ...], G: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    return tuple(s[:, :G] for s in states), tuple(s[:, G:] for s in states)
+
+
+def _join(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return tuple(torch.cat(pair, dim=1) for pair in zip(a, b))
+
+
+def _floats(ints: Ints, dtype: torch.dtype) -> tuple[Tensor, ...]:
+    return tuple(fixed.to_float(s, dtype) for s in ints)
+
+
+def _step(cell: RevCellSpec, p: Params, xp: tuple[Tensor, Tensor], own: Ints, sur: tuple[Tensor, ...] | None,
+          buf, active: Tensor | None, dtype: torch.dtype):
+    """One step of one layer: half 1 from the old h2, then half 2 from the new h1. With ``sur``
+    (store mode) the differentiable surrogate states are advanced beside the exact ones; their
+    values are the exact ones, so both modes compute bit-identical gates."""
+    store = sur is not None
+    own1, own2 = _split(own, cell.half)
+    sur1, sur2 = _split(sur, cell.half) if store else (None, None)
+
+    def other(ints: Ints, surs) -> Tensor:
+        return surs[0] if store else fixed.to_float(ints[0], dtype)
+
+    gt = cell.gates(xp[0], other(own2, sur2), p["weight_hh1"])
+    with torch.no_grad():
+        own1 = cell.advance(own1, gt, buf, active)
+    if store:
+        sur1 = cell.surrogate(sur1, gt, own1, active)
+    gt = cell.gates(xp[1], other(own1, sur1), p["weight_hh2"])
+    with torch.no_grad():
+        own2 = cell.advance(own2, gt, buf, active)
+    if store:
+        sur2 = cell.surrogate(sur2, gt, own2, active)
+    return _join(own1, own2), (_join(sur1, sur2) if store else None)
+
+
+def _forward(plan: RevPlan, params: list[Params], x: Tensor, ints: list[Ints],
+             surs: list[tuple[Tensor, ...]] | None):
+    """The quantised forward; updates ``ints`` (and ``surs``) in place, returns the top layer's
+    outputs and the buffer."""
+    T, B = x.shape[:2]
+    buf = plan.new_buffer(B, x.device)
+    outs = []
+    for s, e in plan.chunks(T):
+        if buf is not None:
+            buf.begin_chunk((e - s) * plan.ops_per_step)
+        xp0 = project(plan.cells[0], params[0], x[s:e])
+        for t in range(s, e):
+            active = plan.active(t)
+            for layer, cell in enumerate(plan.cells):
+                p = params[layer]
+                if layer == 0:
+                    xp = (xp0[0][t - s], xp0[1][t - s])
+                else:
+                    below = surs[layer - 1][0] if surs is not None else fixed.to_float(ints[layer - 1][0], x.dtype)
+                    xp = project(cell, p, plan.dropped(layer, below))
+                ints[layer], sur = _step(cell, p, xp, ints[layer], None if surs is None else surs[layer],
+                                         buf, active, x.dtype)
+                if surs is not None:
+                    surs[layer] = sur
+            top = surs[-1][0] if surs is not None else fixed.to_float(ints[-1][0], x.dtype)
+            outs.append(top if active is None else torch.where(active, top, torch.zeros_like(top)))
+        if buf is not None:
+            buf.end_chunk()
+    return torch.stack(outs), buf
+
+
+def _step_back(cell: RevCellSpec, p: Params, xp: tuple[Tensor, Tensor], own: Ints, grad: tuple[Tensor, ...],
+               buf, active: Tensor | None, dtype: torch.dtype):
+    """Undo one step of one layer and differentiate it: half 2 first (its gates come from
+    h1_t), then half 1 (its gates come from the h2_{t-1} just restored)."""
+    own1, own2 = _split(own, cell.half)
+    d1, d2 = _split(grad, cell.half)
+    w1, w2 = p["weight_hh1"], p["weight_hh2"]
+
+    hb2 = fixed.to_float(own1[0], dtype)
+    gt = cell.gates(xp[1], hb2, w2)
+    prev2 = cell.retreat(own2, gt, buf, active)
+    d2, dhb, da2, ops2 = cell.backward(gt, hb2, w2, _floats(prev2, dtype), _floats(own2, dtype), d2, active)
+    d1 = (d1[0] + dhb, *d1[1:])
+
+    hb1 = fixed.to_float(prev2[0], dtype)
+    gt = cell.gates(xp[0], hb1, w1)
+    prev1 = cell.retreat(own1, gt, buf, active)
+    d1, dhb, da1, ops1 = cell.backward(gt, hb1, w1, _floats(prev1, dtype), _floats(own1, dtype), d1, active)
+    d2 = (d2[0] + dhb, *d2[1:])
+    return _join(prev1, prev2), _join(d1, d2), (da1, ops1), (da2, ops2)
+
+
+def _initial(plan: RevPlan, states: tuple[Tensor, ...]) -> list[Ints]:
+    names = plan.cells[0].state_names
+    return [tuple(fixed.to_fixed(s[layer].detach(), names[k]) for k, s in enumerate(states))
+            for layer in range(len(plan.cells))]
+
+
+def _check_length(T: int) -> None:
+    if T >= fixed.MAX_STEPS:
+        raise OverflowError(f"a reversible sequence must be shorter than 2**39 steps, got {T}")
+
+
+class Reversible(torch.autograd.Function):
+    """``apply(plan, x, *states, *params)`` -> (output, *final states); see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, plan: RevPlan, x: Tensor, *tensors: Tensor):
+        n = len(plan.cells[0].state_sizes)
+        states, flat = tensors[:n], tensors[n:]
+        _check_length(x.shape[0])
+        start = _initial(plan, states)
+        ints = list(start)
+        with torch.no_grad():
+            out, buf = _forward(plan, plan.params(flat), x, ints, None)
+        plan.record(buf, x.shape[0], x.shape[1])
+        finals = tuple(torch.stack([fixed.to_float(layer[k], x.dtype) for layer in ints]) for k in range(n))
+        ends = [s for layer in ints for s in layer]
+        ctx.layout = (n, len(flat), len(ends))
+        ctx.plan, ctx.buf = plan, buf
+        # Everything kept for backward goes through save_for_backward, so activation accounting
+        # (saved-tensor hooks) sees the buffer arena too.
+        ctx.save_for_backward(x, *flat, *ends, *(buf.tensors() if buf else ()),
+                              *(s for layer in start for s in layer) if plan.verify else ())
+        return (out, *finals)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor, *grad_finals: Tensor | None):
+        plan, buf = ctx.plan, ctx.buf
+        n, n_flat, n_ends = ctx.layout
+        saved = ctx.saved_tensors
+        x, flat = saved[0], saved[1:1 + n_flat]
+        ends = saved[1 + n_flat:1 + n_flat + n_ends]
+        params = plan.params(flat)
+        cells, L = plan.cells, len(plan.cells)
+        T, B = x.shape[:2]
+        ints = [tuple(ends[layer * n:(layer + 1) * n]) for layer in range(L)]
+        zero = x.new_zeros(B, cells[0].hidden_size)
+        grads = [tuple(zero if g is None else g[layer] for g in grad_finals) for layer in range(L)]
+        grad_p = [dict.fromkeys(p) for p in params]
+        dx = torch.empty_like(x) if ctx.needs_input_grad[1] else None
+
+        for s, e in reversed(plan.chunks(T)):
+            if buf is not None:
+                buf.begin_reverse_chunk((e - s) * plan.ops_per_step)
+            xp0 = project(cells[0], params[0], x[s:e])
+            record: list[list] = [[] for _ in range(L)]
+            for t in range(e - 1, s - 1, -1):
+                active = plan.active(t)
+                g_top = grad_out[t] if active is None else grad_out[t] * active
+                grads[-1] = (grads[-1][0] + g_top, *grads[-1][1:])
+                for layer in range(L - 1, -1, -1):
+                    cell, p = cells[layer], params[layer]
+                    x_in = None
+                    if layer == 0:
+                        xp = (xp0[0][t - s], xp0[1][t - s])
+                    else:
+                        x_in = plan.dropped(layer, fixed.to_float(ints[layer - 1][0], x.dtype))
+                        xp = project(cell, p, x_in)
+                    ints[layer], grads[layer], half1, half2 = _step_back(cell, p, xp, ints[layer], grads[layer],
+                                                                         buf, active, x.dtype)
+                    if layer > 0:
+                        d_in = plan.dropped(layer, half1[0].matmul(p["weight_ih1"]) + half2[0].matmul(p["weight_ih2"]))
+                        grads[layer - 1] = (grads[layer - 1][0] + d_in, *grads[layer - 1][1:])
+                    record[layer].append((half1, half2, x_in))
+            if buf is not None:
+                buf.end_reverse_chunk()
+            for layer in range(L):
+                steps = record[layer][::-1]  # back in time order
+                x_rows = (x[s:e] if layer == 0 else torch.stack([r[2] for r in steps])).flatten(0, 1)
+                da_all = []
+                for j in (1, 2):
+                    da = torch.cat([r[j - 1][0] for r in steps])
+                    ops = tuple(torch.cat(o) for o in zip(*(r[j - 1][1] for r in steps)))
+                    _accumulate(grad_p[layer], f"weight_hh{j}", cells[layer].grad_weight_hh(da, ops))
+                    _accumulate(grad_p[layer], f"weight_ih{j}", da.t().matmul(x_rows))
+                    if f"bias{j}" in grad_p[layer]:
+                        _accumulate(grad_p[layer], f"bias{j}", da.sum(0))
+                    da_all.append(da)
+                if layer == 0 and dx is not None:
+                    p = params[0]
+                    dx[s:e] = (da_all[0].matmul(p["weight_ih1"]) + da_all[1].matmul(p["weight_ih2"])).view(e - s, B, -1)
+
+        if buf is not None:
+            buf.check_empty()
+        if plan.verify:
+            start = saved[len(saved) - L * n:]
+            if not all(torch.equal(a, b) for a, b in zip((s for layer in ints for s in layer), start)):
+                raise RuntimeError("reversible reconstruction failed: the reconstructed initial state differs "
+                                   "from the true one (verify=True); forward and reverse gates were not "
+                                   "bit-identical")
+        d_states = tuple(torch.stack([g[k] for g in grads]) for k in range(n))
+        d_flat = [grad_p[layer][name] for layer, names in enumerate(plan.names) for name in names]
+        return (None, dx, *d_states, *d_flat)
+
+
+def _accumulate(grads: dict[str, Tensor | None], name: str, value: Tensor) -> None:
+    grads[name] = value if grads[name] is None else grads[name] + value
+
+
+def run_store(plan: RevPlan, x: Tensor, states: tuple[Tensor, ...], flat: tuple[Tensor, ...]):
+    """The same quantised forward under autograd (``memory="store"``): (output, *final states)."""
+    _check_length(x.shape[0])
+    ints = _initial(plan, states)
+    surs = [tuple(StraightThrough.apply(s[layer], fixed.to_float(i, x.dtype)) for s, i in zip(states, ints[layer]))
+            for layer in range(len(plan.cells))]
+    out, buf = _forward(plan, plan.params(flat), x, ints, surs)
+    plan.record(buf, x.shape[0], x.shape[1])
+    n = len(states)
+    return (out, *(torch.stack([layer[k] for layer in surs]) for k in range(n)))
