@@ -1,6 +1,10 @@
 """``revrnn.nn.RevGRU``: the exactly reversible GRU of MacKay et al. (2018)."""
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from ..reversible.revgru import RevGRUCell
 from .reversible import ReversibleBase
 
@@ -39,7 +43,9 @@ class RevGRU(ReversibleBase):
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, forget_bits: int = 3, device=None,
-                 dtype=None, **kwargs) -> None:
+                 batch_first: bool = False, dropout: float = 0.0, forget_bits: int = 3, device: Any = None,
+                 dtype: torch.dtype | None = None, *, memory: str = "reversible", verify: bool = False,
+                 chunk_size: int | None = None, backend: str = "auto") -> None:
         super().__init__(RevGRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         forget_bits, device, dtype, **kwargs)
+                         forget_bits, device, dtype, memory=memory, verify=verify, chunk_size=chunk_size,
+                         backend=backend)
