@@ -17,14 +17,23 @@ from .train import Regressor, train_adding
 
 CELLS = {
     "lstm": rnn.LSTM, "gru": rnn.GRU, "mgu": rnn.MGU, "ligru": rnn.LiGRU, "libru": rnn.LiBRU,
-    "kaflstm": rnn.KAFLSTM, "kafgru": rnn.KAFGRU,
+    "kaflstm": rnn.KAFLSTM, "kafgru": rnn.KAFGRU, "revgru": rnn.RevGRU, "revlstm": rnn.RevLSTM,
 }
+REVERSIBLE = {"revgru", "revlstm"}
+
+
+def memory_modes(cell: str) -> tuple[str, ...]:
+    """The cell's memory strategies, ``store`` (the baseline) first."""
+    return ("store", "reversible") if cell in REVERSIBLE else ("store", "recompute")
 
 
 def build(cell: str, hidden: int, layers: int, backend: str, memory: str,
           checkpoint_every: int | None, chrono: float | None, input_size: int = 2) -> rnn.RecurrentBase:
-    module = CELLS[cell](input_size, hidden, num_layers=layers, backend=backend, memory=memory,
-                         checkpoint_every=checkpoint_every)
+    if memory not in memory_modes(cell):
+        raise SystemExit(f"revrnn: --memory {memory} is not available for --cell {cell}; "
+                         f"choose from {', '.join(memory_modes(cell))}")
+    extra = {} if cell in REVERSIBLE else {"checkpoint_every": checkpoint_every}
+    module = CELLS[cell](input_size, hidden, num_layers=layers, backend=backend, memory=memory, **extra)
     if chrono:
         init.chrono_(module, chrono)
     return module
@@ -37,7 +46,7 @@ def memory_table(cell: str, hidden: int, batch: int, lengths: Sequence[int], bac
     for T in lengths:
         x = torch.randn(T, batch, 2)
         grads = {}
-        for memory in ("store", "recompute"):
+        for memory in memory_modes(cell):
             torch.manual_seed(0)
             model = build(cell, hidden, 1, backend, memory, None, None)
             saved = activation_bytes(model, x)
@@ -63,6 +72,7 @@ def print_table(rows: list[dict], out=sys.stdout) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
+    args.memory = args.memory or memory_modes(args.cell)[1]
     module = build(args.cell, args.hidden, args.layers, args.backend, args.memory,
                    args.checkpoint_every, args.chrono)
     model = Regressor(module)
@@ -113,7 +123,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--steps", type=_positive_int, default=steps, help="optimiser steps")
         sp.add_argument("--batch", type=_positive_int, default=64)
         sp.add_argument("--lr", type=float, default=1e-2)
-        sp.add_argument("--memory", choices=["store", "recompute"], default="recompute")
+        sp.add_argument("--memory", choices=["store", "recompute", "reversible"], default=None,
+                        help="default: reversible for revgru/revlstm, recompute otherwise")
         sp.add_argument("--checkpoint-every", type=_positive_int, default=None)
         sp.add_argument("--tbptt", type=_positive_int, default=None, help="truncated BPTT window")
         sp.add_argument("--backend", choices=["auto", "reference", "triton", "cuda", "cpu"], default="auto")

@@ -236,6 +236,7 @@ def test_backward_twice_raises():
     ({"chunk_size": MAX_CHUNK_OPS}, ValueError, "chunk_size"),
     ({"verify": 1}, TypeError, "verify"),
     ({"backend": "nope"}, ValueError, "backend"),
+    ({"bidirectional": True}, ValueError, "bidirectional"),
 ])
 @pytest.mark.parametrize("cls", CELLS)
 def test_bad_arguments(cls, kwargs, error, match):

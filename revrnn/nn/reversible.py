@@ -24,10 +24,13 @@ class ReversibleBase(RecurrentBase):
 
     def __init__(self, make_cell: Callable[..., RevCellSpec], input_size: int, hidden_size: int,
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 forget_bits: int = 3, device: Any = None, dtype: torch.dtype | None = None, *,
+                 bidirectional: bool = False, forget_bits: int = 3, device: Any = None,
+                 dtype: torch.dtype | None = None, *,
                  memory: str = "reversible", verify: bool = False, chunk_size: int | None = None,
                  backend: str = "auto") -> None:
         check_forget_bits(forget_bits)
+        if bidirectional is not False:
+            raise ValueError(f"bidirectional={bidirectional!r}: reversible modules run one direction only")
         if not isinstance(verify, bool):
             raise TypeError(f"verify should be of type bool, got: {type(verify).__name__}")
         super().__init__(lambda n: make_cell(n, hidden_size, forget_bits, bias), input_size, hidden_size,

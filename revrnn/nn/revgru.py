@@ -20,7 +20,8 @@ class RevGRU(ReversibleBase):
 
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, device, dtype: as in
-            :class:`torch.nn.GRU`; ``hidden_size`` must be even. Bidirectional is not offered.
+            :class:`torch.nn.GRU`; ``hidden_size`` must be even.
+        bidirectional: only ``False`` (kept in the signature shared by revrnn modules).
         dropout: dropout on the input of every layer but the first, with one mask per sequence
             (locked dropout) so that the reverse pass replays it; torch.nn.GRU draws a new mask
             at every step instead.
@@ -43,9 +44,10 @@ class RevGRU(ReversibleBase):
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, forget_bits: int = 3, device: Any = None,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 forget_bits: int = 3, device: Any = None,
                  dtype: torch.dtype | None = None, *, memory: str = "reversible", verify: bool = False,
                  chunk_size: int | None = None, backend: str = "auto") -> None:
         super().__init__(RevGRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         forget_bits, device, dtype, memory=memory, verify=verify, chunk_size=chunk_size,
+                         bidirectional, forget_bits, device, dtype, memory=memory, verify=verify, chunk_size=chunk_size,
                          backend=backend)

@@ -115,7 +115,7 @@ class InformationBuffer:
         self._height += spill
         word = torch.where(spill, 0, word)
         h_new, word_new = fixed.multiply(h, n, word)
-        bits = fixed.GATE_BITS - torch.log2(n.double())
+        bits = (fixed.GATE_BITS - torch.log2(n.double())).expand(h.shape)
         if active is not None:
             h_new, word_new = torch.where(active, h_new, h), torch.where(active, word_new, word)
             bits = bits * active
