@@ -218,6 +218,35 @@ def test_out_of_range_initial_state_raises(cls):
         m(x, nan)
 
 
+def test_forward_matmul_precision_is_replayed_in_backward(monkeypatch):
+    """The float32 matmul precision (TF32 or not) changed between forward and backward (spec §6
+    test 8) is set back to the forward's for the reverse gates, and restored afterwards."""
+    m = RevGRU(5, 6, verify=True)
+    out, _ = m(torch.randn(30, 3, 5))
+    seen = set()
+    gates = revgru_module.RevGRUCell.gates
+
+    def recording(self, xp, hb, w_hh):
+        seen.add(torch.get_float32_matmul_precision())
+        return gates(self, xp, hb, w_hh)
+
+    monkeypatch.setattr(revgru_module.RevGRUCell, "gates", recording)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        out.sum().backward()
+        assert seen == {before}
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_half_precision_is_rejected():
+    m = RevGRU(5, 6).to(torch.bfloat16)
+    with pytest.raises(TypeError, match="float32 and float64"):
+        m(torch.randn(3, 2, 5, dtype=torch.bfloat16))
+
+
 def test_backward_twice_raises():
     m = RevGRU(5, 6)
     out, _ = m(torch.randn(4, 2, 5))

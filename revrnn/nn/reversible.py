@@ -55,6 +55,9 @@ class ReversibleBase(RecurrentBase):
         if self.backend not in ("auto", "reference"):
             raise BackendUnavailable(f"{type(self).__name__} runs on the reference backend only; "
                                      f"backend={self.backend!r} has no reversible kernels yet")
+        if x.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"{type(self).__name__} supports float32 and float64, got {x.dtype}; "
+                            "convert the module with .float() or .double()")
         drop = [None]
         for _ in range(1, self.num_layers):
             if self.training and self.dropout > 0:

@@ -17,6 +17,7 @@ they produce bit-identical states:
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -212,6 +213,18 @@ def _check_length(T: int) -> None:
         raise OverflowError(f"a reversible sequence must be shorter than 2**39 steps, got {T}")
 
 
+@contextlib.contextmanager
+def _matmul_precision(precision: str):
+    """Run backward's gate GEMMs with the float32 matmul precision (TF32 or not) that the
+    forward used: a different precision changes gate bits and breaks exact reversal."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 class Reversible(torch.autograd.Function):
     """``apply(plan, x, *states, *params)`` -> (output, *final states); see the module docstring."""
 
@@ -229,6 +242,7 @@ class Reversible(torch.autograd.Function):
         ends = [s for layer in ints for s in layer]
         ctx.layout = (n, len(flat), len(ends))
         ctx.plan, ctx.buf = plan, buf
+        ctx.precision = torch.get_float32_matmul_precision()
         # Everything kept for backward goes through save_for_backward, so activation accounting
         # (saved-tensor hooks) sees the buffer arena too.
         ctx.save_for_backward(x, *flat, *ends, *(buf.tensors() if buf else ()),
@@ -238,6 +252,11 @@ class Reversible(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor, *grad_finals: Tensor | None):
+        with _matmul_precision(ctx.precision):
+            return Reversible._backward(ctx, grad_out, *grad_finals)
+
+    @staticmethod
+    def _backward(ctx, grad_out: Tensor, *grad_finals: Tensor | None):
         plan, buf = ctx.plan, ctx.buf
         n, n_flat, n_ends = ctx.layout
         saved = ctx.saved_tensors
