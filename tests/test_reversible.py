@@ -12,6 +12,7 @@ from revrnn.memory import SavedTensorCounter
 from revrnn.nn import RevGRU, RevLSTM
 from revrnn.reversible import revgru as revgru_module
 from revrnn.reversible.buffer import MAX_CHUNK_OPS
+from revrnn.reversible.function import matmul_precision
 
 from utils import as_tuple, assert_close_all, assert_packed_matches_separate, grads, loss_of, n_params, rel_err
 
@@ -116,14 +117,14 @@ def test_chunking_does_not_change_results(cls):
 # -- exact reconstruction -------------------------------------------------------------------
 @pytest.mark.parametrize("cls", CELLS)
 def test_bit_exact_reconstruction_10000_steps(cls):
-    """Two layers sharing one buffer, variable lengths, T = 10,000: the reverse pass rebuilds
+    """Two layers sharing one buffer, variable lengths, locked dropout, T = 10,000: the reverse pass rebuilds
     the initial state bit for bit (verify=True) and empties the buffer, and the gradients
     are finite."""
     T, lengths = 10_000, torch.tensor([10_000, 9_983, 5_000, 1])
-    m = cls(3, 8, num_layers=2, verify=True)
+    m = cls(3, 8, num_layers=2, dropout=0.3, verify=True)
     x = torch.randn(T, 4, 3, requires_grad=True)
     out, state = m(pack_padded_sequence(x, lengths, enforce_sorted=False), random_state(cls, 2, 4, 8, torch.float32))
-    assert m.last_stats.used_bits > 0
+    assert m.last_stats.used_bits > 64 * 4 * 4 * 2  # more than the current words: it spilled
     (out.data.sum() + sum(s.sum() for s in as_tuple(state))).backward()
     assert torch.isfinite(x.grad).all() and x.grad[lengths[1]:, 1].eq(0).all()
 
@@ -219,26 +220,54 @@ def test_out_of_range_initial_state_raises(cls):
 
 
 def test_forward_matmul_precision_is_replayed_in_backward(monkeypatch):
-    """The float32 matmul precision (TF32 or not) changed between forward and backward (spec §6
-    test 8) is set back to the forward's for the reverse gates, and restored afterwards."""
+    """The float32 matmul precision (TF32/bf16 or IEEE) changed between forward and backward
+    (spec §6 test 8) is set back to the forward's for the reverse gates, then restored."""
     m = RevGRU(5, 6, verify=True)
     out, _ = m(torch.randn(30, 3, 5))
+    forward = matmul_precision()
     seen = set()
     gates = revgru_module.RevGRUCell.gates
 
     def recording(self, xp, hb, w_hh):
-        seen.add(torch.get_float32_matmul_precision())
+        seen.add(matmul_precision())
         return gates(self, xp, hb, w_hh)
 
     monkeypatch.setattr(revgru_module.RevGRUCell, "gates", recording)
-    before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("medium")
+    changed = matmul_precision()
     try:
+        assert changed != forward
         out.sum().backward()
-        assert seen == {before}
-        assert torch.get_float32_matmul_precision() == "medium"
+        assert seen == {forward}
+        assert matmul_precision() == changed
     finally:
-        torch.set_float32_matmul_precision(before)
+        torch.set_float32_matmul_precision("highest")
+
+
+@pytest.mark.parametrize("cls", CELLS)
+def test_autocast_does_not_break_reversal(cls):
+    """Under autocast the forward's gates would be bf16 while backward (outside the autocast
+    region) recomputes them in float32; reversible modules opt out of autocast."""
+    rev, store = pair(cls, dtype=torch.float32)
+    x = torch.randn(20, 3, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = grads(rev, x)
+    want = grads(store, x)
+    assert got["output"].dtype == torch.float32 and torch.equal(got["output"], want["output"])
+    assert_close_all(got, want, 1e-5)
+
+
+@pytest.mark.parametrize("memory", ["reversible", "store"])
+def test_non_finite_input_or_weight_raises(memory):
+    m = RevGRU(5, 6, memory=memory)
+    x = torch.randn(4, 2, 5)
+    x[2, 1, 3] = float("nan")
+    with pytest.raises(ValueError, match="non-finite values in input"):
+        m(x)
+    with torch.no_grad():
+        m.weight_hh2_l0[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="weight_hh2_l0"):
+        m(torch.randn(4, 2, 5))
 
 
 def test_half_precision_is_rejected():

@@ -26,7 +26,7 @@ class ReversibleBase(RecurrentBase):
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, forget_bits: int = 3, device: Any = None,
                  dtype: torch.dtype | None = None, *,
-                 memory: str = "reversible", verify: bool = False, chunk_size: int | None = None,
+                 memory: str = "reversible", verify: bool = True, chunk_size: int | None = None,
                  backend: str = "auto") -> None:
         check_forget_bits(forget_bits)
         if bidirectional is not False:
@@ -46,8 +46,8 @@ class ReversibleBase(RecurrentBase):
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", forget_bits={self.forget_bits}"
-        if self.verify:
-            s += ", verify=True"
+        if not self.verify:
+            s += ", verify=False"
         return s + (f", chunk_size={self.chunk_size}" if self.chunk_size is not None else "")
 
     def _stack(self, x: Tensor, states: tuple[Tensor, ...], mask: Tensor | None,

@@ -29,10 +29,12 @@ class RevGRU(ReversibleBase):
             k bits (the paper's max_forget = 1 - 2**-k; 3 is its default). ``0`` gives the
             no-forgetting RevGRU: h <- h + (1 - z) ⊙ g, no buffer at all.
         memory: ``"reversible"`` (default): backward reconstructs the states; activation memory
-            is the buffer, about k bits per unit and step at most. ``"store"``: the same quantised
-            forward with every activation stored (plain autograd), the comparison baseline.
-        verify: keep the initial state and raise ``RuntimeError`` in backward unless the
-            reconstructed one is bit-identical.
+            is the buffer, which stores -log2 z <= k bits per unit and step plus the words'
+            slack (``last_stats`` reports both). ``"store"``: the same quantised forward with
+            every activation stored (plain autograd), the comparison baseline.
+        verify: keep a copy of the initial state (O(layers · batch · hidden)) and raise
+            ``RuntimeError`` in backward unless the reconstructed one is bit-identical (default).
+            Independently, backward always checks that the buffer comes back empty.
         chunk_size: steps per chunk: the buffer arena grows once per chunk (one host sync), and
             backward batches weight-gradient GEMMs per chunk. Default: 64, fewer for deep stacks.
         backend: ``"auto"`` or ``"reference"`` (the pure-PyTorch path; kernels come later).
@@ -46,7 +48,7 @@ class RevGRU(ReversibleBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  forget_bits: int = 3, device: Any = None,
-                 dtype: torch.dtype | None = None, *, memory: str = "reversible", verify: bool = False,
+                 dtype: torch.dtype | None = None, *, memory: str = "reversible", verify: bool = True,
                  chunk_size: int | None = None, backend: str = "auto") -> None:
         super().__init__(RevGRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, forget_bits, device, dtype, memory=memory, verify=verify, chunk_size=chunk_size,

@@ -26,7 +26,7 @@ class RevLSTM(ReversibleBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  forget_bits: int = 3, device: Any = None,
-                 dtype: torch.dtype | None = None, *, memory: str = "reversible", verify: bool = False,
+                 dtype: torch.dtype | None = None, *, memory: str = "reversible", verify: bool = True,
                  chunk_size: int | None = None, backend: str = "auto") -> None:
         super().__init__(RevLSTMCell, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, forget_bits, device, dtype, memory=memory, verify=verify, chunk_size=chunk_size,

@@ -16,12 +16,14 @@ neither multiply nor spill.
 spills go to a dense scratch of ``S = ceil(ops / floor(53 / k))`` words per element (after a
 spill, a word needs at least floor(53 / k) multiplies to fill again). At the end of a chunk the
 spilled words are compacted into one segment, and the per-element spill counts of the chunk are
-kept beside it as uint8. That compaction is the only host synchronisation of the forward: one
-per chunk, none per step. The reverse pass expands the chunk's segment back into a scratch.
+kept beside it as uint8. That compaction is the buffer's only host synchronisation: one per
+chunk, none per step. The reverse pass expands the chunk's segment back into a scratch.
 
 **Accounting.** :attr:`used_bits` counts everything the buffer holds: 64 bits per current word
 and per spilled word, 8 per count. :attr:`optimal_bits` is the information optimum
-Σ -log2(n / 1024) over every multiply of an active element.
+Σ -log2(n / 1024) over every multiply of an active element: the quantised gate n / 1024 is the
+factor actually applied, so this is exactly what the multiplies discard (the float gate z
+differs from it by less than 2**-11).
 """
 from __future__ import annotations
 

@@ -55,8 +55,9 @@ def to_float(h: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def quantise_update(u: Tensor) -> Tensor:
-    """A float update term (|u| <= 1) in fixed point."""
-    return torch.round(u * _SCALE).to(torch.int64)
+    """A float update term in fixed point. |u| <= 1 by construction (products of gates and
+    tanh); the clamp guarantees it, so that even a NaN from float overflow cannot wrap a state."""
+    return torch.round(torch.nan_to_num(u, nan=0.0).clamp(-1.0, 1.0) * _SCALE).to(torch.int64)
 
 
 def quantise_gate(z: Tensor, forget_bits: int) -> Tensor:

@@ -202,6 +202,15 @@ def _step_back(cell: RevCellSpec, p: Params, xp: tuple[Tensor, Tensor], own: Int
     return _join(prev1, prev2), _join(d1, d2), (da1, ops1), (da2, ops2)
 
 
+def _check_finite(plan: RevPlan, x: Tensor, flat: tuple[Tensor, ...]) -> None:
+    """NaN or inf in the input or a parameter would make the gates NaN: raise, naming it."""
+    tensors = {"input": x, **{f"{name}_l{layer}": t for layer, p in enumerate(plan.params(flat)) for name, t in p.items()}}
+    bad = torch.stack([~torch.isfinite(t).all() for t in tensors.values()])
+    if bad.any():
+        names = [k for k, b in zip(tensors, bad.tolist()) if b]
+        raise ValueError(f"non-finite values in {', '.join(names)}: reversible cells need finite inputs and weights")
+
+
 def _initial(plan: RevPlan, states: tuple[Tensor, ...]) -> list[Ints]:
     names = plan.cells[0].state_names
     return [tuple(fixed.to_fixed(s[layer].detach(), names[k]) for k, s in enumerate(states))
@@ -213,16 +222,37 @@ def _check_length(T: int) -> None:
         raise OverflowError(f"a reversible sequence must be shorter than 2**39 steps, got {T}")
 
 
+def _precision_knobs() -> list[tuple[object, str]]:
+    """The per-backend float32 matmul precision settings (torch >= 2.9), else none."""
+    backends = [getattr(torch.backends.cuda, "matmul", None), getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)]
+    return [(b, "fp32_precision") for b in backends if b is not None and hasattr(b, "fp32_precision")]
+
+
+def matmul_precision() -> tuple[str, ...]:
+    """The float32 matmul precision in force (TF32, bf16 or IEEE), per backend where torch has it."""
+    knobs = _precision_knobs()
+    return tuple(getattr(b, a) for b, a in knobs) if knobs else (torch.get_float32_matmul_precision(),)
+
+
 @contextlib.contextmanager
-def _matmul_precision(precision: str):
-    """Run backward's gate GEMMs with the float32 matmul precision (TF32 or not) that the
-    forward used: a different precision changes gate bits and breaks exact reversal."""
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(precision)
+def replay_precision(precision: tuple[str, ...]):
+    """Run backward's gate GEMMs with the float32 matmul precision the forward used: a different
+    precision changes gate bits and breaks exact reversal."""
+    before = matmul_precision()
+    _set_precision(precision)
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(before)
+        _set_precision(before)
+
+
+def _set_precision(precision: tuple[str, ...]) -> None:
+    knobs = _precision_knobs()
+    if knobs:
+        for (b, a), value in zip(knobs, precision):
+            setattr(b, a, value)
+    else:
+        torch.set_float32_matmul_precision(precision[0])
 
 
 class Reversible(torch.autograd.Function):
@@ -233,16 +263,17 @@ class Reversible(torch.autograd.Function):
         n = len(plan.cells[0].state_sizes)
         states, flat = tensors[:n], tensors[n:]
         _check_length(x.shape[0])
+        _check_finite(plan, x, flat)
         start = _initial(plan, states)
         ints = list(start)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):  # same gate dtype both ways
             out, buf = _forward(plan, plan.params(flat), x, ints, None)
         plan.record(buf, x.shape[0], x.shape[1])
         finals = tuple(torch.stack([fixed.to_float(layer[k], x.dtype) for layer in ints]) for k in range(n))
         ends = [s for layer in ints for s in layer]
         ctx.layout = (n, len(flat), len(ends))
         ctx.plan, ctx.buf = plan, buf
-        ctx.precision = torch.get_float32_matmul_precision()
+        ctx.precision = matmul_precision()
         # Everything kept for backward goes through save_for_backward, so activation accounting
         # (saved-tensor hooks) sees the buffer arena too.
         ctx.save_for_backward(x, *flat, *ends, *(buf.tensors() if buf else ()),
@@ -252,7 +283,7 @@ class Reversible(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor, *grad_finals: Tensor | None):
-        with _matmul_precision(ctx.precision):
+        with replay_precision(ctx.precision), torch.autocast(grad_out.device.type, enabled=False):
             return Reversible._backward(ctx, grad_out, *grad_finals)
 
     @staticmethod
@@ -332,10 +363,12 @@ def _accumulate(grads: dict[str, Tensor | None], name: str, value: Tensor) -> No
 def run_store(plan: RevPlan, x: Tensor, states: tuple[Tensor, ...], flat: tuple[Tensor, ...]):
     """The same quantised forward under autograd (``memory="store"``): (output, *final states)."""
     _check_length(x.shape[0])
+    _check_finite(plan, x, flat)
     ints = _initial(plan, states)
     surs = [tuple(StraightThrough.apply(s[layer], fixed.to_float(i, x.dtype)) for s, i in zip(states, ints[layer]))
             for layer in range(len(plan.cells))]
-    out, buf = _forward(plan, plan.params(flat), x, ints, surs)
+    with torch.autocast(x.device.type, enabled=False):
+        out, buf = _forward(plan, plan.params(flat), x, ints, surs)
     plan.record(buf, x.shape[0], x.shape[1])
     n = len(states)
     return (out, *(torch.stack([layer[k] for layer in surs]) for k in range(n)))
