@@ -10,7 +10,8 @@ from torch import Tensor
 
 from ..backends.base import BackendUnavailable
 from ..reversible.base import RevCellSpec, check_forget_bits
-from ..reversible.function import BufferStats, Reversible, RevPlan, check_chunk, run_store
+from ..reversible.buffer import MAX_CHUNK_OPS
+from ..reversible.function import BufferStats, Reversible, RevPlan, check_chunk, multiplies_per_step, run_store
 from .base import RecurrentBase
 
 #: default steps per chunk (capped so a chunk stays within 1024 multiplies per buffer element)
@@ -37,9 +38,9 @@ class ReversibleBase(RecurrentBase):
                          num_layers, bias, batch_first, dropout, False, backend=backend, memory=memory,
                          device=device, dtype=dtype)
         self.forget_bits, self.verify = forget_bits, verify
-        per_step = 2 * sum(c.multiplies for c in self.cells) if forget_bits else 1
         self.chunk_size = chunk_size
-        self._chunk = chunk_size if chunk_size is not None else max(1, min(DEFAULT_CHUNK, 1024 // per_step))
+        per_step = max(1, multiplies_per_step(self.cells))
+        self._chunk = chunk_size if chunk_size is not None else max(1, min(DEFAULT_CHUNK, MAX_CHUNK_OPS // per_step))
         check_chunk(self._chunk, self.cells)
         #: buffer accounting of the last forward (None before the first)
         self.last_stats: BufferStats | None = None

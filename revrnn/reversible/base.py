@@ -124,14 +124,16 @@ class RevCellSpec(CellSpec):
         return z + (self.gate_value(z.detach()) - z).detach() if self.forget_bits else torch.ones_like(z)
 
     @staticmethod
-    def add_update(h: Tensor, u: Tensor, active: Tensor | None) -> Tensor:
+    def update_int(u: Tensor, active: Tensor | None) -> Tensor:
+        """The fixed-point update term, zero on masked-off rows."""
         q = fixed.quantise_update(u)
-        return h + (q if active is None else q * active)
+        return q if active is None else q * active
 
-    @staticmethod
-    def sub_update(h: Tensor, u: Tensor, active: Tensor | None) -> Tensor:
-        q = fixed.quantise_update(u)
-        return h - (q if active is None else q * active)
+    def add_update(self, h: Tensor, u: Tensor, active: Tensor | None) -> Tensor:
+        return h + self.update_int(u, active)
+
+    def sub_update(self, h: Tensor, u: Tensor, active: Tensor | None) -> Tensor:
+        return h - self.update_int(u, active)
 
     @staticmethod
     def sigmoid_grad(s: Tensor) -> Tensor:

@@ -64,8 +64,7 @@ class RevPlan:
 
     @property
     def ops_per_step(self) -> int:
-        """Buffered multiplies per buffer element in one step of the whole stack."""
-        return 2 * sum(c.multiplies for c in self.cells) if self.forget_bits else 0
+        return multiplies_per_step(self.cells)
 
     def chunks(self, T: int) -> list[tuple[int, int]]:
         return [(s, min(s + self.chunk, T)) for s in range(0, T, self.chunk)]
@@ -95,9 +94,15 @@ class RevPlan:
                                  32 * T * batch * states)
 
 
+def multiplies_per_step(cells: list[RevCellSpec]) -> int:
+    """Buffered multiplies per buffer element in one step of the whole stack (two halves per
+    layer); 0 without forgetting, where nothing is multiplied."""
+    return 2 * sum(c.multiplies for c in cells) if cells[0].forget_bits else 0
+
+
 def check_chunk(chunk: int, cells: list[RevCellSpec]) -> None:
     """``chunk`` steps must fit the buffer's 1024 multiplies per element per chunk."""
-    per_step = 2 * sum(c.multiplies for c in cells) if cells[0].forget_bits else 1
+    per_step = max(1, multiplies_per_step(cells))
     limit = max(1, MAX_CHUNK_OPS // per_step)
     if not isinstance(chunk, int) or isinstance(chunk, bool) or not 1 <= chunk <= limit:
         raise ValueError(f"chunk_size must be an int in [1, {limit}] for this stack "
@@ -188,16 +193,16 @@ def _step_back(cell: RevCellSpec, p: Params, xp: tuple[Tensor, Tensor], own: Int
     d1, d2 = _split(grad, cell.half)
     w1, w2 = p["weight_hh1"], p["weight_hh2"]
 
-    hb2 = fixed.to_float(own1[0], dtype)
-    gt = cell.gates(xp[1], hb2, w2)
+    new1 = _floats(own1, dtype)
+    gt = cell.gates(xp[1], new1[0], w2)
     prev2 = cell.retreat(own2, gt, buf, active)
-    d2, dhb, da2, ops2 = cell.backward(gt, hb2, w2, _floats(prev2, dtype), _floats(own2, dtype), d2, active)
+    old2 = _floats(prev2, dtype)
+    d2, dhb, da2, ops2 = cell.backward(gt, new1[0], w2, old2, _floats(own2, dtype), d2, active)
     d1 = (d1[0] + dhb, *d1[1:])
 
-    hb1 = fixed.to_float(prev2[0], dtype)
-    gt = cell.gates(xp[0], hb1, w1)
+    gt = cell.gates(xp[0], old2[0], w1)
     prev1 = cell.retreat(own1, gt, buf, active)
-    d1, dhb, da1, ops1 = cell.backward(gt, hb1, w1, _floats(prev1, dtype), _floats(own1, dtype), d1, active)
+    d1, dhb, da1, ops1 = cell.backward(gt, old2[0], w1, _floats(prev1, dtype), new1, d1, active)
     d2 = (d2[0] + dhb, *d2[1:])
     return _join(prev1, prev2), _join(d1, d2), (da1, ops1), (da2, ops2)
 
