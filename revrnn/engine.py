@@ -7,32 +7,44 @@ backend, and owns the memory strategy:
 * ``store`` — the backend keeps its residuals for every chunk (full BPTT);
 * ``recompute`` — only the state at the start of each chunk of ``checkpoint_every`` steps is
   kept; backward re-runs one chunk at a time to rebuild its residuals (√T chunks by default).
-  When the cell's projection is row-wise, the projected inputs are not kept either: backward
-  recomputes each chunk's projection from the layer input.
+  With ``checkpoint_slots=s`` instead, at most ``s`` states are kept at once and steps are
+  re-run following the binomial schedule of :mod:`revrnn.schedule` (revolve), which is
+  optimal in step evaluations for that budget. When the cell's projection is row-wise, the
+  projected inputs are not kept either: backward recomputes each piece's projection from the
+  layer input.
 
 Truncated BPTT belongs to the training loop (detach the state every k steps), not here.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from .backends import Backend, Chunk
 from .cells.base import CellSpec, Params, State
+from .memory import hold, unhold
+from .schedule import binomial, check_slots, default_every
 
 MEMORY = ("store", "recompute")
 
 
-def check_memory(memory: str, checkpoint_every: int | None, modes: tuple[str, ...] = MEMORY) -> None:
+def check_memory(memory: str, checkpoint_every: int | None, modes: tuple[str, ...] = MEMORY,
+                 checkpoint_slots: int | None = None) -> None:
     if memory not in modes:
         raise ValueError(f"memory must be one of {', '.join(map(repr, modes))}, got {memory!r}")
     if checkpoint_every is not None and (
             not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be a positive int or None, got {checkpoint_every!r}")
+    if checkpoint_slots is not None:
+        check_slots(checkpoint_slots)
+        if memory != "recompute":
+            raise ValueError(f"checkpoint_slots needs memory='recompute', got memory={memory!r}")
+        if checkpoint_every is not None:
+            raise ValueError("give checkpoint_every (fixed chunks) or checkpoint_slots (binomial "
+                             f"schedule), not both; got {checkpoint_every!r} and {checkpoint_slots!r}")
 
 
 @dataclass
@@ -43,6 +55,7 @@ class Plan:
     backend: Backend
     memory: str = "store"
     checkpoint_every: int | None = None
+    checkpoint_slots: int | None = None  # binomial schedule with this many kept states
     mask: Tensor | None = None  # (T, B) bool
     extras: Params = field(default_factory=dict)
     names: tuple[str, ...] = ()  # recurrent parameter names, in the order given to apply()
@@ -53,7 +66,7 @@ class Plan:
         if self.memory == "store" and self.checkpoint_every is None:
             K = T
         else:
-            K = self.checkpoint_every or max(1, math.isqrt(T - 1) + 1)
+            K = self.checkpoint_every or default_every(T)
         return [(s, min(s + K, T)) for s in range(0, T, K)]
 
     def chunk(self, xp: Tensor, s: int, e: int) -> Chunk:
@@ -65,32 +78,42 @@ class _Sequence(torch.autograd.Function):
     """The whole time loop as one autograd node.
 
     ``store`` saves each chunk's residuals (a tuple of tensors) with ``save_for_backward``;
-    ``recompute`` keeps the state at each chunk start and rebuilds residuals in backward.
-    Both support ``retain_graph=True``.
+    ``recompute`` keeps the state at each chunk start and rebuilds residuals in backward, or,
+    with ``checkpoint_slots``, follows the binomial schedule (:class:`_Binomial`).
+    All support ``retain_graph=True``.
     """
 
     @staticmethod
     def forward(ctx, plan: Plan, n_state: int, xp: Tensor, *tensors: Tensor):
         state, params = tuple(tensors[:n_state]), dict(zip(plan.names, tensors[n_state:]))
         T = xp.shape[0]
-        bounds = plan.chunk_bounds(T)
-        store = plan.memory == "store"
         outputs = None
-        kept: list[tuple[Tensor, ...]] = []  # per chunk: residuals (store) or start state
-        for s, e in bounds:
-            if not store:
-                kept.append(state)
-            out, state, res = plan.backend.forward_chunk(
-                plan.cell, params, plan.extras, plan.chunk(xp[s:e], s, e), state, keep=store)
+
+        def emit(s: int, out: Tensor) -> None:
+            nonlocal outputs
             if outputs is None:
                 outputs = out.new_empty((T, *out.shape[1:]))
-            outputs[s:e] = out
-            if store:
-                kept.append(tuple(res))
-        ctx.plan, ctx.bounds = plan, bounds
-        ctx.sizes = [len(k) for k in kept]
-        ctx.drop_xp = not store and plan.reproject is not None
+            outputs[s:s + out.shape[0]] = out
+
+        ctx.plan = plan
+        ctx.drop_xp = plan.memory == "recompute" and plan.reproject is not None
         ctx.xp_meta = (xp.shape, xp.dtype, xp.device)
+        kept: list[tuple[Tensor, ...]] = []  # per chunk: residuals (store) or start state
+        if plan.checkpoint_slots is not None:
+            run = _Binomial(plan, params, lambda s, e: plan.chunk(xp[s:e], s, e))
+            ctx.h0 = hold(t.detach() for t in state)
+            ctx.trail, state = run.descend(T, state, emit)
+        else:
+            store = plan.memory == "store"
+            for s, e in plan.chunk_bounds(T):
+                if not store:
+                    kept.append(state)
+                out, state, res = plan.backend.forward_chunk(
+                    plan.cell, params, plan.extras, plan.chunk(xp[s:e], s, e), state, keep=store)
+                emit(s, out)
+                if store:
+                    kept.append(tuple(res))
+        ctx.sizes = [len(k) for k in kept]
         ctx.save_for_backward(None if ctx.drop_xp else xp, *tensors[n_state:], *(t for k in kept for t in k))
         ctx.mark_non_differentiable(*[t for t in state if not t.is_floating_point()])
         return (outputs, *state)
@@ -109,25 +132,103 @@ class _Sequence(torch.autograd.Function):
         shape, dtype, device = ctx.xp_meta
         grad_xp = torch.zeros(shape, dtype=dtype, device=device)
         grad_p: dict[str, Tensor | None] = {k: None for k in plan.names}
-        for i in range(len(ctx.bounds) - 1, -1, -1):
-            s, e = ctx.bounds[i]
-            if ctx.drop_xp:
-                with torch.no_grad():
-                    chunk = plan.chunk(plan.reproject(s, e), s, e)
-            else:
-                chunk = plan.chunk(xp[s:e], s, e)
-            if plan.memory == "recompute":
-                _, _, res = plan.backend.forward_chunk(
-                    plan.cell, params, plan.extras, chunk, kept[i], keep=True)
-            else:
-                res = kept[i]
+
+        def chunk(s: int, e: int) -> Chunk:
+            if not ctx.drop_xp:
+                return plan.chunk(xp[s:e], s, e)
+            with torch.no_grad():
+                return plan.chunk(plan.reproject(s, e), s, e)
+
+        def reverse(s: int, e: int, residuals) -> None:
+            nonlocal grad_state
+            held = hold(residuals)  # counted as activations while this chunk's backward runs
             gxp, grad_state, gp = plan.backend.backward_chunk(
-                plan.cell, params, plan.extras, chunk, res, grad_out[s:e], grad_state)
+                plan.cell, params, plan.extras, chunk(s, e), residuals, grad_out[s:e], grad_state)
+            del held
             grad_xp[s:e] = gxp
             for k, g in gp.items():
                 if g is not None:
                     grad_p[k] = g if grad_p[k] is None else grad_p[k] + g
+
+        if plan.checkpoint_slots is not None:
+            run = _Binomial(plan, params, chunk)
+            trail, ctx.trail = ctx.trail, None  # backward owns the kept states and frees them as it goes
+            if trail is None:  # a second backward (retain_graph=True): redo the forward part
+                trail, _ = run.descend(shape[0], unhold(ctx.h0))
+            run.reverse(shape[0], *trail, reverse)
+        else:
+            bounds = plan.chunk_bounds(shape[0])
+            for i in range(len(bounds) - 1, -1, -1):
+                s, e = bounds[i]
+                if plan.memory == "recompute":
+                    reverse(s, e, plan.backend.recompute_residuals(plan.cell, params, plan.extras, chunk(s, e), kept[i]))
+                else:
+                    reverse(s, e, kept[i])
         return (None, None, grad_xp, *grad_state, *(grad_p[k] for k in plan.names))
+
+
+class _Binomial:
+    """Runs the binomial schedule of :func:`revrnn.schedule.binomial` for one layer-direction.
+
+    Kept states live in a dict of :func:`revrnn.memory.hold` handles, not in autograd's saved
+    tensors, so that backward can drop each one when the schedule frees it: at most
+    ``checkpoint_slots`` states are held at any time, plus the residuals of the step being
+    differentiated (and, until its backward, of the last step, taped by the forward).
+    Advances run in pieces of at most ``checkpoint_slots`` steps, so that re-projected inputs
+    in flight stay within the budget's order.
+    """
+
+    def __init__(self, plan: Plan, params: Params, chunk: Callable[[int, int], Chunk]) -> None:
+        self.plan, self.params, self.chunk = plan, params, chunk
+        self.slots: int = plan.checkpoint_slots
+
+    def advance(self, s: int, e: int, state: State, emit: Callable[[int, Tensor], None] | None) -> State:
+        for a in range(s, e, self.slots):
+            b = min(a + self.slots, e)
+            out, state, _ = self.plan.backend.forward_chunk(
+                self.plan.cell, self.params, self.plan.extras, self.chunk(a, b), state, keep=False)
+            if emit is not None:
+                emit(a, out)
+        return state
+
+    def descend(self, T: int, state: State, emit: Callable[[int, Tensor], None] | None = None):
+        """The forward part of the schedule (up to its first reverse, which tapes step T − 1):
+        ``((kept states, tape), final state)``."""
+        kept: dict[int, tuple] = {}
+        for a in binomial(T, self.slots):
+            if a.op == "store":
+                kept[a.a] = hold(t.detach() for t in state)
+            elif a.op == "advance":
+                state = self.advance(a.a, a.b, state, emit)
+            else:
+                out, state, res = self.plan.backend.forward_chunk(
+                    self.plan.cell, self.params, self.plan.extras, self.chunk(T - 1, T), state, keep=True)
+                if emit is not None:
+                    emit(T - 1, out)
+                return (kept, hold(t.detach() for t in res)), state
+        raise AssertionError("a binomial schedule reverses its last step")
+
+    def reverse(self, T: int, kept: dict[int, tuple], tape: tuple,
+                reverse: Callable[[int, int, State], None]) -> None:
+        """The backward part: everything after the first reverse, whose residuals are ``tape``."""
+        actions = binomial(T, self.slots)
+        next(a for a in actions if a.op == "reverse")
+        reverse(T - 1, T, unhold(tape))
+        del tape
+        state: State = ()
+        for a in actions:
+            if a.op == "store":
+                kept[a.a] = hold(state)
+            elif a.op == "restore":
+                state = unhold(kept[a.a])
+            elif a.op == "free":
+                del kept[a.a]
+            elif a.op == "advance":
+                state = self.advance(a.a, a.b, state, None)
+            else:
+                p = self.plan
+                reverse(a.a, a.a + 1, p.backend.recompute_residuals(
+                    p.cell, self.params, p.extras, self.chunk(a.a, a.a + 1), state))
 
 
 def run_sequence(plan: Plan, xp: Tensor, state: State, params: Params) -> tuple[Tensor, State]:

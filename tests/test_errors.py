@@ -82,6 +82,9 @@ def test_unsorted_lengths_need_enforce_sorted_false():
     (dict(memory="everything"), "memory must be one of 'store', 'recompute', got 'everything'"),
     (dict(memory="recompute", checkpoint_every=0), "checkpoint_every must be a positive int or None, got 0"),
     (dict(backend="gpu"), "backend must be one of .*got 'gpu'"),
+    (dict(memory="recompute", checkpoint_slots=0), "checkpoint_slots must be a positive int, got 0"),
+    (dict(checkpoint_slots=4), "checkpoint_slots needs memory='recompute', got memory='store'"),
+    (dict(memory="recompute", checkpoint_every=4, checkpoint_slots=4), "not both; got 4 and 4"),
 ])
 def test_revrnn_keywords(kwargs, match):
     with pytest.raises(ValueError, match=match):

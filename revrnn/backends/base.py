@@ -57,6 +57,11 @@ class Backend:
                       state: State, keep: bool) -> tuple[Tensor, State, Any]:
         raise NotImplementedError
 
+    def recompute_residuals(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
+                            state: State) -> Any:
+        """Rebuild a chunk's residuals from the state before it (``recompute`` backward)."""
+        return self.forward_chunk(cell, p, extras, chunk, state, keep=True)[2]
+
     def backward_chunk(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                        residuals: Any, grad_out: Tensor, grad_state: State
                        ) -> tuple[Tensor, State, dict[str, Tensor | None]]:

@@ -44,6 +44,9 @@ class ReferenceBackend(Backend):
             out, end = self.forward_autograd(cell, p, extras, chunk, state)
         return out, end, (tuple(state) if keep else None)
 
+    def recompute_residuals(self, cell, p, extras, chunk, state):
+        return tuple(state)  # backward_chunk re-runs the chunk itself
+
     def backward_chunk(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
         # Re-run the chunk keeping each step's graph on detached leaves, then walk it back.
         names = [k for k, v in p.items() if v.requires_grad]

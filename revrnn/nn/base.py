@@ -18,6 +18,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from ..backends import check_name, resolve
 from ..cells.base import CellSpec, Params
 from ..engine import MEMORY, Plan, check_memory, run_sequence
+from ..schedule import ScheduleCost, binomial_cost, default_every, fixed_cost
 
 
 def _check_type(name: str, value: Any, kind: type) -> None:
@@ -33,7 +34,11 @@ class RecurrentBase(nn.Module):
 
     * ``backend`` — ``"auto"`` (default), ``"reference"``, ``"triton"``, ``"cuda"`` or ``"cpu"``;
     * ``memory`` — ``"store"`` (full BPTT, default) or ``"recompute"`` (states kept every
-      ``checkpoint_every`` steps, √T by default, and recomputed in backward).
+      ``checkpoint_every`` steps, √T by default, and recomputed in backward);
+    * ``checkpoint_slots`` — with ``"recompute"``, a memory budget instead of fixed chunks: at
+      most this many states per layer and direction are kept at once, and steps are re-run
+      following the binomial (revolve) schedule, the fewest re-runs for that budget.
+      :meth:`checkpoint_schedule` reports what it costs.
     """
 
     #: accepted values of ``memory``, the first is the default
@@ -43,7 +48,7 @@ class RecurrentBase(nn.Module):
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, *, backend: str = "auto",
                  memory: str = "store", checkpoint_every: int | None = None,
-                 device: Any = None, dtype: torch.dtype | None = None) -> None:
+                 checkpoint_slots: int | None = None, device: Any = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
             raise ValueError("dropout should be a number in range [0, 1] representing the "
@@ -60,11 +65,12 @@ class RecurrentBase(nn.Module):
             if value <= 0:
                 raise ValueError(f"{name} must be greater than zero, got {value}")
         check_name(backend)
-        check_memory(memory, checkpoint_every, self.memory_modes)
+        check_memory(memory, checkpoint_every, self.memory_modes, checkpoint_slots)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
         self.dropout = float(dropout)
         self.backend, self.memory, self.checkpoint_every = backend, memory, checkpoint_every
+        self.checkpoint_slots = checkpoint_slots
         self.num_directions = 2 if bidirectional else 1
 
         factory = {"device": device, "dtype": dtype}
@@ -100,6 +106,15 @@ class RecurrentBase(nn.Module):
             for i, cell in enumerate(self.cells):
                 cell.reset_parameters(self.cell_params(i))
 
+    def checkpoint_schedule(self, T: int) -> ScheduleCost | None:
+        """What ``memory="recompute"`` costs per layer and direction on ``T`` steps: states kept,
+        residual steps held, step evaluations; ``None`` for ``store``."""
+        if self.memory != "recompute":
+            return None
+        if self.checkpoint_slots is not None:
+            return binomial_cost(T, self.checkpoint_slots)
+        return fixed_cost(T, self.checkpoint_every or default_every(T))
+
     @property
     def state_sizes(self) -> tuple[int, ...]:
         return self.cells[0].state_sizes
@@ -114,7 +129,7 @@ class RecurrentBase(nn.Module):
             s += f", num_layers={self.num_layers}"
         for key, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
                              ("bidirectional", False), ("backend", "auto"), ("memory", self.memory_modes[0]),
-                             ("checkpoint_every", None)):
+                             ("checkpoint_every", None), ("checkpoint_slots", None)):
             if getattr(self, key) != default:
                 s += f", {key}={getattr(self, key)!r}"
         return s
@@ -182,7 +197,7 @@ class RecurrentBase(nn.Module):
         xp = cell.project(p, x, mask, self.training)
         recurrent = {spec.name: p[spec.name] for spec in cell.param_specs() if spec.recurrent}
         plan = Plan(cell=cell, backend=backend, memory=self.memory,
-                    checkpoint_every=self.checkpoint_every, mask=mask,
+                    checkpoint_every=self.checkpoint_every, checkpoint_slots=self.checkpoint_slots, mask=mask,
                     extras=cell.extras(p, x.shape[1], x, self.training))
         if self.memory == "recompute" and cell.rowwise_projection:  # only recompute re-projects
             x_in, training = x.detach(), self.training

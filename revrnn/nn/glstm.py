@@ -26,7 +26,7 @@ class GLSTM(RecurrentBase):
         sigma_fraction: initial ``σ = sigma_fraction · t_max`` (default 0.1).
         gate_threshold: gates below it are exactly 0, so the neuron keeps h and c bit-exactly
             (default 1e-3; 0 keeps the full Gaussian).
-        backend, memory, checkpoint_every: see :class:`revrnn.nn.LSTM`.
+        backend, memory, checkpoint_every, checkpoint_slots: see :class:`revrnn.nn.LSTM`.
 
     ``forward(input, (h_0, c_0)=None)`` returns ``output, (h_n, c_n)`` as torch.nn.LSTM.
     Add ``λ · module.budget(T)`` to the loss for the computational budget;
@@ -37,12 +37,14 @@ class GLSTM(RecurrentBase):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device: Any = None, dtype: torch.dtype | None = None, *, t_max: float,
                  sigma_fraction: float = 0.1, gate_threshold: float = 1e-3, backend: str = "auto",
-                 memory: str = "store", checkpoint_every: int | None = None):
+                 memory: str = "store", checkpoint_every: int | None = None,
+                 checkpoint_slots: int | None = None):
         self.t_max, self.sigma_fraction, self.gate_threshold = t_max, sigma_fraction, gate_threshold
         super().__init__(lambda n: GLSTMCell(n, hidden_size, bias, t_max=t_max, sigma_fraction=sigma_fraction,
                                              gate_threshold=gate_threshold),
                          input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          backend=backend, memory=memory, checkpoint_every=checkpoint_every,
+                         checkpoint_slots=checkpoint_slots,
                          device=device, dtype=dtype)
 
     def budget(self, T: int) -> Tensor:

@@ -25,19 +25,21 @@ class GRU(RecurrentBase):
             ``1`` gates ``σ(U h + b)`` (no input term); ``2`` gates ``σ(U h)`` (no input term
             and no bias); ``3`` gates ``σ(b)`` (bias only, per-unit constants). Parameter
             shapes of the variants are documented in :class:`revrnn.cells.gru.GRUCell`.
-        backend, memory, checkpoint_every: see :class:`revrnn.nn.LSTM`.
+        backend, memory, checkpoint_every, checkpoint_slots: see :class:`revrnn.nn.LSTM`.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device: Any = None, dtype: torch.dtype | None = None, *, reset_after: bool = True,
                  variant: int = 0, backend: str = "auto", memory: str = "store",
-                 checkpoint_every: int | None = None):
+                 checkpoint_every: int | None = None,
+                 checkpoint_slots: int | None = None):
         check_variant(variant)
         self.reset_after, self.variant = reset_after, variant
         super().__init__(lambda n: GRUCell(n, hidden_size, bias, reset_after, variant), input_size,
                          hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          backend=backend, memory=memory, checkpoint_every=checkpoint_every,
+                         checkpoint_slots=checkpoint_slots,
                          device=device, dtype=dtype)
 
     def extra_repr(self) -> str:

@@ -14,7 +14,7 @@ _ARGS = """
         device, dtype: as in :class:`torch.nn.{base}`.
         kaf_size: D, number of dictionary elements per gate neuron (default 20).
         kaf_range: B, the dictionary is ``linspace(−B, B, D)`` (default 3.0).
-        backend, memory, checkpoint_every: see :class:`revrnn.nn.LSTM`.
+        backend, memory, checkpoint_every, checkpoint_slots: see :class:`revrnn.nn.LSTM`.
 """
 
 
@@ -25,11 +25,13 @@ class _KAFModule(RecurrentBase):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  kaf_size: int = 20, kaf_range: float = 3.0, device: Any = None,
                  dtype: torch.dtype | None = None, *, backend: str = "auto", memory: str = "store",
-                 checkpoint_every: int | None = None):
+                 checkpoint_every: int | None = None,
+                 checkpoint_slots: int | None = None):
         self.kaf_size, self.kaf_range = kaf_size, kaf_range
         super().__init__(lambda n: self.cell(n, hidden_size, bias, kaf_size=kaf_size, kaf_range=kaf_range),
                          input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          backend=backend, memory=memory, checkpoint_every=checkpoint_every,
+                         checkpoint_slots=checkpoint_slots,
                          device=device, dtype=dtype)
 
     def extra_repr(self) -> str:

@@ -28,7 +28,7 @@ class LiBRU(RecurrentBase):
             and the parameter layout).
         batch_norm: one BatchNorm (momentum 0.05) shared by both input projections, as in the
             reference code: shared γ, β and running statistics.
-        backend, memory, checkpoint_every: see :class:`revrnn.nn.LSTM`.
+        backend, memory, checkpoint_every, checkpoint_slots: see :class:`revrnn.nn.LSTM`.
 
     As for :class:`revrnn.nn.LiGRU`, each direction of a bidirectional layer has its own
     weights and batch norm (the reference shares them between directions).
@@ -38,12 +38,14 @@ class LiBRU(RecurrentBase):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  form: str = "probs", batch_norm: bool = True, device: Any = None,
                  dtype: torch.dtype | None = None, *, backend: str = "auto", memory: str = "store",
-                 checkpoint_every: int | None = None):
+                 checkpoint_every: int | None = None,
+                 checkpoint_slots: int | None = None):
         self.form = check_form(form)
         self.batch_norm = batch_norm
         super().__init__(lambda n: LiBRUCell(n, hidden_size, bias, batch_norm, form),
                          input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          backend=backend, memory=memory, checkpoint_every=checkpoint_every,
+                         checkpoint_slots=checkpoint_slots,
                          device=device, dtype=dtype)
 
     def extra_repr(self) -> str:

@@ -27,7 +27,7 @@ class LiGRU(RecurrentBase):
             one mask per sequence and unit kept for the whole sequence; inverted (kept units
             scaled by 1/(1 − p) in training, identity in eval). See
             :class:`revrnn.cells.ligru.LiGRUCell` for this choice and the parameter layout.
-        backend, memory, checkpoint_every: see :class:`revrnn.nn.LSTM`.
+        backend, memory, checkpoint_every, checkpoint_slots: see :class:`revrnn.nn.LSTM`.
 
     Deviation from pytorch-kaldi: with ``bidirectional=True`` each direction has its own
     weights and batch norm (torch.nn's convention); pytorch-kaldi runs the reversed copy with
@@ -38,12 +38,14 @@ class LiGRU(RecurrentBase):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  batch_norm: bool = True, recurrent_dropout: float = 0.0, device: Any = None,
                  dtype: torch.dtype | None = None, *, backend: str = "auto", memory: str = "store",
-                 checkpoint_every: int | None = None):
+                 checkpoint_every: int | None = None,
+                 checkpoint_slots: int | None = None):
         self.batch_norm = batch_norm
         self.recurrent_dropout = check_recurrent_dropout(recurrent_dropout)
         super().__init__(lambda n: LiGRUCell(n, hidden_size, bias, batch_norm, recurrent_dropout),
                          input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          backend=backend, memory=memory, checkpoint_every=checkpoint_every,
+                         checkpoint_slots=checkpoint_slots,
                          device=device, dtype=dtype)
 
     def extra_repr(self) -> str:

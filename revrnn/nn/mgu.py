@@ -24,7 +24,7 @@ class MGU(RecurrentBase):
             ``1`` ``f = σ(U_f h + b_f)`` (no input term); ``2`` ``f = σ(U_f h)`` (no input
             term, no bias); ``3`` ``f = σ(b_f)`` (bias only: a constant per-unit leak).
             Parameter shapes are documented in :class:`revrnn.cells.mgu.MGUCell`.
-        backend, memory, checkpoint_every: see :class:`revrnn.nn.LSTM`.
+        backend, memory, checkpoint_every, checkpoint_slots: see :class:`revrnn.nn.LSTM`.
 
     ``forward(input, h_0=None)`` returns ``output, h_n`` like torch.nn.GRU.
     """
@@ -32,11 +32,13 @@ class MGU(RecurrentBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  variant: int = 0, device: Any = None, dtype: torch.dtype | None = None, *,
-                 backend: str = "auto", memory: str = "store", checkpoint_every: int | None = None):
+                 backend: str = "auto", memory: str = "store", checkpoint_every: int | None = None,
+                 checkpoint_slots: int | None = None):
         self.variant = check_variant(variant)
         super().__init__(lambda n: MGUCell(n, hidden_size, bias, variant), input_size, hidden_size,
                          num_layers, bias, batch_first, dropout, bidirectional, backend=backend,
-                         memory=memory, checkpoint_every=checkpoint_every, device=device, dtype=dtype)
+                         memory=memory, checkpoint_every=checkpoint_every,
+                         checkpoint_slots=checkpoint_slots, device=device, dtype=dtype)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (f", variant={self.variant}" if self.variant else "")

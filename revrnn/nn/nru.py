@@ -27,7 +27,7 @@ class NRU(RecurrentBase):
             only in the char-PTB config).
         memory_clamp: optional bound ``c``: each memory slot is clamped to ``[-c, c]`` after
             every step. Not in the official code; off by default.
-        backend, memory, checkpoint_every: see :class:`revrnn.nn.LSTM`.
+        backend, memory, checkpoint_every, checkpoint_slots: see :class:`revrnn.nn.LSTM`.
 
     ``forward(input, (h_0, m_0)=None)`` returns ``output, (h_n, m_n)``; ``m`` has shape
     (num_layers·num_directions, B, memory_size). With float16/bfloat16 parameters the state
@@ -39,13 +39,15 @@ class NRU(RecurrentBase):
                  memory_size: int = 64, num_heads: int = 4, use_relu: bool = False,
                  memory_clamp: float | None = None, device: Any = None,
                  dtype: torch.dtype | None = None, *, backend: str = "auto", memory: str = "store",
-                 checkpoint_every: int | None = None):
+                 checkpoint_every: int | None = None,
+                 checkpoint_slots: int | None = None):
         self.memory_size, self.num_heads = memory_size, num_heads
         self.use_relu, self.memory_clamp = use_relu, memory_clamp
         super().__init__(lambda n: NRUCell(n, hidden_size, bias, memory_size, num_heads, use_relu,
                                            memory_clamp),
                          input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          backend=backend, memory=memory, checkpoint_every=checkpoint_every,
+                         checkpoint_slots=checkpoint_slots,
                          device=device, dtype=dtype)
 
     def extra_repr(self) -> str:
