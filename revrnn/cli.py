@@ -1,24 +1,26 @@
-"""The ``revrnn`` command: ``train`` a cell on a long-range task, ``demo`` the library end to end."""
+"""The ``revrnn`` command: ``train`` a cell on a long-range task, ``profile`` the memory of training
+strategies against sequence length, ``demo`` the library end to end."""
 from __future__ import annotations
 
 import argparse
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm import tqdm
 
 from . import available_backends, init
 from . import nn as rnn
 from .memory import activation_bytes
+from .profile import Strategy, cell_factory, memory_sweep
+from .profile.sweep import REVERSIBLE_OF
 from .tasks import ADDING_BASELINE_MSE
 from .train import Regressor, train_adding
 
-CELLS = {
-    "lstm": rnn.LSTM, "gru": rnn.GRU, "mgu": rnn.MGU, "ligru": rnn.LiGRU, "libru": rnn.LiBRU,
-    "kaflstm": rnn.KAFLSTM, "kafgru": rnn.KAFGRU, "revgru": rnn.RevGRU, "revlstm": rnn.RevLSTM,
-}
+CELLS = rnn.MODULES
 REVERSIBLE = {"revgru", "revlstm"}
 
 
@@ -104,11 +106,67 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    if args.strategies is None:
+        if args.cell in REVERSIBLE:
+            args.strategies = [Strategy.parse(s) for s in ("bptt", "tbptt:50", "reversible")]
+        else:
+            args.strategies = [Strategy.parse(s) for s in ("bptt", "tbptt:50", "ckpt:sqrt", "revolve:8")]
+            if args.cell in REVERSIBLE_OF:
+                args.strategies.append(Strategy.reversible())
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("revrnn: --device cuda but CUDA is not available")
+    make = cell_factory(args.cell, args.input_size, args.hidden, args.layers, args.backend)
+    for strategy in args.strategies:  # fail before the sweep, naming the bad strategy
+        try:
+            make(strategy)
+        except ValueError as e:
+            raise SystemExit(f"revrnn: --strategies: {e}") from None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"revrnn: --out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    progress = None
+    if not args.no_progress:
+        progress = lambda it: tqdm(it, desc="profile", unit="run", file=sys.stderr)  # noqa: E731
+    report = memory_sweep(make, args.T, args.batch, args.input_size, args.strategies, device=device,
+                          dtype=getattr(torch, args.dtype), repeats=args.repeats, seed=args.seed, progress=progress)
+    report.env.update(model=f"{args.cell} (input {args.input_size}, hidden {args.hidden}, {args.layers} layer(s), "
+                      f"backend {args.backend})")
+    print(report.table())
+    report.to_csv(out / "mem.csv")
+    report.to_json(out / "mem.json")
+    with open(out / "env.json", "w") as f:
+        json.dump(report.env, f, indent=1)
+    report.plot(out / "mem_vs_T.png")
+    print(f"wrote {out / 'mem.csv'}, {out / 'mem.json'}, {out / 'env.json'}, {out / 'mem_vs_T.png'}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+    try:
+        value = float(text) if "e" in text.lower() else int(text)  # 1e3 as in --T 1e3,4e3
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value != int(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(value)
+
+
+def _count(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _int_list(text: str) -> list[int]:
+    return [_positive_int(v) for v in text.split(",")]
+
+
+def _strategies(text: str) -> list[Strategy]:
+    try:
+        return [Strategy.parse(v) for v in text.split(",")]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -140,9 +198,32 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train briefly, then print a memory table of the strategies")
     training_args(d, T=50, steps=300)
-    d.add_argument("--lengths", type=lambda s: [_positive_int(v) for v in s.split(",")],
-                   default=[250, 1000, 4000], help="comma-separated sequence lengths for the table")
+    d.add_argument("--lengths", type=_int_list, default=[250, 1000, 4000],
+                   help="comma-separated sequence lengths for the table")
     d.set_defaults(func=cmd_demo, chrono=None)
+
+    pr = sub.add_parser("profile", help="memory, time and gradient error of training strategies vs T",
+                        description="Train one step per (strategy, T); write a table, mem.csv, mem.json, "
+                                    "env.json and mem_vs_T.png (memory vs T, log-log, and time vs BPTT).")
+    pr.add_argument("--cell", choices=sorted(CELLS), default="gru")
+    pr.add_argument("--input-size", type=_positive_int, default=16)
+    pr.add_argument("--hidden", type=_positive_int, default=64)
+    pr.add_argument("--layers", type=_positive_int, default=1)
+    pr.add_argument("--batch", type=_positive_int, default=16)
+    pr.add_argument("--T", type=_int_list, default=[100, 200, 400, 800, 1600],
+                    help="comma-separated sequence lengths (1e3 notation accepted)")
+    pr.add_argument("--strategies", type=_strategies, default=None,
+                    help="comma-separated: bptt, tbptt:K, ckpt:sqrt, ckpt:K, revolve:SLOTS, reversible "
+                         "(default: all that apply to --cell, with tbptt:50 and revolve:8)")
+    pr.add_argument("--backend", choices=["auto", "reference", "triton", "cuda", "cpu"], default="auto")
+    pr.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    pr.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    pr.add_argument("--repeats", type=_count, default=3, help="timed runs per configuration (median)")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--out", default="profile", help="directory for the files (created)")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    pr.add_argument("--threads", type=_positive_int, default=1, help="CPU threads")
+    pr.set_defaults(func=cmd_profile)
     return p
 
 

@@ -11,4 +11,10 @@ from .nru import NRU
 from .revgru import RevGRU
 from .revlstm import RevLSTM
 
-__all__ = ["RecurrentBase", "LSTM", "GRU", "MGU", "LiGRU", "LiBRU", "NRU", "GLSTM", "KAFLSTM", "KAFGRU", "RevGRU", "RevLSTM"]
+#: the modules that build from (input_size, hidden_size) alone, by command-line name
+MODULES = {
+    "lstm": LSTM, "gru": GRU, "mgu": MGU, "ligru": LiGRU, "libru": LiBRU,
+    "kaflstm": KAFLSTM, "kafgru": KAFGRU, "revgru": RevGRU, "revlstm": RevLSTM,
+}
+
+__all__ = ["MODULES", "RecurrentBase", "LSTM", "GRU", "MGU", "LiGRU", "LiBRU", "NRU", "GLSTM", "KAFLSTM", "KAFGRU", "RevGRU", "RevLSTM"]
