@@ -10,15 +10,16 @@ if TYPE_CHECKING:
 
 
 def plot_report(report: "Report", path, title: str | None = None) -> None:
-    """Draw ``report`` to ``path`` with matplotlib's Agg backend (no display, no HTML)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Draw ``report`` to ``path`` as a PNG. Uses a bare ``Figure`` (no pyplot, no display, no
+    HTML), so the caller's matplotlib backend is left alone."""
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
 
     slopes = report.slopes()
     cuda = report.env.get("device", "cpu").startswith("cuda")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1.35, 1]})
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(13, 5.2))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.35, 1]})
+    colours = rcParams["axes.prop_cycle"].by_key()["color"]
     for i, name in enumerate(report.strategies()):
         colour = colours[i % len(colours)]
         rows = [r for r in report.rows if r.strategy == name]
@@ -64,4 +65,3 @@ def plot_report(report: "Report", path, title: str | None = None) -> None:
              va="bottom")
     fig.tight_layout(rect=(0, 0.04 + 0.018 * len(report.strategies()), 1, 0.95))
     fig.savefig(path, dpi=120)
-    plt.close(fig)

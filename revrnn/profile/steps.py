@@ -46,8 +46,10 @@ def saved_per_step(module: RecurrentBase, batch: int = 1, layer: int = 0) -> Ste
     """List the tensors that one step of ``module``'s layer ``layer`` saves for backward.
 
     The step runs on random input and state at the module's dtype and device, as full BPTT
-    (``memory="store"``) runs it; parameters are not counted, views of one storage count
-    once. ``alpha`` is how many hidden states one step of BPTT costs: BPTT's activation
+    (``memory="store"``) on the ``reference`` backend runs it: the cell's step under autograd.
+    Parameters are not counted, views of one storage count once. A compiled backend keeps
+    its own residuals instead (the ``cpu`` LSTM keeps the projected input, the gates and both
+    states: 10 hidden states per step); :func:`memory_sweep` measures what the backend keeps. ``alpha`` is how many hidden states one step of BPTT costs: BPTT's activation
     memory is about ``alpha · T`` hidden states per layer and direction.
     Reversible modules keep no per-step tensors in ``memory="reversible"``; see their
     ``last_stats`` instead.

@@ -112,9 +112,10 @@ class Report:
         lines = [f"At T={T}, exact strategies from least to most memory:"]
         for r in at:
             t = f", {r.time_vs_bptt:.2f}x BPTT time" if r.time_vs_bptt is not None else ""
-            lines.append(f"  {r.strategy:<14} {self.memory(r) / MiB:10.3f} MiB{t}")
+            lines.append(f"  {r.strategy:<14} {self.memory(r) / MiB:10.4g} MiB{t}")
         lines.append("Pick the fastest one whose memory fits your budget at your T; the slopes say how it grows.")
-        truncated = [r for r in self.rows if r.truncation is not None and r.grad_rel_err_vs_bptt is not None]
+        truncated = [r for r in self.rows
+                     if r.truncation is not None and r.T > r.truncation and r.grad_rel_err_vs_bptt is not None]
         if truncated:
             worst = max(truncated, key=lambda r: r.grad_rel_err_vs_bptt)
             lines.append(f"{worst.strategy} is cheap but biased: gradient error {worst.grad_rel_err_vs_bptt:.2g} "
@@ -136,7 +137,8 @@ class Report:
             if r.truncation is not None and r.grad_rel_err_vs_bptt is not None:
                 err = f"{err} (trunc.)"
             lines.append(
-                f"{r.strategy:<14} {r.T:>7} {_fmt(m and m / MiB, 17, 3)} {_fmt(r.theory_bytes and r.theory_bytes / MiB, 13, 3)} "
+                f"{r.strategy:<14} {r.T:>7} {_fmt(m and m / MiB, 17, 4, 'g')} "
+                f"{_fmt(r.theory_bytes and r.theory_bytes / MiB, 13, 4, 'g')} "
                 f"{_fmt(r.fwd_ms, 9, 1)} {_fmt(r.bwd_ms, 9, 1)} {_fmt(r.time_vs_bptt, 8, 2)} "
                 f"{_fmt(r.step_evaluations, 10, 2)} {err:>17}")
         slopes = self.slopes()
@@ -166,8 +168,8 @@ class Report:
         plot_report(self, path, title)
 
 
-def _fmt(value: float | None, width: int, digits: int) -> str:
-    return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
+def _fmt(value: float | None, width: int, digits: int, kind: str = "f") -> str:
+    return f"{value:>{width}.{digits}{kind}}" if value is not None else f"{'-':>{width}}"
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -232,7 +234,8 @@ def _state_bytes(model: nn.Module, batch: int, dtype: torch.dtype) -> int | None
 
 
 def _theory(strategy: Strategy, T: int, per_step: float | None, state: int | None) -> float | None:
-    """Expected memory from BPTT's bytes per step (fitted at the sweep's first T) and the state size."""
+    """Expected memory from BPTT's bytes per step (fitted at the sweep's first T) and the state
+    size; for ``revolve`` an upper bound (slots plus two steps' residuals)."""
     if per_step is None:
         return None
     if strategy.kind == "bptt":
