@@ -36,11 +36,11 @@ def measure(cls, T: int, batch: int, hidden: int, layers: int, bits: int, device
     for name, m in (("reversible", rev), ("store", store)):
         with SavedTensorCounter([*m.parameters(), x]) as counter:
             out, _ = m(x)
+        row[f"{name}_bytes"] = counter.bytes  # held for backward at the end of the forward
         start = time.perf_counter()
         out.sum().backward()
         if device == "cuda":
             torch.cuda.synchronize()
-        row[f"{name}_bytes"] = counter.bytes
         row[f"{name}_backward_s"] = time.perf_counter() - start
     stats = rev.last_stats
     row.update(buffer_bits=stats.used_bits, optimal_bits=stats.optimal_bits,

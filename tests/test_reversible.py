@@ -8,7 +8,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from revrnn import BackendUnavailable
-from revrnn.memory import SavedTensorCounter
+from revrnn.memory import activation_bytes
 from revrnn.nn import RevGRU, RevLSTM
 from revrnn.reversible import revgru as revgru_module
 from revrnn.reversible.buffer import MAX_CHUNK_OPS
@@ -349,10 +349,6 @@ def test_information_grows_with_forget_bits():
     assert bits == sorted(bits) and bits[0] < bits[-1]
 
 
-def saved_bytes(m, x) -> int:
-    with SavedTensorCounter([*m.parameters(), x]) as counter:
-        m(x)
-    return counter.bytes
 
 
 @pytest.mark.parametrize("cls", CELLS)
@@ -364,9 +360,9 @@ def test_activation_memory_constant_in_T(cls):
     r, s, used, optimal = {}, {}, {}, {}
     for T in (100, 4000):
         x = torch.randn(T, B, 5)
-        r[T] = saved_bytes(rev, x)
+        r[T] = activation_bytes(rev, x)
         used[T], optimal[T] = rev.last_stats.used_bits, rev.last_stats.optimal_bits
-        s[T] = saved_bytes(store, x)
+        s[T] = activation_bytes(store, x)
     assert s[4000] > 35 * s[100]
     # everything but the buffer is O(1) in T
     assert r[4000] - used[4000] // 8 == r[100] - used[100] // 8
