@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import warnings
 
 import pytest
 import torch
@@ -216,3 +217,12 @@ def test_cuda_sweep_reports_allocator_peaks():
     # engine materialises both whole), so the peak falls by less than the accounted activations.
     assert rows["revolve(8)", 1024].peak_delta_bytes < rows["bptt", 1024].peak_delta_bytes
     assert rows["revolve(8)", 1024].saved_peak_bytes < rows["bptt", 1024].saved_peak_bytes / 20
+
+
+def test_plot_without_timings(tmp_path):
+    report = memory_sweep(cell_factory("gru", 2, 4), [4, 8], 1, 2, ["bptt", "revolve:2"], repeats=0)
+    assert all(r.fwd_ms is None and r.time_vs_bptt is None for r in report.rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report.plot(tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0

@@ -57,7 +57,8 @@ def plot_report(report: "Report", path, title: str | None = None) -> None:
     right.set_ylabel("step time / BPTT step time")
     right.set_title("Step time vs BPTT, same run (dotted: (evals/step + 2) / 3)")
     right.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=8)
+    if right.get_legend_handles_labels()[0]:  # nothing timed with repeats=0
+        right.legend(fontsize=8)
     env = report.env
     fig.suptitle(title or f"{env.get('model', '')} batch {env.get('batch')}, {env.get('dtype')}, "
                  f"{env.get('gpu', env.get('cpu', ''))} ({env.get('device')}), torch {env.get('torch')}")
