@@ -18,7 +18,7 @@ Truncated BPTT belongs to the training loop (detach the state every k steps), no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor
