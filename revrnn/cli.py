@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -14,9 +13,9 @@ from tqdm import tqdm
 
 from . import available_backends, init
 from . import nn as rnn
-from .memory import activation_bytes
 from .profile import Strategy, cell_factory, memory_sweep
 from .profile.sweep import REVERSIBLE_OF
+from .schedule import default_every
 from .tasks import ADDING_BASELINE_MSE
 from .train import Regressor, train_adding
 
@@ -42,27 +41,18 @@ def build(cell: str, hidden: int, layers: int, backend: str, memory: str,
 
 
 def memory_table(cell: str, hidden: int, batch: int, lengths: Sequence[int], backend: str) -> list[dict]:
-    """Activation bytes of one forward per memory strategy and length, and the gradient error
-    of ``recompute`` relative to ``store`` (both exact: the error is rounding only)."""
-    rows = []
-    for T in lengths:
-        x = torch.randn(T, batch, 2)
-        grads = {}
-        for memory in memory_modes(cell):
-            torch.manual_seed(0)
-            model = build(cell, hidden, 1, backend, memory, None, None)
-            saved = activation_bytes(model, x)
-            out, _ = model(x)
-            out.square().mean().backward()
-            grads[memory] = torch.cat([p.grad.flatten() for p in model.parameters()])
-            err = (grads[memory] - grads["store"]).abs().max() / grads["store"].abs().max()
-            rows.append({"T": T, "memory": memory, "activation_bytes": saved,
-                         "checkpoint_every": math.isqrt(T - 1) + 1 if memory == "recompute" else None,
-                         "grad_rel_err_vs_store": err.item()})
-    store = {r["T"]: r["activation_bytes"] for r in rows if r["memory"] == "store"}
-    for r in rows:
-        r["ratio_vs_store"] = r["activation_bytes"] / store[r["T"]]
-    return rows
+    """Per memory strategy of ``cell`` and length: bytes held for backward when the forward ends,
+    and the gradient error relative to ``store`` (both exact: the error is rounding only).
+    A short :func:`revrnn.profile.memory_sweep` without timing."""
+    strategies = {"store": Strategy.bptt(), "recompute": Strategy.checkpoint(), "reversible": Strategy.reversible()}
+    mode_of = {strategies[m].name: m for m in memory_modes(cell)}
+    report = memory_sweep(cell_factory(cell, 2, hidden, 1, backend), lengths, batch, 2,
+                          [strategies[m] for m in memory_modes(cell)], repeats=0)
+    store = {r.T: r.saved_bytes for r in report.rows if mode_of[r.strategy] == "store"}
+    return [{"T": r.T, "memory": mode_of[r.strategy], "activation_bytes": r.saved_bytes,
+             "checkpoint_every": default_every(r.T) if mode_of[r.strategy] == "recompute" else None,
+             "grad_rel_err_vs_store": r.grad_rel_err_vs_bptt, "ratio_vs_store": r.saved_bytes / store[r.T]}
+            for r in report.rows]
 
 
 def print_table(rows: list[dict], out=sys.stdout) -> None:

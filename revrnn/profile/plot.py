@@ -16,7 +16,7 @@ def plot_report(report: "Report", path, title: str | None = None) -> None:
     from matplotlib.figure import Figure
 
     slopes = report.slopes()
-    cuda = report.env.get("device", "cpu").startswith("cuda")
+    cuda = report.cuda
     fig = Figure(figsize=(13, 5.2))
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.35, 1]})
     colours = rcParams["axes.prop_cycle"].by_key()["color"]

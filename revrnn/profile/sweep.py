@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -86,20 +87,22 @@ class Report:
     def strategies(self) -> list[str]:
         return list(dict.fromkeys(r.strategy for r in self.rows))
 
+    @property
+    def cuda(self) -> bool:
+        return self.env.get("device", "cpu").startswith("cuda")
+
     def memory(self, row: Row) -> int | None:
         """The memory this report plots: CUDA peak delta on CUDA, accounted peak otherwise."""
-        return row.peak_delta_bytes if self.env.get("device", "cpu").startswith("cuda") else row.saved_peak_bytes
+        return row.peak_delta_bytes if self.cuda else row.saved_peak_bytes
 
     def slopes(self) -> dict[str, float]:
         """Per strategy, the slope of log(memory) against log(T) (least squares, ≥ 2 points)."""
         out = {}
         for name in self.strategies():
-            pts = [(math.log(r.T), math.log(self.memory(r))) for r in self.rows
-                   if r.strategy == name and not r.oom and self.memory(r)]
-            if len({t for t, _ in pts}) >= 2:
-                mt = sum(t for t, _ in pts) / len(pts)
-                mm = sum(m for _, m in pts) / len(pts)
-                out[name] = sum((t - mt) * (m - mm) for t, m in pts) / sum((t - mt) ** 2 for t, _ in pts)
+            done = [r for r in self.rows if r.strategy == name and not r.oom and self.memory(r)]
+            if len({r.T for r in done}) >= 2:
+                slope, _ = np.polyfit(np.log([r.T for r in done]), np.log([self.memory(r) for r in done]), 1)
+                out[name] = float(slope)
         return out
 
     def advice(self) -> list[str]:
@@ -124,7 +127,7 @@ class Report:
 
     def table(self) -> str:
         """A fixed-width table, MiB = 2^20 bytes, with the fitted slopes and the advice."""
-        mem = "peak delta (MiB)" if self.env.get("device", "cpu").startswith("cuda") else "saved peak (MiB)"
+        mem = "peak delta (MiB)" if self.cuda else "saved peak (MiB)"
         head = (f"{'strategy':<14} {'T':>7} {mem:>17} {'theory (MiB)':>13} {'fwd ms':>9} {'bwd ms':>9} "
                 f"{'vs BPTT':>8} {'evals/step':>10} {'grad err vs BPTT':>17}")
         lines = [head, "-" * len(head)]
