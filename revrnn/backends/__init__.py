@@ -1,7 +1,8 @@
 """Backend registry: ``backend="auto" | "reference" | "triton" | "cuda" | "cpu"``.
 
 A backend registers under a name with :func:`register`. ``auto`` picks, for the tensors'
-device, the first backend in :data:`AUTO_ORDER` that is available and supports the cell;
+device, the first backend in :data:`AUTO_ORDER` that is available, meant for that device type
+(``Backend.auto_devices``: triton only on CUDA) and supports the cell;
 the reference backend supports everything and is always available.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from ..cells.base import CellSpec
 from .base import Backend, BackendUnavailable, Chunk
 from .cpu import CpuBackend
 from .reference import ReferenceBackend
+from .triton import TritonBackend
 
 __all__ = ["Backend", "BackendUnavailable", "Chunk", "register", "get_backend", "resolve",
            "available_backends", "AUTO_ORDER", "NAMES"]
@@ -31,6 +33,7 @@ def register(backend: Backend) -> Backend:
 
 register(ReferenceBackend())
 register(CpuBackend())  # registered even when revrnn._C is not built: it then says why
+register(TritonBackend())  # likewise without Triton
 
 
 def check_name(name: str) -> str:
@@ -62,7 +65,9 @@ def resolve(name: str, cell: CellSpec, device: torch.device, dtype: torch.dtype 
         return backend
     for candidate in AUTO_ORDER:
         backend = _REGISTRY.get(candidate)
-        if backend is not None and backend.availability(device) is None and backend.supports(cell, dtype):
+        if backend is None or (backend.auto_devices is not None and device.type not in backend.auto_devices):
+            continue
+        if backend.availability(device) is None and backend.supports(cell, dtype):
             return backend
     raise AssertionError("the reference backend supports every cell")  # pragma: no cover
 

@@ -44,6 +44,8 @@ class Backend:
     name: str = "backend"
     #: True if the steps are plain autograd ops (then ``store`` needs no custom backward).
     autograd_steps: bool = False
+    #: device types on which ``auto`` may pick this backend (None: wherever it is available)
+    auto_devices: tuple[str, ...] | None = None
 
     def availability(self, device: torch.device) -> str | None:
         """``None`` if the backend can run on ``device``, otherwise the reason it cannot."""

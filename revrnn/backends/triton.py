@@ -1,0 +1,331 @@
+"""The Triton backend: per step one recurrent GEMM through torch (cuBLAS on GPU) and one fused
+Triton pointwise kernel; the backward walks the chunk in reverse with one fused kernel and one
+GEMM per step, then computes the chunk's weight gradients as one GEMM over all its steps.
+
+Kernels live in :mod:`revrnn.kernels` (``kernels/`` in the source tree), one module per cell
+family; this module owns allocation, dtypes and the GEMMs. Each cell family has a *runner*
+(:class:`Runner`) that the backend picks by cell type; a cell without one is not supported
+(``auto`` then falls back to the next backend).
+
+Dtypes: float32, float64, bfloat16 and float16 inputs. GEMMs run in the input dtype; states,
+their gradients and all pointwise arithmetic are float32 (float64 for float64 input), so a
+low-precision run accumulates its state in float32 within a chunk. States are handed back to
+the engine in the input dtype (the cell's state dtype) at chunk ends.
+
+On CPU tensors the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``), which is how
+CI tests them; ``auto`` never picks this backend on CPU.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import torch
+from torch import Tensor
+
+from ..cells.base import CellSpec, Params, State
+from ..cells.glstm import SIGMA_MIN, GLSTMCell
+from ..cells.gru import GRUCell
+from ..cells.lstm import LSTMCell
+from ..cells.mgu import MGUCell
+from .base import Backend, Chunk
+
+#: input dtypes the kernels take
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def _kernels(name: str):
+    """``revrnn.kernels.<name>``, imported on first use (importing Triton is slow, and fails
+    where it is not installed)."""
+    return importlib.import_module(f"revrnn.kernels.{name}")
+
+
+class Steps:
+    """Buffers of one chunk of K steps: float states ``(K + 1)`` rows deep when kept for
+    backward, else two rows used alternately."""
+
+    def __init__(self, chunk: Chunk, state: State, keep: bool) -> None:
+        common = _kernels("common")
+        self.xp = chunk.xp.contiguous()
+        self.K, self.B = self.xp.shape[:2]
+        self.dtype = self.xp.dtype
+        self.sdtype = common.state_dtype(self.dtype)
+        self.keep = keep
+        rows = self.K + 1 if keep else 2
+        self.states = []
+        for s in state:
+            buf = common.new((rows, *s.shape), self.sdtype, s.device)
+            buf[0] = s
+            self.states.append(buf)
+        self.mask = None if chunk.mask is None else chunk.mask.to(torch.uint8).contiguous()
+
+    def new(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
+        return _kernels("common").new(shape, dtype or self.sdtype, self.xp.device)
+
+    def rows(self, i: int) -> tuple[int, int]:
+        """Rows of the states before and after step ``i``."""
+        return (i, i + 1) if self.keep else (i % 2, (i + 1) % 2)
+
+    def mask_at(self, i: int) -> Tensor | None:
+        return None if self.mask is None else self.mask[i]
+
+    def end(self) -> State:
+        """The state after the chunk, in the input dtype; copies, never views of the residuals."""
+        last = self.K if self.keep else self.K % 2
+        return tuple(s[last].to(self.dtype, copy=True) for s in self.states)
+
+
+def grad_buffers(grad_state: State, sdtype: torch.dtype) -> list[Tensor]:
+    """Fresh contiguous state-gradient buffers that the backward kernels update in place."""
+    return [g.to(sdtype, memory_format=torch.contiguous_format, copy=True) for g in grad_state]
+
+
+def weight_grad(dpre: Tensor, operand: Tensor, dtype: torch.dtype) -> Tensor:
+    """``Σ_steps dpreᵀ · operand`` as one GEMM: dpre (K, B, G), operand (K, B, H) -> (G, H)."""
+    K, B, G = dpre.shape
+    return dpre.reshape(K * B, G).t().to(dtype) @ operand.reshape(K * B, -1).to(dtype)
+
+
+class Runner:
+    """The forward and backward of one cell family over a chunk (see :class:`Backend`)."""
+
+    def forward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk, state: State,
+                keep: bool) -> tuple[Tensor, State, tuple | None]:
+        raise NotImplementedError
+
+    def backward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk, residuals: tuple,
+                 grad_out: Tensor, grad_state: State) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        raise NotImplementedError
+
+
+class LSTMRunner(Runner):
+    """torch.nn.LSTM (no projection) and, with the time gate, the g-LSTM (dense: every unit is
+    computed and closed units are passed through by the kernel).
+
+    Residuals: the activations (K, B, 4H) in the input dtype and the float states (K + 1, B, H).
+    """
+
+    @staticmethod
+    def time_gate(cell: CellSpec, p: Params, chunk: Chunk, sdtype: torch.dtype) -> Tensor | None:
+        if not isinstance(cell, GLSTMCell):
+            return None
+        t = torch.arange(chunk.t0, chunk.t0 + chunk.xp.shape[0], device=chunk.xp.device)
+        return cell.time_gate(p, t).to(sdtype).contiguous()
+
+    def forward(self, cell, p, extras, chunk, state, keep):
+        lstm = _kernels("lstm")
+        run = Steps(chunk, state, keep)
+        K, B, G = run.xp.shape
+        H = G // 4
+        hs, cs = run.states
+        w_t = p["weight_hh"].t()
+        k = self.time_gate(cell, p, chunk, run.sdtype)
+        act = run.new(K, B, G, dtype=run.dtype) if keep else None
+        y, rec = run.new(K, B, H, dtype=run.dtype), run.new(B, G, dtype=run.dtype)
+        for i in range(K):
+            r, w = run.rows(i)
+            torch.mm(hs[r].to(run.dtype), w_t, out=rec)
+            lstm.lstm_forward_step(run.xp[i], rec, hs[r], cs[r], run.mask_at(i), None if k is None else k[i],
+                                   hs[w], cs[w], y[i], None if act is None else act[i])
+        return y, run.end(), ((act, hs, cs) if keep else None)
+
+    def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
+        lstm = _kernels("lstm")
+        act, hs, cs = residuals
+        K, B, G = act.shape
+        dtype, sdtype = act.dtype, hs.dtype
+        w = p["weight_hh"]
+        k = self.time_gate(cell, p, chunk, sdtype)
+        mask = chunk_mask(chunk)
+        dh, dc = grad_buffers(grad_state, sdtype)
+        dgates = _kernels("common").new((K, B, G), sdtype, act.device)
+        dk = None if k is None else torch.empty_like(hs[1:])
+        dy = grad_out.contiguous()
+        for i in range(K - 1, -1, -1):
+            lstm.lstm_backward_step(act[i], hs[i], cs[i], None if mask is None else mask[i],
+                                    None if k is None else k[i], dy[i], dh, dc, dgates[i],
+                                    None if dk is None else dk[i])
+            dh += dgates[i].to(dtype) @ w.to(dtype)  # the recurrent part of dh_{t-1}
+        grads: dict[str, Tensor | None] = {"weight_hh": weight_grad(dgates, hs[:K], dtype) if w.requires_grad else None}
+        if k is not None:
+            grads.update(time_gate_grads(cell, p, chunk, k, dk.sum(1)))
+        return dgates.to(dtype), (dh.to(dtype), dc.to(dtype)), grads
+
+
+def time_gate_grads(cell: GLSTMCell, p: Params, chunk: Chunk, k: Tensor, dk: Tensor) -> dict[str, Tensor]:
+    """Gradients of ``mu`` and ``sigma`` from those of the chunk's time gates ``k`` (K, H):
+    ``∂k/∂μ = k (t − μ)/v`` and ``∂k/∂σ = k (t − μ)² σ / v²`` with ``v = max(σ², SIGMA_MIN²)``
+    (zero where the clamp holds, and where the gate is closed since k = 0 there)."""
+    mu, sigma = p["mu"], p["sigma"]
+    t = torch.arange(chunk.t0, chunk.t0 + k.shape[0], device=k.device, dtype=k.dtype)[:, None]
+    s = sigma.to(k.dtype)
+    var = s.square()
+    v = var.clamp_min(SIGMA_MIN ** 2)
+    d = t - mu.to(k.dtype)
+    g = dk * k
+    dsigma = (g * d.square() / v.square()).sum(0) * s * (var >= SIGMA_MIN ** 2)
+    return {"mu": (g * d / v).sum(0).to(mu.dtype), "sigma": dsigma.to(sigma.dtype)}
+
+
+def gate_bias(cell: CellSpec, p: Params) -> Tensor | None:
+    """The bias vector added to the gates inside the step, if any: ``bias_gates`` (variants 1
+    and 3), or the r, z rows of the reset-after GRU's ``bias_hh``."""
+    if "bias_gates" in p:
+        return p["bias_gates"]
+    if isinstance(cell, GRUCell) and cell.reset_after and cell.bias and "x" in cell.terms:
+        return p["bias_hh"][:2 * cell.hidden_size]
+    return None
+
+
+def bias_sums(cell: CellSpec, p: Params, dpre: Tensor, cols: dict[str, slice]) -> dict[str, Tensor | None]:
+    """Gradients of the bias parameters among ``p``: each the sum over steps and rows of the
+    ``dpre`` columns given for it."""
+    return {name: dpre[..., cols[name]].sum((0, 1)).to(p[name].dtype) if p[name].requires_grad else None
+            for name in cols if name in p}
+
+
+class GRURunner(Runner):
+    """torch.nn.GRU (reset-after) and its gate variants GRU1–3: one GEMM per step.
+
+    Residuals: ``[r, z, n, ĥn]`` (K, B, 4H) in the input dtype and the float states.
+    """
+
+    def forward(self, cell, p, extras, chunk, state, keep):
+        gru = _kernels("gru")
+        run = Steps(chunk, state, keep)
+        K, B, H = run.K, run.B, cell.hidden_size
+        (hs,) = run.states
+        w_t = p["weight_hh"].t()
+        gb, bhn = gate_bias(cell, p), p["bias_hh"][-H:] if cell.bias else None
+        act = run.new(K, B, 4 * H, dtype=run.dtype) if keep else None
+        y, rec = run.new(K, B, H, dtype=run.dtype), run.new(B, w_t.shape[1], dtype=run.dtype)
+        for i in range(K):
+            r, w = run.rows(i)
+            torch.mm(hs[r].to(run.dtype), w_t, out=rec)
+            gru.gru_forward_step(run.xp[i], rec, gb, bhn, hs[r], run.mask_at(i), hs[w], y[i],
+                                 None if act is None else act[i])
+        return y, run.end(), ((act, hs) if keep else None)
+
+    def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
+        gru = _kernels("gru")
+        act, hs = residuals
+        K, B, H = act.shape[0], act.shape[1], cell.hidden_size
+        dtype, sdtype = act.dtype, hs.dtype
+        w = p["weight_hh"]
+        rec = slice(0, 3 * H) if w.shape[0] == 3 * H else slice(2 * H, 3 * H)  # dpre columns of the GEMM
+        mask = chunk_mask(chunk)
+        (dh,) = grad_buffers(grad_state, sdtype)
+        dpre = _kernels("common").new((K, B, 4 * H), sdtype, act.device)
+        dy = grad_out.contiguous()
+        for i in range(K - 1, -1, -1):
+            gru.gru_backward_step(act[i], hs[i], None if mask is None else mask[i], dy[i], dh, dpre[i])
+            dh += dpre[i, :, rec].to(dtype) @ w.to(dtype)
+        grads = {"weight_hh": weight_grad(dpre[..., rec], hs[:K], dtype) if w.requires_grad else None}
+        grads.update(bias_sums(cell, p, dpre, {"bias_gates": slice(0, 2 * H),
+                                               "bias_hh": slice(0, 3 * H) if "x" in cell.terms else slice(2 * H, 3 * H)}))
+        gxp = torch.cat((dpre[..., :2 * H], dpre[..., 3 * H:]), -1) if "x" in cell.terms else dpre[..., 3 * H:]
+        return gxp.to(dtype), (dh.to(dtype),), grads
+
+
+class ResetBeforeRunner(Runner):
+    """Reset-before gated units: the GRU with ``reset_after=False`` (NG = 2 gates) and the MGU
+    (NG = 1), every gate variant; two dependent GEMMs per step.
+
+    Residuals: ``[gates, n]`` (K, B, (NG + 1)H) in the input dtype and the float states.
+    """
+
+    @staticmethod
+    def layout(cell: CellSpec, p: Params) -> tuple[int, Tensor | None, Tensor]:
+        """(NG, the gates' recurrent weight or None, the candidate's recurrent weight W_n)."""
+        ng = 2 if isinstance(cell, GRUCell) else 1
+        w = p["weight_hh"]
+        H = cell.hidden_size
+        return ng, (w[:ng * H] if "h" in cell.terms else None), w[-H:]
+
+    def forward(self, cell, p, extras, chunk, state, keep):
+        gru = _kernels("gru")
+        run = Steps(chunk, state, keep)
+        K, B, H = run.K, run.B, cell.hidden_size
+        ng, w_g, w_n = self.layout(cell, p)
+        (hs,) = run.states
+        gb = gate_bias(cell, p)
+        act = run.new(K, B, (ng + 1) * H, dtype=run.dtype) if keep else None
+        y, rh, rec2 = (run.new(*shape, dtype=run.dtype) for shape in ((K, B, H), (B, H), (B, H)))
+        rec1 = None if w_g is None else run.new(B, ng * H, dtype=run.dtype)
+        for i in range(K):
+            r, w = run.rows(i)
+            a = None if act is None else act[i]
+            if rec1 is not None:
+                torch.mm(hs[r].to(run.dtype), w_g.t(), out=rec1)
+            gru.reset_gates_step(run.xp[i], rec1, gb, hs[r], rh, a, ng)
+            torch.mm(rh, w_n.t(), out=rec2)
+            gru.reset_update_step(run.xp[i], rec1, gb, rec2, hs[r], run.mask_at(i), hs[w], y[i], a, ng)
+        return y, run.end(), ((act, hs) if keep else None)
+
+    def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
+        gru = _kernels("gru")
+        act, hs = residuals
+        K, B, G = act.shape
+        H, dtype, sdtype = cell.hidden_size, act.dtype, hs.dtype
+        ng, w_g, w_n = self.layout(cell, p)
+        mask = chunk_mask(chunk)
+        (dh,) = grad_buffers(grad_state, sdtype)
+        dpre = _kernels("common").new((K, B, G), sdtype, act.device)
+        dy = grad_out.contiguous()
+        for i in range(K - 1, -1, -1):
+            m = None if mask is None else mask[i]
+            gru.reset_update_backward(act[i], hs[i], m, dy[i], dh, dpre[i], ng)
+            drh = dpre[i, :, ng * H:].to(dtype) @ w_n.to(dtype)
+            gru.reset_gates_backward(act[i], hs[i], m, drh, dh, dpre[i], ng)
+            if w_g is not None:
+                dh += dpre[i, :, :ng * H].to(dtype) @ w_g.to(dtype)
+        grads: dict[str, Tensor | None] = {"weight_hh": None}
+        if p["weight_hh"].requires_grad:
+            rh = act[..., :H].to(sdtype) * hs[:K]  # the candidate GEMM's operand ρ ⊙ h
+            dw_n = weight_grad(dpre[..., ng * H:], rh, dtype)
+            grads["weight_hh"] = dw_n if w_g is None else torch.cat((weight_grad(dpre[..., :ng * H], hs[:K], dtype), dw_n))
+        grads.update(bias_sums(cell, p, dpre, {"bias_gates": slice(0, ng * H)}))
+        gxp = dpre if "x" in cell.terms else dpre[..., ng * H:]
+        return gxp.to(dtype), (dh.to(dtype),), grads
+
+
+def chunk_mask(chunk: Chunk) -> Tensor | None:
+    """The chunk's mask as contiguous bytes for the kernels."""
+    return None if chunk.mask is None else chunk.mask.to(torch.uint8).contiguous()
+
+
+_RUNNERS: dict[type, Runner] = {LSTMCell: LSTMRunner(), GLSTMCell: LSTMRunner(), MGUCell: ResetBeforeRunner()}
+
+
+def runner_for(cell: CellSpec) -> Runner | None:
+    """The runner of ``cell``'s family, or None if no Triton kernels implement it (the cell
+    types are matched exactly: a subclass, e.g. a KAF-gated cell, changes the step)."""
+    kind = type(cell)
+    if kind is GRUCell:
+        return GRURunner() if cell.reset_after else ResetBeforeRunner()
+    if kind in (LSTMCell, GLSTMCell) and cell.proj_size:
+        return None
+    return _RUNNERS.get(kind)
+
+
+class TritonBackend(Backend):
+    """Fused Triton kernels; see the module docstring. ``auto`` picks it on CUDA tensors only."""
+
+    name = "triton"
+    auto_devices = ("cuda",)
+
+    def availability(self, device: torch.device) -> str | None:
+        if importlib.util.find_spec("triton") is None:
+            return "Triton is not installed (pip install triton)"
+        return _kernels("common").triton_reason(device)
+
+    def supports(self, cell: CellSpec, dtype: torch.dtype) -> bool:
+        return dtype in DTYPES and runner_for(cell) is not None
+
+    def forward_chunk(self, cell, p, extras, chunk, state, keep):
+        with torch.no_grad():
+            return runner_for(cell).forward(cell, p, extras, chunk, state, keep)
+
+    def backward_chunk(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
+        with torch.no_grad():
+            return runner_for(cell).backward(cell, p, extras, chunk, residuals, grad_out, grad_state)
