@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -26,6 +27,8 @@ from torch import Tensor
 from ..cells.base import CellSpec, Params, State
 from ..cells.glstm import SIGMA_MIN, GLSTMCell
 from ..cells.gru import GRUCell
+from ..cells.libru import LiBRUCell, safe_log
+from ..cells.ligru import LiGRUCell
 from ..cells.lstm import LSTMCell
 from ..cells.mgu import MGUCell
 from .base import Backend, Chunk
@@ -150,6 +153,135 @@ class LSTMRunner(Runner):
         if k is not None:
             grads.update(time_gate_grads(cell, p, chunk, k, dk.sum(1)))
         return dgates.to(dtype), (dh.to(dtype), dc.to(dtype)), grads
+
+
+@dataclass
+class SparseWork:
+    """Unit-steps of the g-LSTM evaluated by the sparse path's forward passes (recomputation
+    included) against the dense count: ``1 − open/total`` of the pointwise work, of the
+    recurrent GEMM and of the kept activations is skipped."""
+
+    open: int = 0
+    total: int = 0
+
+    @property
+    def skipped_fraction(self) -> float:
+        return 1.0 - self.open / self.total if self.total else 0.0
+
+
+class SparseGLSTMRunner(LSTMRunner):
+    """The g-LSTM computing only open units: the time gate depends only on t, μ and σ, so
+    each step's open units are known before it runs. Per step the open units' rows of
+    ``W_hh`` and columns of the projected input are gathered, the GEMM and the LSTM kernel run
+    on them alone, and their results are scattered into the state; a step with no open unit
+    costs nothing but the output copy. One host synchronisation per chunk reads the counts.
+
+    Residuals store nothing for closed units: the end state, and per step the open units'
+    indices, previous states and activations. Backward restores each previous state from the
+    end state by writing those back, walking the chunk in reverse.
+    """
+
+    #: ``auto`` runs a chunk sparse when at most this fraction of its unit-steps is open
+    max_open = 0.5
+
+    def __init__(self, backend: "TritonBackend") -> None:
+        self.backend = backend
+
+    def sparse(self, k: Tensor) -> bool:
+        mode = self.backend.glstm_sparse
+        return mode == "always" or (mode == "auto" and (k > 0).double().mean().item() <= self.max_open)
+
+    @staticmethod
+    def open_units(k: Tensor) -> tuple[list[int], Tensor]:
+        """Per step the number of open units, and their indices concatenated."""
+        nz = (k > 0).nonzero()
+        return torch.bincount(nz[:, 0], minlength=k.shape[0]).tolist(), nz[:, 1]
+
+    @staticmethod
+    def gate_rows(idx: Tensor, H: int) -> Tensor:
+        """Rows (and projection columns) of the four gates of units ``idx``."""
+        return (torch.arange(4, device=idx.device)[:, None] * H + idx).reshape(-1)
+
+    def forward(self, cell, p, extras, chunk, state, keep):
+        lstm = _kernels("lstm")
+        run = Steps(chunk, state, keep=False)
+        K, B, G = run.xp.shape
+        H = G // 4
+        k = self.time_gate(cell, p, chunk, run.sdtype)
+        if not self.sparse(k):
+            return super().forward(cell, p, extras, chunk, state, keep)
+        h, c = (s[0].clone() for s in run.states)
+        counts, idx = self.open_units(k)
+        work = self.backend.sparse_work
+        work.open += sum(counts)
+        work.total += K * H
+        y = run.new(K, B, H, dtype=run.dtype)
+        olds, acts, off = [], [], 0
+        for i, n in enumerate(counts):
+            if n:
+                units = idx[off:off + n]
+                rows = self.gate_rows(units, H)
+                off += n
+                h_o, c_o = h[:, units], c[:, units]
+                rec = h.to(run.dtype) @ p["weight_hh"][rows].t()
+                act = run.new(B, 4 * n, dtype=run.dtype) if keep else None
+                h_n, c_n, y_o = run.new(B, n), run.new(B, n), run.new(B, n, dtype=run.dtype)
+                lstm.lstm_forward_step(run.xp[i][:, rows].contiguous(), rec, h_o, c_o, run.mask_at(i),
+                                       k[i, units].contiguous(), h_n, c_n, y_o, act)
+                h[:, units], c[:, units] = h_n, c_n
+                if keep:
+                    olds.append(torch.stack((h_o, c_o)))
+                    acts.append(act)
+            y[i] = h if run.mask is None else h * run.mask[i, :, None]
+        end = (h.to(run.dtype), c.to(run.dtype))
+        if not keep:
+            return y, end, None
+        olds = torch.cat(olds, 2) if olds else h.new_empty(2, B, 0)
+        acts = torch.cat(acts, 1) if acts else run.xp.new_empty(B, 0)
+        return y, end, (h, c, idx, torch.tensor(counts), olds, acts)
+
+    def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
+        if len(residuals) == 3:  # kept by the dense path
+            return super().backward(cell, p, extras, chunk, residuals, grad_out, grad_state)
+        lstm = _kernels("lstm")
+        h_end, c_end, idx, counts, olds, acts = residuals
+        K, B, H = grad_out.shape
+        dtype, sdtype = grad_out.dtype, h_end.dtype
+        w = p["weight_hh"]
+        k = self.time_gate(cell, p, chunk, sdtype)
+        mask = chunk_mask(chunk)
+        h, c = h_end.clone(), c_end.clone()
+        dh, dc = grad_buffers(grad_state, sdtype)
+        gxp = torch.zeros(K, B, 4 * H, dtype=dtype, device=grad_out.device)
+        dw = torch.zeros_like(w) if w.requires_grad else None
+        dk = torch.zeros(K, H, dtype=sdtype, device=grad_out.device)
+        counts = counts.tolist()
+        off, aoff = idx.shape[0], acts.shape[1]
+        for i in range(K - 1, -1, -1):
+            # every unit's output is its new state on valid rows; open units get theirs below
+            dh += grad_out[i] if mask is None else grad_out[i] * mask[i, :, None]
+            n = counts[i]
+            if not n:
+                continue
+            off, aoff = off - n, aoff - 4 * n
+            units = idx[off:off + n]
+            rows = self.gate_rows(units, H)
+            h_o, c_o = olds[0, :, off:off + n].contiguous(), olds[1, :, off:off + n].contiguous()
+            h[:, units], c[:, units] = h_o, c_o  # the state before step i
+            dh_o, dc_o = dh[:, units].contiguous(), dc[:, units].contiguous()
+            dgates, dk_o = _kernels("common").new((B, 4 * n), sdtype, h.device), torch.empty_like(dh_o)
+            lstm.lstm_backward_step(acts[:, aoff:aoff + 4 * n].contiguous(), h_o, c_o,
+                                    None if mask is None else mask[i], k[i, units].contiguous(),
+                                    torch.zeros_like(dh_o), dh_o, dc_o, dgates, dk_o)
+            dh[:, units], dc[:, units] = dh_o, dc_o
+            w_o = w[rows].to(dtype)
+            dh += dgates.to(dtype) @ w_o
+            gxp[i][:, rows] = dgates.to(dtype)
+            dk[i, units] = dk_o.sum(0)
+            if dw is not None:
+                dw.index_add_(0, rows, (dgates.t().to(dtype) @ h.to(dtype)).to(w.dtype))
+        grads = {"weight_hh": dw, **time_gate_grads(cell, p, chunk, k, dk)}
+        return gxp, (dh.to(dtype), dc.to(dtype)), grads
 
 
 def time_gate_grads(cell: GLSTMCell, p: Params, chunk: Chunk, k: Tensor, dk: Tensor) -> dict[str, Tensor]:
@@ -289,23 +421,77 @@ class ResetBeforeRunner(Runner):
         return gxp.to(dtype), (dh.to(dtype),), grads
 
 
+class LightRunner(Runner):
+    """LiGRU and LiBRU (both forms): one GEMM per step on the feedback ``g(h)``.
+
+    Residuals: the kept activations (K, B, 2H) in the input dtype and the float states.
+    """
+
+    @staticmethod
+    def form(cell: CellSpec) -> tuple[int, float]:
+        """The kernels' form number and LiBRU ``probs``' ε (:func:`revrnn.cells.libru.safe_log`)."""
+        light = _kernels("light")
+        if isinstance(cell, LiGRUCell):
+            return light.LIGRU, 0.0
+        return (light.PROBS, 0.0) if cell.form == "probs" else (light.LOGPROBS, 0.0)
+
+    @staticmethod
+    def eps(dtype: torch.dtype) -> float:
+        return max(1e-11, torch.finfo(dtype).tiny)
+
+    def forward(self, cell, p, extras, chunk, state, keep):
+        light = _kernels("light")
+        run = Steps(chunk, state, keep)
+        K, B, H = run.K, run.B, cell.hidden_size
+        form = self.form(cell)[0]
+        eps = self.eps(run.dtype)
+        (hs,) = run.states
+        w_t = p["weight_hh"].t()
+        drop = extras.get("drop_mask")
+        act = run.new(K, B, 2 * H, dtype=run.dtype) if keep else None
+        y, rec = run.new(K, B, H, dtype=run.dtype), run.new(B, 2 * H, dtype=run.dtype)
+        # form 1's GEMM operand log(max(h, 0) + ε); each step's kernel writes the next one's
+        fb = safe_log(hs[0].to(run.dtype)) if form == light.PROBS else None
+        for i in range(K):
+            r, w = run.rows(i)
+            torch.mm(hs[r].to(run.dtype) if fb is None else fb, w_t, out=rec)
+            light.light_forward_step(run.xp[i], rec, hs[r], run.mask_at(i), drop, hs[w], y[i],
+                                     None if act is None else act[i], fb, form, eps)
+        return y, run.end(), ((act, hs) if keep else None)
+
+    def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
+        light = _kernels("light")
+        act, hs = residuals
+        K, B, G = act.shape
+        dtype, sdtype = act.dtype, hs.dtype
+        form = self.form(cell)[0]
+        eps = self.eps(dtype)
+        w = p["weight_hh"]
+        drop = extras.get("drop_mask")
+        mask = chunk_mask(chunk)
+        (dh,) = grad_buffers(grad_state, sdtype)
+        dpre = _kernels("common").new((K, B, G), sdtype, act.device)
+        dy = grad_out.contiguous()
+        dfb = None  # form 1: the gradient of the feedback log(max(h, 0) + ε) of the later step
+        for i in range(K - 1, -1, -1):
+            light.light_backward_step(act[i], hs[i], hs[i + 1], None if mask is None else mask[i], drop, dy[i], dh,
+                                      dfb, dpre[i], form, eps)
+            grad_in = dpre[i].to(dtype) @ w.to(dtype)
+            if form == light.PROBS:
+                dfb = grad_in
+            else:
+                dh += grad_in
+        operand = hs[:K]
+        if form == light.PROBS:
+            dh += dfb * (hs[0] >= 0) / (hs[0].clamp_min(0) + eps)
+            operand = safe_log(hs[:K].to(dtype))
+        grads = {"weight_hh": weight_grad(dpre, operand, dtype) if w.requires_grad else None}
+        return dpre.to(dtype), (dh.to(dtype),), grads
+
+
 def chunk_mask(chunk: Chunk) -> Tensor | None:
     """The chunk's mask as contiguous bytes for the kernels."""
     return None if chunk.mask is None else chunk.mask.to(torch.uint8).contiguous()
-
-
-_RUNNERS: dict[type, Runner] = {LSTMCell: LSTMRunner(), GLSTMCell: LSTMRunner(), MGUCell: ResetBeforeRunner()}
-
-
-def runner_for(cell: CellSpec) -> Runner | None:
-    """The runner of ``cell``'s family, or None if no Triton kernels implement it (the cell
-    types are matched exactly: a subclass, e.g. a KAF-gated cell, changes the step)."""
-    kind = type(cell)
-    if kind is GRUCell:
-        return GRURunner() if cell.reset_after else ResetBeforeRunner()
-    if kind in (LSTMCell, GLSTMCell) and cell.proj_size:
-        return None
-    return _RUNNERS.get(kind)
 
 
 class TritonBackend(Backend):
@@ -314,18 +500,39 @@ class TritonBackend(Backend):
     name = "triton"
     auto_devices = ("cuda",)
 
+    def __init__(self) -> None:
+        #: g-LSTM: ``"auto"`` (sparse when at most half the chunk's unit-steps are open),
+        #: ``"always"`` or ``"never"`` (dense: every unit computed, closed ones passed through)
+        self.glstm_sparse = "auto"
+        #: what the g-LSTM's sparse path computed and skipped, summed over runs
+        self.sparse_work = SparseWork()
+        self._runners: dict[type, Runner] = {
+            LSTMCell: LSTMRunner(), GLSTMCell: SparseGLSTMRunner(self), MGUCell: ResetBeforeRunner(),
+            LiGRUCell: LightRunner(), LiBRUCell: LightRunner()}
+        self._gru = {True: GRURunner(), False: ResetBeforeRunner()}
+
+    def runner_for(self, cell: CellSpec) -> Runner | None:
+        """The runner of ``cell``'s family, or None if no Triton kernels implement it (cell
+        types are matched exactly: a subclass, e.g. a KAF-gated cell, changes the step)."""
+        kind = type(cell)
+        if kind is GRUCell:
+            return self._gru[cell.reset_after]
+        if kind in (LSTMCell, GLSTMCell) and cell.proj_size:
+            return None
+        return self._runners.get(kind)
+
     def availability(self, device: torch.device) -> str | None:
         if importlib.util.find_spec("triton") is None:
             return "Triton is not installed (pip install triton)"
         return _kernels("common").triton_reason(device)
 
     def supports(self, cell: CellSpec, dtype: torch.dtype) -> bool:
-        return dtype in DTYPES and runner_for(cell) is not None
+        return dtype in DTYPES and self.runner_for(cell) is not None
 
     def forward_chunk(self, cell, p, extras, chunk, state, keep):
         with torch.no_grad():
-            return runner_for(cell).forward(cell, p, extras, chunk, state, keep)
+            return self.runner_for(cell).forward(cell, p, extras, chunk, state, keep)
 
     def backward_chunk(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
         with torch.no_grad():
-            return runner_for(cell).backward(cell, p, extras, chunk, residuals, grad_out, grad_state)
+            return self.runner_for(cell).backward(cell, p, extras, chunk, residuals, grad_out, grad_state)
