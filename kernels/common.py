@@ -2,12 +2,11 @@
 request, so that a test sees any element a kernel forgot to write), launch geometry, and the
 pointwise activations in float32.
 
-Importing this module needs Triton; :func:`triton_reason` tells, without importing it, why the
-kernels cannot run on a device.
+Importing this module needs Triton; :func:`triton_reason` tells why the kernels cannot run on a
+device.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import torch
@@ -30,8 +29,6 @@ def interpreting() -> bool:
 
 def triton_reason(device: torch.device) -> str | None:
     """``None`` if the Triton kernels can run on ``device``, otherwise why not."""
-    if importlib.util.find_spec("triton") is None:
-        return "Triton is not installed (pip install triton)"
     if device.type == "cpu":
         return None if interpreting() else ("on CPU tensors it needs the Triton interpreter: set "
                                             "TRITON_INTERPRET=1 before importing revrnn")

@@ -12,13 +12,11 @@ their gradients and all pointwise arithmetic are float32 (float64 for float64 in
 low-precision run accumulates its state in float32 within a chunk. States are handed back to
 the engine in the input dtype (the cell's state dtype) at chunk ends.
 
-On CPU tensors the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``), which is how
-CI tests them; ``auto`` never picks this backend on CPU.
+On CPU tensors the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set before
+revrnn is imported), which is how CI tests them; ``auto`` never picks this backend on CPU.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass
 
 import torch
@@ -37,10 +35,12 @@ from .base import Backend, Chunk
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
-def _kernels(name: str):
-    """``revrnn.kernels.<name>``, imported on first use (importing Triton is slow, and fails
-    where it is not installed)."""
-    return importlib.import_module(f"revrnn.kernels.{name}")
+try:  # at import, not first use: torch.compile cannot trace an import
+    from ..kernels import common, gru, light, lstm, persistent
+    _MISSING = None
+except ImportError as err:  # Triton is not installed
+    common = gru = light = lstm = persistent = None
+    _MISSING = f"Triton is not importable ({err}); pip install triton"
 
 
 class Steps:
@@ -48,7 +48,6 @@ class Steps:
     backward, else two rows used alternately."""
 
     def __init__(self, chunk: Chunk, state: State, keep: bool) -> None:
-        common = _kernels("common")
         self.xp = chunk.xp.contiguous()
         self.K, self.B = self.xp.shape[:2]
         self.dtype = self.xp.dtype
@@ -63,7 +62,7 @@ class Steps:
         self.mask = None if chunk.mask is None else chunk.mask.to(torch.uint8).contiguous()
 
     def new(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
-        return _kernels("common").new(shape, dtype or self.sdtype, self.xp.device)
+        return common.new(shape, dtype or self.sdtype, self.xp.device)
 
     def rows(self, i: int) -> tuple[int, int]:
         """Rows of the states before and after step ``i``."""
@@ -115,8 +114,13 @@ class LSTMRunner(Runner):
         t = torch.arange(chunk.t0, chunk.t0 + chunk.xp.shape[0], device=chunk.xp.device)
         return cell.time_gate(p, t).to(sdtype).contiguous()
 
+    def __init__(self, backend: "TritonBackend") -> None:
+        self.backend = backend
+
     def forward(self, cell, p, extras, chunk, state, keep):
-        lstm = _kernels("lstm")
+        if self.backend.use_persistent(cell, chunk.xp):
+            y, h, c, res = persistent.lstm_forward(chunk.xp, p["weight_hh"], *state, chunk.mask, keep)
+            return y, (h.to(y.dtype), c.to(y.dtype)), res
         run = Steps(chunk, state, keep)
         K, B, G = run.xp.shape
         H = G // 4
@@ -133,15 +137,18 @@ class LSTMRunner(Runner):
         return y, run.end(), ((act, hs, cs) if keep else None)
 
     def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
-        lstm = _kernels("lstm")
         act, hs, cs = residuals
         K, B, G = act.shape
         dtype, sdtype = act.dtype, hs.dtype
         w = p["weight_hh"]
+        if self.backend.use_persistent(cell, act):  # the same residual layout as the step kernels'
+            gxp, dh, dc, dw = persistent.lstm_backward(residuals, w, grad_out, *grad_state, chunk.mask,
+                                                       w.requires_grad)
+            return gxp, (dh.to(dtype), dc.to(dtype)), {"weight_hh": dw}
         k = self.time_gate(cell, p, chunk, sdtype)
         mask = chunk_mask(chunk)
         dh, dc = grad_buffers(grad_state, sdtype)
-        dgates = _kernels("common").new((K, B, G), sdtype, act.device)
+        dgates = common.new((K, B, G), sdtype, act.device)
         dk = None if k is None else torch.empty_like(hs[1:])
         dy = grad_out.contiguous()
         for i in range(K - 1, -1, -1):
@@ -184,9 +191,6 @@ class SparseGLSTMRunner(LSTMRunner):
     #: ``auto`` runs a chunk sparse when at most this fraction of its unit-steps is open
     max_open = 0.5
 
-    def __init__(self, backend: "TritonBackend") -> None:
-        self.backend = backend
-
     def sparse(self, k: Tensor) -> bool:
         mode = self.backend.glstm_sparse
         return mode == "always" or (mode == "auto" and (k > 0).double().mean().item() <= self.max_open)
@@ -203,7 +207,6 @@ class SparseGLSTMRunner(LSTMRunner):
         return (torch.arange(4, device=idx.device)[:, None] * H + idx).reshape(-1)
 
     def forward(self, cell, p, extras, chunk, state, keep):
-        lstm = _kernels("lstm")
         run = Steps(chunk, state, keep=False)
         K, B, G = run.xp.shape
         H = G // 4
@@ -243,7 +246,6 @@ class SparseGLSTMRunner(LSTMRunner):
     def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
         if len(residuals) == 3:  # kept by the dense path
             return super().backward(cell, p, extras, chunk, residuals, grad_out, grad_state)
-        lstm = _kernels("lstm")
         h_end, c_end, idx, counts, olds, acts = residuals
         K, B, H = grad_out.shape
         dtype, sdtype = grad_out.dtype, h_end.dtype
@@ -269,7 +271,7 @@ class SparseGLSTMRunner(LSTMRunner):
             h_o, c_o = olds[0, :, off:off + n].contiguous(), olds[1, :, off:off + n].contiguous()
             h[:, units], c[:, units] = h_o, c_o  # the state before step i
             dh_o, dc_o = dh[:, units].contiguous(), dc[:, units].contiguous()
-            dgates, dk_o = _kernels("common").new((B, 4 * n), sdtype, h.device), torch.empty_like(dh_o)
+            dgates, dk_o = common.new((B, 4 * n), sdtype, h.device), torch.empty_like(dh_o)
             lstm.lstm_backward_step(acts[:, aoff:aoff + 4 * n].contiguous(), h_o, c_o,
                                     None if mask is None else mask[i], k[i, units].contiguous(),
                                     torch.zeros_like(dh_o), dh_o, dc_o, dgates, dk_o)
@@ -319,11 +321,17 @@ def bias_sums(cell: CellSpec, p: Params, dpre: Tensor, cols: dict[str, slice]) -
 class GRURunner(Runner):
     """torch.nn.GRU (reset-after) and its gate variants GRU1–3: one GEMM per step.
 
-    Residuals: ``[r, z, n, ĥn]`` (K, B, 4H) in the input dtype and the float states.
+    Residuals: ``[r, z, n, ĥn]`` (K, B, 4H) in the input dtype and the float states, or those
+    of :func:`revrnn.kernels.persistent.gru_forward` (three tensors) when it ran the chunk.
     """
 
+    def __init__(self, backend: "TritonBackend") -> None:
+        self.backend = backend
+
     def forward(self, cell, p, extras, chunk, state, keep):
-        gru = _kernels("gru")
+        if self.backend.use_persistent(cell, chunk.xp):
+            y, h, res = persistent.gru_forward(chunk.xp, p["weight_hh"], p.get("bias_hh"), *state, chunk.mask, keep)
+            return y, (h.to(y.dtype),), res
         run = Steps(chunk, state, keep)
         K, B, H = run.K, run.B, cell.hidden_size
         (hs,) = run.states
@@ -339,7 +347,11 @@ class GRURunner(Runner):
         return y, run.end(), ((act, hs) if keep else None)
 
     def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
-        gru = _kernels("gru")
+        if len(residuals) == 3:
+            w, b = p["weight_hh"], p.get("bias_hh")
+            gxp, dh, dw, db = persistent.gru_backward(residuals, w, b, grad_out, *grad_state, chunk.mask,
+                                                      w.requires_grad, b is not None and b.requires_grad)
+            return gxp, (dh.to(gxp.dtype),), {"weight_hh": dw, **({"bias_hh": db} if b is not None else {})}
         act, hs = residuals
         K, B, H = act.shape[0], act.shape[1], cell.hidden_size
         dtype, sdtype = act.dtype, hs.dtype
@@ -347,7 +359,7 @@ class GRURunner(Runner):
         rec = slice(0, 3 * H) if w.shape[0] == 3 * H else slice(2 * H, 3 * H)  # dpre columns of the GEMM
         mask = chunk_mask(chunk)
         (dh,) = grad_buffers(grad_state, sdtype)
-        dpre = _kernels("common").new((K, B, 4 * H), sdtype, act.device)
+        dpre = common.new((K, B, 4 * H), sdtype, act.device)
         dy = grad_out.contiguous()
         for i in range(K - 1, -1, -1):
             gru.gru_backward_step(act[i], hs[i], None if mask is None else mask[i], dy[i], dh, dpre[i])
@@ -375,7 +387,6 @@ class ResetBeforeRunner(Runner):
         return ng, (w[:ng * H] if "h" in cell.terms else None), w[-H:]
 
     def forward(self, cell, p, extras, chunk, state, keep):
-        gru = _kernels("gru")
         run = Steps(chunk, state, keep)
         K, B, H = run.K, run.B, cell.hidden_size
         ng, w_g, w_n = self.layout(cell, p)
@@ -395,14 +406,13 @@ class ResetBeforeRunner(Runner):
         return y, run.end(), ((act, hs) if keep else None)
 
     def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
-        gru = _kernels("gru")
         act, hs = residuals
         K, B, G = act.shape
         H, dtype, sdtype = cell.hidden_size, act.dtype, hs.dtype
         ng, w_g, w_n = self.layout(cell, p)
         mask = chunk_mask(chunk)
         (dh,) = grad_buffers(grad_state, sdtype)
-        dpre = _kernels("common").new((K, B, G), sdtype, act.device)
+        dpre = common.new((K, B, G), sdtype, act.device)
         dy = grad_out.contiguous()
         for i in range(K - 1, -1, -1):
             m = None if mask is None else mask[i]
@@ -430,7 +440,6 @@ class LightRunner(Runner):
     @staticmethod
     def form(cell: CellSpec) -> tuple[int, float]:
         """The kernels' form number and LiBRU ``probs``' ε (:func:`revrnn.cells.libru.safe_log`)."""
-        light = _kernels("light")
         if isinstance(cell, LiGRUCell):
             return light.LIGRU, 0.0
         return (light.PROBS, 0.0) if cell.form == "probs" else (light.LOGPROBS, 0.0)
@@ -440,7 +449,6 @@ class LightRunner(Runner):
         return max(1e-11, torch.finfo(dtype).tiny)
 
     def forward(self, cell, p, extras, chunk, state, keep):
-        light = _kernels("light")
         run = Steps(chunk, state, keep)
         K, B, H = run.K, run.B, cell.hidden_size
         form = self.form(cell)[0]
@@ -460,7 +468,6 @@ class LightRunner(Runner):
         return y, run.end(), ((act, hs) if keep else None)
 
     def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
-        light = _kernels("light")
         act, hs = residuals
         K, B, G = act.shape
         dtype, sdtype = act.dtype, hs.dtype
@@ -470,7 +477,7 @@ class LightRunner(Runner):
         drop = extras.get("drop_mask")
         mask = chunk_mask(chunk)
         (dh,) = grad_buffers(grad_state, sdtype)
-        dpre = _kernels("common").new((K, B, G), sdtype, act.device)
+        dpre = common.new((K, B, G), sdtype, act.device)
         dy = grad_out.contiguous()
         dfb = None  # form 1: the gradient of the feedback log(max(h, 0) + ε) of the later step
         for i in range(K - 1, -1, -1):
@@ -501,15 +508,33 @@ class TritonBackend(Backend):
     auto_devices = ("cuda",)
 
     def __init__(self) -> None:
+        #: the persistent whole-chunk kernels of :mod:`revrnn.kernels.persistent` for torch.nn's
+        #: LSTM and GRU: ``"never"`` (default until they have been measured on a GPU),
+        #: ``"auto"`` (CUDA, H ≤ 128, batch ≤ :attr:`persistent_max_batch`) or ``"always"``
+        #: (wherever they apply: H ≤ 128, no float64)
+        self.persistent = "never"
+        self.persistent_max_batch = 64
         #: g-LSTM: ``"auto"`` (sparse when at most half the chunk's unit-steps are open),
         #: ``"always"`` or ``"never"`` (dense: every unit computed, closed ones passed through)
         self.glstm_sparse = "auto"
         #: what the g-LSTM's sparse path computed and skipped, summed over runs
         self.sparse_work = SparseWork()
         self._runners: dict[type, Runner] = {
-            LSTMCell: LSTMRunner(), GLSTMCell: SparseGLSTMRunner(self), MGUCell: ResetBeforeRunner(),
+            LSTMCell: LSTMRunner(self), GLSTMCell: SparseGLSTMRunner(self), MGUCell: ResetBeforeRunner(),
             LiGRUCell: LightRunner(), LiBRUCell: LightRunner()}
-        self._gru = {True: GRURunner(), False: ResetBeforeRunner()}
+        self._gru = {True: GRURunner(self), False: ResetBeforeRunner()}
+
+    def use_persistent(self, cell: CellSpec, like: Tensor) -> bool:
+        """Whether the persistent kernels run ``cell`` on tensors like ``like`` (K, B, ·)."""
+        if self.persistent == "never" or like.dtype not in persistent.DTYPES:
+            return False
+        if type(cell) is LSTMCell:
+            fits = cell.proj_size == 0
+        else:
+            fits = type(cell) is GRUCell and cell.reset_after and cell.variant == 0
+        if not (fits and persistent.supported(cell.hidden_size)):
+            return False
+        return self.persistent == "always" or (like.is_cuda and like.shape[1] <= self.persistent_max_batch)
 
     def runner_for(self, cell: CellSpec) -> Runner | None:
         """The runner of ``cell``'s family, or None if no Triton kernels implement it (cell
@@ -522,9 +547,7 @@ class TritonBackend(Backend):
         return self._runners.get(kind)
 
     def availability(self, device: torch.device) -> str | None:
-        if importlib.util.find_spec("triton") is None:
-            return "Triton is not installed (pip install triton)"
-        return _kernels("common").triton_reason(device)
+        return _MISSING or common.triton_reason(device)
 
     def supports(self, cell: CellSpec, dtype: torch.dtype) -> bool:
         return dtype in DTYPES and self.runner_for(cell) is not None

@@ -1,6 +1,12 @@
 """The module side shared by RevGRU and RevLSTM: torch.nn-style input handling from
 :class:`RecurrentBase`, with the whole stack run by one reversible Function (t-major, one
-information buffer for every layer) instead of one engine call per layer."""
+information buffer for every layer) instead of one engine call per layer.
+
+Backends: the gates (GEMMs and activations) are torch ops on every backend, so their float
+bits do not depend on it; ``"triton"`` runs the integer core (buffer and exact multiplies) in
+the Triton kernels of :mod:`revrnn.kernels.reversible`, bit-identical to ``"reference"``.
+``"auto"`` picks Triton on CUDA tensors when it is available.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -8,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..backends.base import BackendUnavailable
+from ..backends import BackendUnavailable, available_backends, get_backend
 from ..reversible.base import RevCellSpec, check_forget_bits
 from ..reversible.buffer import MAX_CHUNK_OPS
 from ..reversible.function import BufferStats, Reversible, RevPlan, check_chunk, multiplies_per_step, run_store
@@ -51,11 +57,23 @@ class ReversibleBase(RecurrentBase):
             s += ", verify=False"
         return s + (f", chunk_size={self.chunk_size}" if self.chunk_size is not None else "")
 
+    def _use_triton(self, device: torch.device) -> bool:
+        """Whether the integer core runs in Triton: for ``backend="triton"`` (raising
+        :class:`BackendUnavailable` with the reason if it cannot run on ``device``) and for
+        ``"auto"`` on CUDA tensors where it can."""
+        if self.backend == "triton":
+            get_backend("triton", device)
+            return True
+        if self.backend == "auto" and device.type == "cuda":
+            return available_backends(device)["triton"] is None
+        if self.backend in ("auto", "reference"):
+            return False
+        raise BackendUnavailable(f"{type(self).__name__} runs on 'triton' and the reference backend only; "
+                                 f"backend={self.backend!r} has no reversible kernels")
+
     def _stack(self, x: Tensor, states: tuple[Tensor, ...], mask: Tensor | None,
                lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
-        if self.backend not in ("auto", "reference"):
-            raise BackendUnavailable(f"{type(self).__name__} runs on the reference backend only; "
-                                     f"backend={self.backend!r} has no reversible kernels yet")
+        triton = self._use_triton(x.device)
         if x.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{type(self).__name__} supports float32 and float64, got {x.dtype}; "
                             "convert the module with .float() or .double()")
@@ -68,7 +86,7 @@ class ReversibleBase(RecurrentBase):
             else:
                 drop.append(None)
         plan = RevPlan(cells=self.cells, names=[list(n) for n in self._names], mask=mask, drop=drop,
-                       chunk=self._chunk, verify=self.verify)
+                       chunk=self._chunk, verify=self.verify, triton=triton)
         flat = [self.cell_params(i)[name] for i, names in enumerate(plan.names) for name in names]
         if self.memory == "reversible":
             out, *finals = Reversible.apply(plan, x, *states, *flat)

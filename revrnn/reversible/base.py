@@ -10,7 +10,8 @@ A cell defines, for one half:
 
 * ``gates(xp, hb, w_hh)`` — the float gates from the projected input and the other half hb;
 * ``advance(own, gates, buf, active)`` — the exact integer update of the half's fixed-point
-  state(s), multiplies through the information buffer;
+  state(s), each multiply and its update term one :meth:`RevCellSpec.multiply_add` through the
+  information buffer;
 * ``retreat(own, gates, buf, active)`` — its exact inverse, undoing the multiplies in reverse;
 * ``surrogate(prev, gates, new, active)`` — the differentiable form of the update used by
   ``memory="store"`` (values are the fixed-point ones, gradients those of section 3.2);
@@ -107,11 +108,16 @@ class RevCellSpec(CellSpec):
     def gate_int(self, z: Tensor) -> Tensor:
         return fixed.quantise_gate(z, self.forget_bits)
 
-    def multiply(self, h: Tensor, z: Tensor, buf, active: Tensor | None) -> Tensor:
-        return buf.multiply(h, self.gate_int(z), active) if self.forget_bits else h
+    def multiply_add(self, h: Tensor, z: Tensor, u: Tensor, buf, active: Tensor | None) -> Tensor:
+        """h* <- MUL(h*, z*) + U*: the exact multiply by the gate ``z`` and the update term ``u``,
+        one buffer call (one kernel on the Triton buffer); without forgetting only the add."""
+        q = self.update_int(u, active)
+        return buf.multiply(h, self.gate_int(z), active, q) if self.forget_bits else h + q
 
-    def divide(self, h: Tensor, z: Tensor, buf, active: Tensor | None) -> Tensor:
-        return buf.divide(h, self.gate_int(z), active) if self.forget_bits else h
+    def subtract_divide(self, h: Tensor, z: Tensor, u: Tensor, buf, active: Tensor | None) -> Tensor:
+        """The exact inverse of :meth:`multiply_add` with the same gate and update."""
+        q = self.update_int(u, active)
+        return buf.divide(h, self.gate_int(z), active, q) if self.forget_bits else h - q
 
     def gate_value(self, z: Tensor) -> Tensor:
         """The factor the state is actually multiplied by: n / 1024 (1 without forgetting)."""
@@ -128,12 +134,6 @@ class RevCellSpec(CellSpec):
         """The fixed-point update term, zero on masked-off rows."""
         q = fixed.quantise_update(u)
         return q if active is None else q * active
-
-    def add_update(self, h: Tensor, u: Tensor, active: Tensor | None) -> Tensor:
-        return h + self.update_int(u, active)
-
-    def sub_update(self, h: Tensor, u: Tensor, active: Tensor | None) -> Tensor:
-        return h - self.update_int(u, active)
 
     @staticmethod
     def sigmoid_grad(s: Tensor) -> Tensor:

@@ -24,6 +24,8 @@ and per spilled word, 8 per count. :attr:`optimal_bits` is the information optim
 Σ -log2(n / 1024) over every multiply of an active element: the quantised gate n / 1024 is the
 factor actually applied, so this is exactly what the multiplies discard (the float gate z
 differs from it by less than 2**-11).
+
+:class:`TritonBuffer` is the same buffer with each multiply run as one fused Triton kernel.
 """
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ from . import fixed
 
 #: multiplies per element in one chunk: the spill tag has 10 bits
 MAX_CHUNK_OPS = 1 << 10
-_WORD_BITS = 53
-_WORD_MASK = (1 << _WORD_BITS) - 1
+#: a current word stays below 2**WORD_BITS; bits WORD_BITS.. of a spilled word hold its tag
+WORD_BITS = 53
+WORD_MASK = (1 << WORD_BITS) - 1
 
 
 class InformationBuffer:
@@ -52,7 +55,7 @@ class InformationBuffer:
             raise ValueError(f"forget_bits must be an int in [1, {fixed.GATE_BITS}], got {forget_bits!r}")
         self.forget_bits = forget_bits
         self.word = torch.zeros(shape, dtype=torch.int64, device=device)
-        self.spill_at = 1 << (_WORD_BITS - forget_bits)
+        self.spill_at = 1 << (WORD_BITS - forget_bits)
         self.segments: list[Tensor] = []
         self.counts: list[Tensor] = []
         self._optimal = torch.zeros((), dtype=torch.float64, device=device)
@@ -64,7 +67,7 @@ class InformationBuffer:
     # -- chunks ---------------------------------------------------------------------------
     def scratch_words(self, ops: int) -> int:
         """Most words one element can spill in a chunk of ``ops`` multiplies."""
-        return max(1, -(-ops // (_WORD_BITS // self.forget_bits)))
+        return max(1, -(-ops // (WORD_BITS // self.forget_bits)))
 
     def _check_ops(self, ops: int) -> None:
         if not 1 <= ops <= MAX_CHUNK_OPS:
@@ -104,41 +107,53 @@ class InformationBuffer:
         return rows.view(-1, *([1] * height.dim())) < height
 
     # -- the multiplies -------------------------------------------------------------------
-    def multiply(self, h: Tensor, n: Tensor, active: Tensor | None = None) -> Tensor:
-        """``h · n / 1024`` exactly, spilling first where a word is full; rows where ``active``
-        is false are left untouched."""
+    def multiply(self, h: Tensor, n: Tensor, active: Tensor | None = None, update: Tensor | None = None) -> Tensor:
+        """``h · n / 1024`` exactly, plus the fixed-point ``update`` if given, spilling first
+        where a word is full; rows where ``active`` is false are left untouched."""
+        h_new = self._multiply(h, n, active, update)
+        bits = (fixed.GATE_BITS - torch.log2(n.double())).expand(h.shape)
+        self._optimal += (bits if active is None else bits * active).sum()
+        self._op += 1
+        return h_new
+
+    def divide(self, h: Tensor, n: Tensor, active: Tensor | None = None, update: Tensor | None = None) -> Tensor:
+        """The inverse of the matching :meth:`multiply` (``update`` is subtracted first); pops
+        the word spilled there."""
+        self._op -= 1
+        return self._divide(h, n, active, update)
+
+    def _multiply(self, h: Tensor, n: Tensor, active: Tensor | None, update: Tensor | None) -> Tensor:
+        """The spill and the multiply of :meth:`multiply` (tag: the op index before counting it)."""
         word = self.word
         spill = word >= self.spill_at
         if active is not None:
             spill &= active
         top = self._height.clamp(max=self._scratch.shape[0] - 1).unsqueeze(0)
         kept = self._scratch.gather(0, top).squeeze(0)
-        self._scratch.scatter_(0, top, torch.where(spill, word | (self._op << _WORD_BITS), kept).unsqueeze(0))
+        self._scratch.scatter_(0, top, torch.where(spill, word | (self._op << WORD_BITS), kept).unsqueeze(0))
         self._height += spill
         word = torch.where(spill, 0, word)
         h_new, word_new = fixed.multiply(h, n, word)
-        bits = (fixed.GATE_BITS - torch.log2(n.double())).expand(h.shape)
+        if update is not None:
+            h_new = h_new + update
         if active is not None:
             h_new, word_new = torch.where(active, h_new, h), torch.where(active, word_new, word)
-            bits = bits * active
         self.word = word_new
-        self._optimal += bits.sum()
-        self._op += 1
         return h_new
 
-    def divide(self, h: Tensor, n: Tensor, active: Tensor | None = None) -> Tensor:
-        """The inverse of the matching :meth:`multiply`; pops the word spilled there."""
-        self._op -= 1
-        h_old, word = fixed.divide(h, n, self.word)
+    def _divide(self, h: Tensor, n: Tensor, active: Tensor | None, update: Tensor | None) -> Tensor:
+        """The inverse and the pop of :meth:`divide` (the op index already counted back)."""
+        c = h if update is None else h - update
+        h_old, word = fixed.divide(c, n, self.word)
         if active is not None:
             h_old, word = torch.where(active, h_old, h), torch.where(active, word, self.word)
         height = self._height
         top = self._scratch.gather(0, (height - 1).clamp(min=0).unsqueeze(0)).squeeze(0)
-        pop = (height > 0) & ((top >> _WORD_BITS) == self._op)
+        pop = (height > 0) & ((top >> WORD_BITS) == self._op)
         if active is not None:
             pop &= active
         self._bad |= (pop & (word != 0)).any()  # a word restarts at 0 after a spill
-        self.word = torch.where(pop, top & _WORD_MASK, word)
+        self.word = torch.where(pop, top & WORD_MASK, word)
         self._height = height - pop.long()
         return h_old
 
@@ -162,3 +177,23 @@ class InformationBuffer:
             raise RuntimeError("reversible reconstruction failed: the information buffer did not "
                                "return to empty; the reverse pass did not undo the forward exactly")
 
+
+class TritonBuffer(InformationBuffer):
+    """The same buffer, bit for bit, with each multiply or divide (spill or pop, exact
+    arithmetic and update term) fused into one Triton kernel (:mod:`revrnn.kernels.reversible`).
+    ``active`` must be a row mask (batch, 1). Needs Triton, imported here on first use."""
+
+    def __init__(self, shape: tuple[int, ...], forget_bits: int, device: torch.device | str | None = None) -> None:
+        super().__init__(shape, forget_bits, device)
+        from ..kernels import reversible
+        self._kernels = reversible
+
+    def _multiply(self, h: Tensor, n: Tensor, active: Tensor | None, update: Tensor | None) -> Tensor:
+        h_new, self.word = self._kernels.multiply(h, n, update, active, self.word, self._scratch, self._height,
+                                                  self._op, self.spill_at)
+        return h_new
+
+    def _divide(self, h: Tensor, n: Tensor, active: Tensor | None, update: Tensor | None) -> Tensor:
+        h_old, self.word = self._kernels.divide(h, n, update, active, self.word, self._scratch, self._height,
+                                                self._bad, self._op)
+        return h_old

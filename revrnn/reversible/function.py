@@ -28,7 +28,7 @@ from torch.nn.functional import linear
 from ..cells.base import Params
 from . import fixed
 from .base import Ints, RevCellSpec, StraightThrough
-from .buffer import MAX_CHUNK_OPS, InformationBuffer
+from .buffer import MAX_CHUNK_OPS, InformationBuffer, TritonBuffer
 
 
 @dataclass
@@ -56,6 +56,7 @@ class RevPlan:
     drop: list[Tensor | None] = field(default_factory=list)  # per layer: mask on its input
     chunk: int = 64                  # steps per chunk
     verify: bool = False
+    triton: bool = False             # the integer core in Triton kernels (gates stay torch ops)
     stats: BufferStats | None = None
 
     @property
@@ -86,7 +87,8 @@ class RevPlan:
     def new_buffer(self, batch: int, device: torch.device) -> InformationBuffer | None:
         if not self.forget_bits:
             return None
-        return InformationBuffer((batch, self.cells[0].half), self.forget_bits, device)
+        kind = TritonBuffer if self.triton else InformationBuffer
+        return kind((batch, self.cells[0].half), self.forget_bits, device)
 
     def record(self, buf: InformationBuffer | None, T: int, batch: int) -> None:
         states = sum(len(c.state_sizes) * c.hidden_size for c in self.cells)

@@ -40,12 +40,10 @@ class RevGRUCell(RevCellSpec):
         return GRUGates(s, self.restrict(s), r, rh, g)
 
     def advance(self, own: Ints, gt: GRUGates, buf, active: Tensor | None) -> Ints:
-        h = self.multiply(own[0], gt.z, buf, active)
-        return (self.add_update(h, (1 - gt.z) * gt.g, active),)
+        return (self.multiply_add(own[0], gt.z, (1 - gt.z) * gt.g, buf, active),)
 
     def retreat(self, own: Ints, gt: GRUGates, buf, active: Tensor | None) -> Ints:
-        h = self.sub_update(own[0], (1 - gt.z) * gt.g, active)
-        return (self.divide(h, gt.z, buf, active),)
+        return (self.subtract_divide(own[0], gt.z, (1 - gt.z) * gt.g, buf, active),)
 
     def surrogate(self, prev: tuple[Tensor, ...], gt: GRUGates, new: Ints,
                   active: Tensor | None) -> tuple[Tensor, ...]:

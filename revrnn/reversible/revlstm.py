@@ -50,16 +50,16 @@ class RevLSTMCell(RevCellSpec):
 
     def advance(self, own: Ints, gt: LSTMGates, buf, active: Tensor | None) -> Ints:
         h, c = own
-        c = self.add_update(self.multiply(c, gt.f, buf, active), gt.i * gt.g, active)
+        c = self.multiply_add(c, gt.f, gt.i * gt.g, buf, active)
         tc = torch.tanh(to_float(c, gt.o.dtype))
-        h = self.add_update(self.multiply(h, gt.p, buf, active), gt.o * tc, active)
+        h = self.multiply_add(h, gt.p, gt.o * tc, buf, active)
         return h, c
 
     def retreat(self, own: Ints, gt: LSTMGates, buf, active: Tensor | None) -> Ints:
         h, c = own
         tc = torch.tanh(to_float(c, gt.o.dtype))
-        h = self.divide(self.sub_update(h, gt.o * tc, active), gt.p, buf, active)
-        c = self.divide(self.sub_update(c, gt.i * gt.g, active), gt.f, buf, active)
+        h = self.subtract_divide(h, gt.p, gt.o * tc, buf, active)
+        c = self.subtract_divide(c, gt.f, gt.i * gt.g, buf, active)
         return h, c
 
     def surrogate(self, prev: tuple[Tensor, ...], gt: LSTMGates, new: Ints,

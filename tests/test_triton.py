@@ -1,0 +1,286 @@
+"""The triton backend against the reference: output, final state and every gradient, for every
+cell family, gate variant and memory strategy, on CPU tensors under the Triton interpreter
+(conftest sets TRITON_INTERPRET=1 and poisons every kernel output with NaN before launch).
+
+Tolerances. float64 runs the same equations in the same order up to GEMM summation order, so
+1e-12 relative. For float32, bfloat16 and float16 the yardstick is the reference's own error
+in that dtype against float64 on the same rounded inputs and weights: the kernels accumulate
+states in float32, so they must be no further from float64 than twice that error, plus a few
+units of the dtype's rounding (``ULPS``·eps) for quantities the reference happens to hit exactly.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+pytest.importorskip("triton")
+
+import revrnn  # noqa: E402
+from revrnn.backends import BackendUnavailable, get_backend, resolve  # noqa: E402
+from utils import assert_close_all, gradcheck_module, grads, loss_of, rel_err  # noqa: E402
+
+ULPS = 16
+#: (id, module class, constructor keywords): every cell family and gate variant with kernels
+CELLS = [
+    ("lstm", revrnn.nn.LSTM, {}),
+    ("lstm-nobias", revrnn.nn.LSTM, dict(bias=False)),
+    ("glstm", revrnn.nn.GLSTM, dict(t_max=12.0, sigma_fraction=0.2)),
+    *[(f"gru{v}-{'after' if ra else 'before'}", revrnn.nn.GRU, dict(variant=v, reset_after=ra))
+      for v in range(4) for ra in (True, False)],
+    ("gru0-nobias", revrnn.nn.GRU, dict(bias=False)),
+    *[(f"mgu{v}", revrnn.nn.MGU, dict(variant=v)) for v in range(4)],
+    ("mgu1-nobias", revrnn.nn.MGU, dict(variant=1, bias=False)),
+    ("ligru-dropout", revrnn.nn.LiGRU, dict(recurrent_dropout=0.25)),
+    ("ligru-nobn", revrnn.nn.LiGRU, dict(batch_norm=False)),
+    ("libru-probs", revrnn.nn.LiBRU, {}),
+    ("libru-logprobs", revrnn.nn.LiBRU, dict(form="logprobs", batch_norm=False)),
+]
+STRATEGIES = {"store": {}, "recompute": dict(memory="recompute", checkpoint_every=3),
+              "revolve": dict(memory="recompute", checkpoint_slots=2)}
+IDS = [c[0] for c in CELLS]
+
+
+def pair(cls, kw, dtype=torch.float64, input_size=5, hidden=45, **extra):
+    """A reference module and a triton copy with the same weights."""
+    ref = cls(input_size, hidden, dtype=dtype, backend="reference", **kw, **extra)
+    tri = cls(input_size, hidden, dtype=dtype, backend="triton", **kw, **extra)
+    tri.load_state_dict(ref.state_dict())
+    return ref, tri
+
+
+def seeded_grads(module, x, hx=None, seed=7):
+    """:func:`grads` with a fixed seed, so that both backends draw the same dropout masks."""
+    torch.manual_seed(seed)
+    return grads(module, x, hx)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("name,cls,kw", CELLS, ids=IDS)
+def test_matches_reference(name, cls, kw, strategy):
+    torch.manual_seed(hash((name, strategy)) % 2**31)
+    ref, tri = pair(cls, kw, num_layers=2, **STRATEGIES[strategy])
+    x = torch.randn(7, 3, 5, dtype=torch.float64)
+    assert_close_all(seeded_grads(tri, x), seeded_grads(ref, x), 1e-12)
+
+
+@pytest.mark.parametrize("name,cls,kw", CELLS, ids=IDS)
+def test_bidirectional_packed(name, cls, kw):
+    """Variable length: finished rows keep their state and output 0, in both directions."""
+    torch.manual_seed(1)
+    ref, tri = pair(cls, kw, hidden=6, bidirectional=True)
+    x = torch.randn(9, 4, 5, dtype=torch.float64)
+    lengths = torch.tensor([9, 3, 7, 1])
+    results = []
+    for m in (ref, tri):
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(3)
+        out, state = m(pack_padded_sequence(xi, lengths, enforce_sorted=False))
+        padded, _ = pad_packed_sequence(out)
+        loss_of(padded, state).backward()
+        results.append({"out": padded.detach(), "x.grad": xi.grad,
+                        **{k: p.grad for k, p in m.named_parameters()}})
+    assert_close_all(results[1], results[0], 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name,cls,kw", [c for c in CELLS if c[0] in
+                                         ("lstm", "glstm", "gru0-after", "gru1-before", "mgu0", "ligru-nobn",
+                                          "libru-probs", "libru-logprobs")], ids=str)
+def test_low_precision(name, cls, kw, dtype, request):
+    if name == "libru-probs" and dtype == torch.bfloat16:
+        # Known: the log feedback's derivative 1/(h + 1e-11) makes these gradients meaningless
+        # in bfloat16 (the reference itself is 2.6x off float64), and the kernels' float32
+        # state lands on different tiny h than the bfloat16 reference: 1e15 off. Open issue.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="LiBRU probs bfloat16 gradients"))
+    torch.manual_seed(2)
+    ref64, _ = pair(cls, kw, hidden=19)
+    low = copy.deepcopy(ref64).to(dtype)
+    ref64.load_state_dict({k: v.double() for k, v in low.state_dict().items()})  # the rounded weights
+    tri = copy.deepcopy(low)
+    tri.backend = "triton"
+    x = torch.randn(11, 3, 5, dtype=torch.float64).to(dtype)
+    truth, ref, got = grads(ref64, x.double()), grads(low, x), grads(tri, x)
+    eps = torch.finfo(dtype).eps
+    for key in truth:
+        bound = 2 * rel_err(ref[key].double(), truth[key]) + ULPS * eps
+        err = rel_err(got[key].double(), truth[key])
+        assert got[key].dtype == ref[key].dtype, key
+        assert err <= bound, f"{key}: triton {err:.3g} from float64, reference {dtype} {bound:.3g} allowed"
+
+
+@pytest.mark.parametrize("name,cls,kw", [c for c in CELLS if c[0] in
+                                         ("lstm", "glstm", "gru1-after", "gru2-before", "mgu0", "ligru-nobn",
+                                          "libru-probs", "libru-logprobs")], ids=str)
+def test_gradcheck(name, cls, kw):
+    torch.manual_seed(4)
+    _, tri = pair(cls, kw, input_size=1, hidden=2)
+    x = torch.randn(3, 1, 1, dtype=torch.float64)
+    if cls is revrnn.nn.LiBRU and kw.get("form", "probs") == "probs":
+        # log feedback: keep the state away from the kink of max(h, 0) at 0
+        gradcheck_module(tri, x, torch.rand(1, 1, 2, dtype=torch.float64) * 0.5 + 0.25)
+    else:
+        gradcheck_module(tri, x)
+
+
+def test_given_state_and_recompute_with_reprojection():
+    torch.manual_seed(5)
+    ref, tri = pair(revrnn.nn.LSTM, {}, hidden=13, num_layers=2, memory="recompute")
+    x = torch.randn(10, 2, 5, dtype=torch.float64)
+    hx = (torch.randn(2, 2, 13, dtype=torch.float64), torch.randn(2, 2, 13, dtype=torch.float64))
+    assert_close_all(grads(tri, x, hx), grads(ref, x, hx), 1e-12)
+
+
+# -- g-LSTM: the sparse open-unit path ------------------------------------------------------
+
+@pytest.fixture
+def triton_backend():
+    backend = get_backend("triton", torch.device("cpu"))
+    before = backend.glstm_sparse
+    yield backend
+    backend.glstm_sparse = before
+
+
+@pytest.mark.parametrize("memory", ["store", "recompute"])
+def test_glstm_sparse_equals_dense_and_skips_work(triton_backend, memory):
+    """Narrow gates (σ = 2.5% of t_max): most unit-steps are exactly closed. The sparse path
+    gives the dense path's results and counts exactly the open unit-steps it computed."""
+    torch.manual_seed(6)
+    kw = dict(t_max=40.0, sigma_fraction=0.025, memory=memory)
+    ref, tri = pair(revrnn.nn.GLSTM, kw, hidden=17)
+    x = torch.randn(40, 3, 5, dtype=torch.float64)
+    triton_backend.glstm_sparse = "never"
+    dense = grads(tri, x)
+    triton_backend.glstm_sparse = "always"
+    triton_backend.sparse_work.open = triton_backend.sparse_work.total = 0
+    sparse = grads(tri, x)
+    assert_close_all(sparse, dense, 1e-12)
+    assert_close_all(sparse, grads(ref, x), 1e-12)
+    cell, p = tri.cells[0], tri.cell_params(0)
+    k = cell.time_gate(p, torch.arange(40))
+    passes = 1 if memory == "store" else 2  # recompute re-runs every chunk's forward once
+    work = triton_backend.sparse_work
+    assert work.open == passes * int((k > 0).sum()) and work.total == passes * k.numel()
+    assert work.skipped_fraction > 0.7
+
+
+def test_glstm_sparse_fully_closed_steps(triton_backend):
+    """Steps where every unit is closed are skipped; the state passes through bit-exactly."""
+    torch.manual_seed(7)
+    _, tri = pair(revrnn.nn.GLSTM, dict(t_max=8.0), hidden=4)
+    with torch.no_grad():
+        tri.cell_params(0)["mu"].fill_(100.0)
+        tri.cell_params(0)["sigma"].fill_(1.0)
+    triton_backend.glstm_sparse = "always"
+    h0 = torch.randn(1, 2, 4, dtype=torch.float64)
+    c0 = torch.randn(1, 2, 4, dtype=torch.float64)
+    out, (h, c) = tri(torch.randn(8, 2, 5, dtype=torch.float64), (h0, c0))
+    assert torch.equal(h, h0) and torch.equal(c, c0) and torch.equal(out, h0.expand(8, 2, 4))
+
+
+# -- selection and errors ------------------------------------------------------------------
+
+def test_auto_never_picks_triton_on_cpu():
+    for cell in (revrnn.nn.GRU(3, 4).cells[0], revrnn.nn.MGU(3, 4).cells[0]):
+        assert resolve("auto", cell, torch.device("cpu")).name != "triton"
+
+
+@pytest.mark.parametrize("make", [lambda: revrnn.nn.NRU(3, 4, backend="triton"),
+                                  lambda: revrnn.nn.KAFLSTM(3, 4, backend="triton"),
+                                  lambda: revrnn.nn.LSTM(3, 4, proj_size=2, backend="triton")],
+                         ids=["nru", "kaflstm", "lstm-proj"])
+def test_cells_without_kernels_say_so(make):
+    with pytest.raises(BackendUnavailable, match="backend 'triton' does not implement the"):
+        make()(torch.randn(2, 1, 3))
+
+
+def test_unsupported_dtype():
+    m = revrnn.nn.GRU(3, 4, backend="triton").to(torch.complex64)
+    with pytest.raises(BackendUnavailable, match="complex64"):
+        m(torch.randn(2, 1, 3, dtype=torch.complex64))
+
+
+# -- torch.compile ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", [revrnn.nn.LSTM, revrnn.nn.GRU], ids=["lstm", "gru"])
+def test_compile_fullgraph(cls):
+    """The kernels are torch.library custom ops: Dynamo traces the engine's loop around them
+    (unrolled over the steps) without a graph break, forward and backward."""
+    torch.manual_seed(8)
+    eager = cls(5, 6, backend="triton")
+    compiled = copy.deepcopy(eager)
+    compiled.compile(fullgraph=True)  # in place: parameter names stay those of the eager module
+    x = torch.randn(4, 2, 5)
+    assert_close_all(grads(compiled, x), grads(eager, x), 1e-6)
+
+
+# -- GPU ---------------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name,cls,kw", [c for c in CELLS if c[0] in
+                                         ("lstm", "gru0-after", "mgu0", "ligru-nobn", "glstm")], ids=str)
+def test_gpu_realistic(name, cls, kw, dtype):
+    """B=32, H=256, T=200 on CUDA, against float64 on the same GPU."""
+    torch.manual_seed(9)
+    ref64 = cls(64, 256, dtype=torch.float64, backend="reference", **kw).cuda()
+    low = copy.deepcopy(ref64).to(dtype)
+    ref64.load_state_dict({k: v.double() for k, v in low.state_dict().items()})
+    tri = copy.deepcopy(low)
+    tri.backend = "triton"
+    x = torch.randn(200, 32, 64, device="cuda").to(dtype)
+    truth, ref, got = grads(ref64, x.double()), grads(low, x), grads(tri, x)
+    eps = torch.finfo(dtype).eps
+    for key in truth:
+        bound = 2 * rel_err(ref[key].double(), truth[key]) + ULPS * eps
+        assert rel_err(got[key].double(), truth[key]) <= bound, key
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_compile():
+    torch.manual_seed(10)
+    eager = revrnn.nn.GRU(32, 128, backend="triton").cuda()
+    compiled = copy.deepcopy(eager)
+    compiled.compile(fullgraph=True)
+    x = torch.randn(16, 8, 32, device="cuda")
+    assert_close_all(grads(compiled, x), grads(eager, x), 1e-5)
+
+
+# -- the persistent whole-chunk kernels through the engine -------------------------------------
+
+@pytest.fixture
+def persistent_on():
+    backend = get_backend("triton", torch.device("cpu"))
+    before = backend.persistent
+    backend.persistent = "always"
+    yield backend
+    backend.persistent = before
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("cls,kw", [(revrnn.nn.LSTM, {}), (revrnn.nn.GRU, {}), (revrnn.nn.GRU, dict(bias=False))],
+                         ids=["lstm", "gru", "gru-nobias"])
+def test_persistent_matches_reference(persistent_on, cls, kw, strategy):
+    """float32 (the persistent kernels take no float64): 1e-5, the float32 tolerance of the
+    step kernels against torch.nn (test_torch_compat)."""
+    torch.manual_seed(11)
+    ref, tri = pair(cls, kw, dtype=torch.float32, hidden=21, num_layers=2, bidirectional=True,
+                    **STRATEGIES[strategy])
+    x = torch.randn(9, 19, 5)
+    lengths = torch.randint(1, 10, (19,))
+    lengths[0] = 9
+    results = []
+    for m in (ref, tri):
+        xi = x.clone().requires_grad_()
+        out, state = m(pack_padded_sequence(xi, lengths, enforce_sorted=False))
+        padded, _ = pad_packed_sequence(out)
+        loss_of(padded, state).backward()
+        results.append({"out": padded.detach(), "x.grad": xi.grad, **{k: p.grad for k, p in m.named_parameters()}})
+    assert_close_all(results[1], results[0], 1e-5)
