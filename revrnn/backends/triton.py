@@ -25,7 +25,7 @@ from torch import Tensor
 from ..cells.base import CellSpec, Params, State
 from ..cells.glstm import SIGMA_MIN, GLSTMCell
 from ..cells.gru import GRUCell
-from ..cells.libru import LiBRUCell, safe_log
+from ..cells.libru import LiBRUCell, log_eps, safe_log
 from ..cells.ligru import LiGRUCell
 from ..cells.lstm import LSTMCell
 from ..cells.mgu import MGUCell
@@ -59,7 +59,7 @@ class Steps:
             buf = common.new((rows, *s.shape), self.sdtype, s.device)
             buf[0] = s
             self.states.append(buf)
-        self.mask = None if chunk.mask is None else chunk.mask.to(torch.uint8).contiguous()
+        self.mask = chunk_mask(chunk)
 
     def new(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
         return common.new(shape, dtype or self.sdtype, self.xp.device)
@@ -107,15 +107,16 @@ class LSTMRunner(Runner):
     Residuals: the activations (K, B, 4H) in the input dtype and the float states (K + 1, B, H).
     """
 
+    def __init__(self, backend: "TritonBackend") -> None:
+        self.backend = backend
+
     @staticmethod
     def time_gate(cell: CellSpec, p: Params, chunk: Chunk, sdtype: torch.dtype) -> Tensor | None:
+        """The g-LSTM's gates of the chunk's steps (K, H); None for the plain LSTM."""
         if not isinstance(cell, GLSTMCell):
             return None
         t = torch.arange(chunk.t0, chunk.t0 + chunk.xp.shape[0], device=chunk.xp.device)
         return cell.time_gate(p, t).to(sdtype).contiguous()
-
-    def __init__(self, backend: "TritonBackend") -> None:
-        self.backend = backend
 
     def forward(self, cell, p, extras, chunk, state, keep):
         if self.backend.use_persistent(cell, chunk.xp):
@@ -438,21 +439,17 @@ class LightRunner(Runner):
     """
 
     @staticmethod
-    def form(cell: CellSpec) -> tuple[int, float]:
-        """The kernels' form number and LiBRU ``probs``' ε (:func:`revrnn.cells.libru.safe_log`)."""
+    def form(cell: CellSpec) -> int:
+        """The kernels' form number (:mod:`revrnn.kernels.light`)."""
         if isinstance(cell, LiGRUCell):
-            return light.LIGRU, 0.0
-        return (light.PROBS, 0.0) if cell.form == "probs" else (light.LOGPROBS, 0.0)
-
-    @staticmethod
-    def eps(dtype: torch.dtype) -> float:
-        return max(1e-11, torch.finfo(dtype).tiny)
+            return light.LIGRU
+        return light.PROBS if cell.form == "probs" else light.LOGPROBS
 
     def forward(self, cell, p, extras, chunk, state, keep):
         run = Steps(chunk, state, keep)
         K, B, H = run.K, run.B, cell.hidden_size
-        form = self.form(cell)[0]
-        eps = self.eps(run.dtype)
+        form = self.form(cell)
+        eps = log_eps(run.dtype)
         (hs,) = run.states
         w_t = p["weight_hh"].t()
         drop = extras.get("drop_mask")
@@ -471,8 +468,8 @@ class LightRunner(Runner):
         act, hs = residuals
         K, B, G = act.shape
         dtype, sdtype = act.dtype, hs.dtype
-        form = self.form(cell)[0]
-        eps = self.eps(dtype)
+        form = self.form(cell)
+        eps = log_eps(dtype)
         w = p["weight_hh"]
         drop = extras.get("drop_mask")
         mask = chunk_mask(chunk)

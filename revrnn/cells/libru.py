@@ -22,6 +22,11 @@ def check_form(form: str) -> str:
     return form
 
 
+def log_eps(dtype: torch.dtype) -> float:
+    """The ε of :func:`safe_log` for states of ``dtype``."""
+    return max(1e-11, torch.finfo(dtype).tiny)
+
+
 def safe_log(h: Tensor) -> Tensor:
     """``log(max(h, 0) + ε)`` with ``ε = max(1e-11, smallest normal number of h's dtype)``.
 
@@ -32,7 +37,7 @@ def safe_log(h: Tensor) -> Tensor:
     (1e-13 and less) are common from ``h₀ = 0`` at initialisation, where a clamp would change
     the cell; the clamp at 0 only guards against a negative user-given ``h₀``.
     """
-    eps = max(1e-11, torch.finfo(h.dtype).tiny)
+    eps = log_eps(h.dtype)
     return (h.clamp_min(0) + eps).log()
 
 

@@ -37,7 +37,8 @@ class RevGRU(ReversibleBase):
             Independently, backward always checks that the buffer comes back empty.
         chunk_size: steps per chunk: the buffer arena grows once per chunk (one host sync), and
             backward batches weight-gradient GEMMs per chunk. Default: 64, fewer for deep stacks.
-        backend: ``"auto"`` or ``"reference"`` (the pure-PyTorch path; kernels come later).
+        backend: ``"auto"``, ``"reference"`` or ``"triton"`` (the integer core in Triton kernels,
+            bit-identical; ``auto`` uses it on CUDA tensors when Triton is available).
 
     ``forward(input, h_0=None)`` returns ``output, h_n`` like torch.nn.GRU; ``h_n`` is the true
     final state. After each forward, :attr:`last_stats` holds the buffer accounting
