@@ -66,6 +66,21 @@ def compute_type(t: Tensor):
 
 
 @triton.jit
+def units(N, H, BLOCK: tl.constexpr):
+    """This program's flat offsets into a (B, H) step, which are in range, their rows and units."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    return offs, offs < N, offs // H, offs % H
+
+
+@triton.jit
+def valid_rows(mask, b, ok, HAS_MASK: tl.constexpr):
+    """Elements in range whose row is a valid step (``mask`` true) of a variable-length batch."""
+    if HAS_MASK:
+        return ok & (tl.load(mask + b, mask=ok) != 0)
+    return ok
+
+
+@triton.jit
 def sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
 

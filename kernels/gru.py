@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import BLOCK, compute_type, grid, sigmoid, tanh
+from .common import BLOCK, compute_type, grid, sigmoid, tanh, units, valid_rows
 
 
 @triton.jit
@@ -48,19 +48,10 @@ def _gate(xp, rec, gb, b, j, q, H, ok, GX, GR, X: tl.constexpr, HREC: tl.constex
 
 
 @triton.jit
-def _valid(mask, b, ok, HAS_MASK: tl.constexpr):
-    if HAS_MASK:
-        return ok & (tl.load(mask + b, mask=ok) != 0)
-    return ok
-
-
-@triton.jit
 def _after_forward(xp, rec, gb, bhn, h, mask, h_out, y, act, N, H, GX, GR,
                    X: tl.constexpr, HREC: tl.constexpr, GB: tl.constexpr, BHN: tl.constexpr,
                    HAS_MASK: tl.constexpr, KEEP: tl.constexpr, CT: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < N
-    b, j = offs // H, offs % H
+    offs, ok, b, j = units(N, H, BLOCK)
     r = sigmoid(_gate(xp, rec, gb, b, j, 0, H, ok, GX, GR, X, HREC, GB, CT))
     z = sigmoid(_gate(xp, rec, gb, b, j, 1, H, ok, GX, GR, X, HREC, GB, CT))
     hn = tl.load(rec + b * GR + (GR - H) + j, mask=ok).to(CT)
@@ -68,7 +59,7 @@ def _after_forward(xp, rec, gb, bhn, h, mask, h_out, y, act, N, H, GX, GR,
         hn += tl.load(bhn + j, mask=ok).to(CT)
     n = tanh(tl.load(xp + b * GX + (GX - H) + j, mask=ok).to(CT) + r * hn)
     h0 = tl.load(h + offs, mask=ok)
-    valid = _valid(mask, b, ok, HAS_MASK)
+    valid = valid_rows(mask, b, ok, HAS_MASK)
     h1 = tl.where(valid, z * h0 + (1 - z) * n, h0)
     tl.store(h_out + offs, h1, mask=ok)
     tl.store(y + offs, tl.where(valid, h1, 0.0).to(y.dtype.element_ty), mask=ok)
@@ -83,15 +74,13 @@ def _after_forward(xp, rec, gb, bhn, h, mask, h_out, y, act, N, H, GX, GR,
 @triton.jit
 def _after_backward(act, h, mask, dy, dh, dpre, N, H, HAS_MASK: tl.constexpr, CT: tl.constexpr,
                     BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < N
-    b, j = offs // H, offs % H
+    offs, ok, b, j = units(N, H, BLOCK)
     row = b * 4 * H + j
     r = tl.load(act + row, mask=ok).to(CT)
     z = tl.load(act + row + H, mask=ok).to(CT)
     n = tl.load(act + row + 2 * H, mask=ok).to(CT)
     hn = tl.load(act + row + 3 * H, mask=ok).to(CT)
-    valid = _valid(mask, b, ok, HAS_MASK)
+    valid = valid_rows(mask, b, ok, HAS_MASK)
     gh = tl.load(dh + offs, mask=ok) + tl.where(valid, tl.load(dy + offs, mask=ok).to(CT), 0.0)
     h0 = tl.load(h + offs, mask=ok)
     dn = gh * (1 - z) * (1 - n * n)
@@ -107,9 +96,7 @@ def _after_backward(act, h, mask, dy, dh, dpre, N, H, HAS_MASK: tl.constexpr, CT
 def _reset_forward(xp, rec, gb, h, gates, rh, N, H, GX, GR, NG: tl.constexpr,
                    X: tl.constexpr, HREC: tl.constexpr, GB: tl.constexpr, KEEP: tl.constexpr,
                    CT: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < N
-    b, j = offs // H, offs % H
+    offs, ok, b, j = units(N, H, BLOCK)
     rho = sigmoid(_gate(xp, rec, gb, b, j, 0, H, ok, GX, GR, X, HREC, GB, CT))
     tl.store(rh + offs, (rho * tl.load(h + offs, mask=ok)).to(rh.dtype.element_ty), mask=ok)
     if KEEP:
@@ -138,13 +125,11 @@ def _keep_gate(xp, rec, gb, act, b, j, H, ok, GX, GR, NG: tl.constexpr, X: tl.co
 def _update_forward(xp, rec1, gb, rec2, h, mask, h_out, y, act, N, H, GX, GR, NG: tl.constexpr,
                     X: tl.constexpr, HREC: tl.constexpr, GB: tl.constexpr, HAS_MASK: tl.constexpr,
                     KEEP: tl.constexpr, CT: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < N
-    b, j = offs // H, offs % H
+    offs, ok, b, j = units(N, H, BLOCK)
     kappa = _keep_gate(xp, rec1, gb, act, b, j, H, ok, GX, GR, NG, X, HREC, GB, KEEP, CT)
     n = tanh(tl.load(xp + b * GX + (GX - H) + j, mask=ok).to(CT) + tl.load(rec2 + offs, mask=ok).to(CT))
     h0 = tl.load(h + offs, mask=ok)
-    valid = _valid(mask, b, ok, HAS_MASK)
+    valid = valid_rows(mask, b, ok, HAS_MASK)
     h1 = tl.where(valid, kappa * h0 + (1 - kappa) * n, h0)
     tl.store(h_out + offs, h1, mask=ok)
     tl.store(y + offs, tl.where(valid, h1, 0.0).to(y.dtype.element_ty), mask=ok)
@@ -155,14 +140,12 @@ def _update_forward(xp, rec1, gb, rec2, h, mask, h_out, y, act, N, H, GX, GR, NG
 @triton.jit
 def _update_backward(act, h, mask, dy, dh, dpre, N, H, NG: tl.constexpr, HAS_MASK: tl.constexpr,
                      CT: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < N
-    b, j = offs // H, offs % H
+    offs, ok, b, j = units(N, H, BLOCK)
     row = b * (NG + 1) * H + j
     g = tl.load(act + row + (NG - 1) * H, mask=ok).to(CT)
     kappa = g if NG == 2 else 1 - g
     n = tl.load(act + row + NG * H, mask=ok).to(CT)
-    valid = _valid(mask, b, ok, HAS_MASK)
+    valid = valid_rows(mask, b, ok, HAS_MASK)
     gh = tl.load(dh + offs, mask=ok) + tl.where(valid, tl.load(dy + offs, mask=ok).to(CT), 0.0)
     dkappa = gh * (tl.load(h + offs, mask=ok) - n)
     zero = tl.zeros_like(gh)
@@ -179,12 +162,10 @@ def _update_backward(act, h, mask, dy, dh, dpre, N, H, NG: tl.constexpr, HAS_MAS
 @triton.jit
 def _reset_backward(act, h, mask, drh, dh, dpre, N, H, NG: tl.constexpr, HAS_MASK: tl.constexpr,
                     CT: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < N
-    b, j = offs // H, offs % H
+    offs, ok, b, j = units(N, H, BLOCK)
     row = b * (NG + 1) * H + j
     rho = tl.load(act + row, mask=ok).to(CT)
-    valid = _valid(mask, b, ok, HAS_MASK)
+    valid = valid_rows(mask, b, ok, HAS_MASK)
     d = tl.load(drh + offs, mask=ok).to(CT)
     drho = d * tl.load(h + offs, mask=ok)
     if NG == 1:

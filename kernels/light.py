@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import BLOCK, compute_type, grid, sigmoid
+from .common import BLOCK, compute_type, grid, sigmoid, units, valid_rows
 
 LIGRU, PROBS, LOGPROBS = 0, 1, 2
 
@@ -43,9 +43,7 @@ def _log_feedback(h, EPS):
 @triton.jit
 def _forward(xp, rec, h, mask, drop, h_out, y, act, fb, N, H, EPS, FORM: tl.constexpr, HAS_MASK: tl.constexpr,
              HAS_DROP: tl.constexpr, KEEP: tl.constexpr, CT: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < N
-    b, j = offs // H, offs % H
+    offs, ok, b, j = units(N, H, BLOCK)
     row = b * 2 * H + j
     a1 = tl.load(xp + row, mask=ok).to(CT) + tl.load(rec + row, mask=ok).to(CT)
     az = tl.load(xp + row + H, mask=ok).to(CT) + tl.load(rec + row + H, mask=ok).to(CT)
@@ -66,9 +64,7 @@ def _forward(xp, rec, h, mask, drop, h_out, y, act, fb, N, H, EPS, FORM: tl.cons
             c = sigmoid(a1)
         h1 = z * h0 + (1 - z) * c
         k1, k2 = c, z
-    valid = ok
-    if HAS_MASK:
-        valid = tl.load(mask + b, mask=ok) != 0
+    valid = valid_rows(mask, b, ok, HAS_MASK)
     h1 = tl.where(valid, h1, h0)
     tl.store(h_out + offs, h1, mask=ok)
     tl.store(y + offs, tl.where(valid, h1, 0.0).to(y.dtype.element_ty), mask=ok)
@@ -82,15 +78,11 @@ def _forward(xp, rec, h, mask, drop, h_out, y, act, fb, N, H, EPS, FORM: tl.cons
 @triton.jit
 def _backward(act, h, h_new, mask, drop, dy, dh, dfb, dpre, N, H, EPS, FORM: tl.constexpr, HAS_MASK: tl.constexpr,
               HAS_DROP: tl.constexpr, HAS_DFB: tl.constexpr, CT: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < N
-    b, j = offs // H, offs % H
+    offs, ok, b, j = units(N, H, BLOCK)
     row = b * 2 * H + j
     k1 = tl.load(act + row, mask=ok).to(CT)
     k2 = tl.load(act + row + H, mask=ok).to(CT)
-    valid = ok
-    if HAS_MASK:
-        valid = tl.load(mask + b, mask=ok) != 0
+    valid = valid_rows(mask, b, ok, HAS_MASK)
     h0 = tl.load(h + offs, mask=ok)
     h1 = tl.load(h_new + offs, mask=ok)
     gh = tl.load(dh + offs, mask=ok) + tl.where(valid, tl.load(dy + offs, mask=ok).to(CT), 0.0)

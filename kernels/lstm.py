@@ -19,16 +19,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import BLOCK, compute_type, grid, sigmoid, tanh
+from .common import BLOCK, compute_type, grid, sigmoid, tanh, units, valid_rows
 
 
 @triton.jit
 def _forward(xp, rec, h, c, mask, k, h_out, c_out, y, act, N, H,
              HAS_MASK: tl.constexpr, HAS_K: tl.constexpr, KEEP: tl.constexpr, CT: tl.constexpr,
              BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < N
-    b, j = offs // H, offs % H
+    offs, ok, b, j = units(N, H, BLOCK)
     row = b * 4 * H + j
     ai = tl.load(xp + row, mask=ok).to(CT) + tl.load(rec + row, mask=ok).to(CT)
     af = tl.load(xp + row + H, mask=ok).to(CT) + tl.load(rec + row + H, mask=ok).to(CT)
@@ -45,9 +43,7 @@ def _forward(xp, rec, h, c, mask, k, h_out, c_out, y, act, N, H,
         c1 = kk * c1 + (1 - kk) * c0
         h1 = kk * h1 + (1 - kk) * h0
         live = live & (kk > 0)
-    valid = ok
-    if HAS_MASK:
-        valid = tl.load(mask + b, mask=ok) != 0
+    valid = valid_rows(mask, b, ok, HAS_MASK)
     live = live & valid
     h1 = tl.where(live, h1, h0)
     tl.store(h_out + offs, h1, mask=ok)
@@ -64,18 +60,14 @@ def _forward(xp, rec, h, c, mask, k, h_out, c_out, y, act, N, H,
 @triton.jit
 def _backward(act, h, c, mask, k, dy, dh, dc, dgates, dk, N, H,
               HAS_MASK: tl.constexpr, HAS_K: tl.constexpr, CT: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < N
-    b, j = offs // H, offs % H
+    offs, ok, b, j = units(N, H, BLOCK)
     row = b * 4 * H + j
     i = tl.load(act + row, mask=ok).to(CT)
     f = tl.load(act + row + H, mask=ok).to(CT)
     g = tl.load(act + row + 2 * H, mask=ok).to(CT)
     o = tl.load(act + row + 3 * H, mask=ok).to(CT)
     c0 = tl.load(c + offs, mask=ok).to(CT)
-    valid = ok
-    if HAS_MASK:
-        valid = tl.load(mask + b, mask=ok) != 0
+    valid = valid_rows(mask, b, ok, HAS_MASK)
     # gradients of the new state; the output is the new h on valid rows
     gh = tl.load(dh + offs, mask=ok) + tl.where(valid, tl.load(dy + offs, mask=ok).to(CT), 0.0)
     gc = tl.load(dc + offs, mask=ok)

@@ -153,16 +153,22 @@ def _step_mask(mask_ptr, t, B, rows, HAS_MASK: tl.constexpr):
 
 # -- LSTM ---------------------------------------------------------------------------------------
 
+@triton.jit
+def _tile(B, H, BLOCK_B: tl.constexpr, BH: tl.constexpr):
+    """This program's batch rows, the padded hidden columns, which (row, column) pairs are in
+    range, and their offsets in a (B, H) step."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.arange(0, BH)
+    return rows, cols, (rows[:, None] < B) & (cols[None, :] < H), rows[:, None] * H + cols[None, :]
+
+
 @triton.jit(do_not_specialize=["K", "B"])
 def _lstm_fwd_kernel(xp_ptr, w_ptr, h0_ptr, c0_ptr, mask_ptr, y_ptr, hend_ptr, cend_ptr,
                      act_ptr, hs_ptr, cs_ptr, K, B, H,
                      HAS_MASK: tl.constexpr, KEEP: tl.constexpr,
                      BLOCK_B: tl.constexpr, BH: tl.constexpr, DOT: tl.constexpr):
     DT = xp_ptr.dtype.element_ty
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, BH)
-    io = (rows[:, None] < B) & (cols[None, :] < H)
-    st = rows[:, None] * H + cols[None, :]  # offsets in a (B, H) step
+    rows, cols, io, st = _tile(B, H, BLOCK_B, BH)
     gt = rows[:, None] * (4 * H) + cols[None, :]  # gate i's offsets in a (B, 4H) step
     w_i = _w_tile(w_ptr, 0, H, BH, DT, DOT, True)
     w_f = _w_tile(w_ptr, 1, H, BH, DT, DOT, True)
@@ -210,10 +216,7 @@ def _lstm_bwd_kernel(act_ptr, cs_ptr, w_ptr, gy_ptr, gh_ptr, gc_ptr, mask_ptr,
                      HAS_MASK: tl.constexpr,
                      BLOCK_B: tl.constexpr, BH: tl.constexpr, DOT: tl.constexpr):
     DT = act_ptr.dtype.element_ty
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, BH)
-    io = (rows[:, None] < B) & (cols[None, :] < H)
-    st = rows[:, None] * H + cols[None, :]
+    rows, cols, io, st = _tile(B, H, BLOCK_B, BH)
     gt = rows[:, None] * (4 * H) + cols[None, :]
     w_i = _w_tile(w_ptr, 0, H, BH, DT, DOT, False)
     w_f = _w_tile(w_ptr, 1, H, BH, DT, DOT, False)
@@ -352,10 +355,7 @@ def _gru_fwd_kernel(xp_ptr, w_ptr, b_ptr, h0_ptr, mask_ptr, y_ptr, hend_ptr,
                     HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, KEEP: tl.constexpr,
                     BLOCK_B: tl.constexpr, BH: tl.constexpr, DOT: tl.constexpr):
     DT = xp_ptr.dtype.element_ty
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, BH)
-    io = (rows[:, None] < B) & (cols[None, :] < H)
-    st = rows[:, None] * H + cols[None, :]
+    rows, cols, io, st = _tile(B, H, BLOCK_B, BH)
     gt = rows[:, None] * (3 * H) + cols[None, :]
     w_r = _w_tile(w_ptr, 0, H, BH, DT, DOT, True)
     w_z = _w_tile(w_ptr, 1, H, BH, DT, DOT, True)
@@ -397,10 +397,7 @@ def _gru_bwd_kernel(act_ptr, hn_ptr, hs_ptr, w_ptr, gy_ptr, gh_ptr, mask_ptr,
                     HAS_MASK: tl.constexpr, NEED_DHN: tl.constexpr,
                     BLOCK_B: tl.constexpr, BH: tl.constexpr, DOT: tl.constexpr):
     DT = act_ptr.dtype.element_ty
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, BH)
-    io = (rows[:, None] < B) & (cols[None, :] < H)
-    st = rows[:, None] * H + cols[None, :]
+    rows, cols, io, st = _tile(B, H, BLOCK_B, BH)
     gt = rows[:, None] * (3 * H) + cols[None, :]
     w_r = _w_tile(w_ptr, 0, H, BH, DT, DOT, False)
     w_z = _w_tile(w_ptr, 1, H, BH, DT, DOT, False)
