@@ -1,0 +1,86 @@
+"""What every runner of the Triton backend shares: the kernel modules (imported here, once),
+the runner interface, a chunk's buffers and the gradient helpers."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ...cells.base import CellSpec, Params, State
+from ..base import Chunk
+
+try:  # at import, not first use: torch.compile cannot trace an import
+    from ... import kernels
+    from ...kernels import common, gru, light, lstm, persistent  # noqa: F401 (attributes of kernels)
+    MISSING = None
+except ImportError as err:  # Triton is not installed
+    kernels = common = None
+    MISSING = f"Triton is not importable ({err}); pip install triton"
+
+
+class Steps:
+    """Buffers of one chunk of K steps: float states ``(K + 1)`` rows deep when kept for
+    backward, else two rows used alternately."""
+
+    def __init__(self, chunk: Chunk, state: State, keep: bool) -> None:
+        self.xp = chunk.xp.contiguous()
+        self.K, self.B = self.xp.shape[:2]
+        self.dtype = self.xp.dtype
+        self.sdtype = common.state_dtype(self.dtype)
+        self.keep = keep
+        rows = self.K + 1 if keep else 2
+        self.states = []
+        for s in state:
+            buf = common.new((rows, *s.shape), self.sdtype, s.device)
+            buf[0] = s
+            self.states.append(buf)
+        self.mask = chunk_mask(chunk)
+
+    def new(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
+        return common.new(shape, dtype or self.sdtype, self.xp.device)
+
+    def rows(self, i: int) -> tuple[int, int]:
+        """Rows of the states before and after step ``i``."""
+        return (i, i + 1) if self.keep else (i % 2, (i + 1) % 2)
+
+    def mask_at(self, i: int) -> Tensor | None:
+        return None if self.mask is None else self.mask[i]
+
+    def end(self) -> State:
+        """The state after the chunk, in the input dtype; copies, never views of the residuals."""
+        last = self.K if self.keep else self.K % 2
+        return tuple(s[last].to(self.dtype, copy=True) for s in self.states)
+
+
+def grad_buffers(grad_state: State, sdtype: torch.dtype) -> list[Tensor]:
+    """Fresh contiguous state-gradient buffers that the backward kernels update in place."""
+    return [g.to(sdtype, memory_format=torch.contiguous_format, copy=True) for g in grad_state]
+
+
+def weight_grad(dpre: Tensor, operand: Tensor, dtype: torch.dtype) -> Tensor:
+    """``Σ_steps dpreᵀ · operand`` as one GEMM: dpre (K, B, G), operand (K, B, H) -> (G, H)."""
+    K, B, G = dpre.shape
+    return dpre.reshape(K * B, G).t().to(dtype) @ operand.reshape(K * B, -1).to(dtype)
+
+
+class Runner:
+    """The forward and backward of one cell family over a chunk (see :class:`Backend`)."""
+
+    def forward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk, state: State,
+                keep: bool) -> tuple[Tensor, State, tuple | None]:
+        raise NotImplementedError
+
+    def backward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk, residuals: tuple,
+                 grad_out: Tensor, grad_state: State) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        raise NotImplementedError
+
+
+def bias_sums(cell: CellSpec, p: Params, dpre: Tensor, cols: dict[str, slice]) -> dict[str, Tensor | None]:
+    """Gradients of the bias parameters among ``p``: each the sum over steps and rows of the
+    ``dpre`` columns given for it."""
+    return {name: dpre[..., cols[name]].sum((0, 1)).to(p[name].dtype) if p[name].requires_grad else None
+            for name in cols if name in p}
+
+
+def chunk_mask(chunk: Chunk) -> Tensor | None:
+    """The chunk's mask as contiguous bytes for the kernels."""
+    return None if chunk.mask is None else chunk.mask.to(torch.uint8).contiguous()
