@@ -9,6 +9,8 @@ recurrent GEMM) and ``GB`` (a gate bias vector); see ``revrnn.cells.gru.GATE_TER
     r, z = σ(gate terms);  ĥn = rec_n + b_hn;  n = tanh(xp_n + r ĥn);  h' = z h + (1 − z) n
 
 Activations kept: ``[r, z, n, ĥn]`` (B, 4H). Backward writes ``[da_r, da_z, dĥn, da_n]``.
+With KAF gates (the KAF-GRU, :mod:`revrnn.kernels.kaf`) r and z are gated KAFs and the pre-activations
+of r and z are kept in their place.
 
 **Reset-before** (two dependent GEMMs; ``NG`` gates: 2 for the GRU (r, z), 1 for the MGU (f)):
 
@@ -31,6 +33,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .common import BLOCK, compute_type, grid, sigmoid, tanh, units, valid_rows
+from .kaf import kaf_args, kept_gate, load_gamma, sigmoid_or_kaf
 
 
 @triton.jit
@@ -48,12 +51,15 @@ def _gate(xp, rec, gb, b, j, q, H, ok, GX, GR, X: tl.constexpr, HREC: tl.constex
 
 
 @triton.jit
-def _after_forward(xp, rec, gb, bhn, h, mask, h_out, y, act, N, H, GX, GR,
-                   X: tl.constexpr, HREC: tl.constexpr, GB: tl.constexpr, BHN: tl.constexpr,
+def _after_forward(xp, rec, gb, bhn, h, mask, alpha, dictionary, gamma, h_out, y, act, N, H, GX, GR, D,
+                   X: tl.constexpr, HREC: tl.constexpr, GB: tl.constexpr, BHN: tl.constexpr, KAF: tl.constexpr,
                    HAS_MASK: tl.constexpr, KEEP: tl.constexpr, CT: tl.constexpr, BLOCK: tl.constexpr):
     offs, ok, b, j = units(N, H, BLOCK)
-    r = sigmoid(_gate(xp, rec, gb, b, j, 0, H, ok, GX, GR, X, HREC, GB, CT))
-    z = sigmoid(_gate(xp, rec, gb, b, j, 1, H, ok, GX, GR, X, HREC, GB, CT))
+    gam = load_gamma(gamma, KAF, CT)
+    sr = _gate(xp, rec, gb, b, j, 0, H, ok, GX, GR, X, HREC, GB, CT)
+    sz = _gate(xp, rec, gb, b, j, 1, H, ok, GX, GR, X, HREC, GB, CT)
+    r = sigmoid_or_kaf(sr, alpha, dictionary, gam, 0, j, H, ok, D, KAF)
+    z = sigmoid_or_kaf(sz, alpha, dictionary, gam, 1, j, H, ok, D, KAF)
     hn = tl.load(rec + b * GR + (GR - H) + j, mask=ok).to(CT)
     if BHN:
         hn += tl.load(bhn + j, mask=ok).to(CT)
@@ -65,6 +71,8 @@ def _after_forward(xp, rec, gb, bhn, h, mask, h_out, y, act, N, H, GX, GR,
     tl.store(y + offs, tl.where(valid, h1, 0.0).to(y.dtype.element_ty), mask=ok)
     if KEEP:
         ty, row = act.dtype.element_ty, b * 4 * H + j
+        if KAF:  # the pre-activations, for backward to recompute gates and slopes
+            r, z = sr, sz
         tl.store(act + row, r.to(ty), mask=ok)
         tl.store(act + row + H, z.to(ty), mask=ok)
         tl.store(act + row + 2 * H, n.to(ty), mask=ok)
@@ -72,23 +80,29 @@ def _after_forward(xp, rec, gb, bhn, h, mask, h_out, y, act, N, H, GX, GR,
 
 
 @triton.jit
-def _after_backward(act, h, mask, dy, dh, dpre, N, H, HAS_MASK: tl.constexpr, CT: tl.constexpr,
-                    BLOCK: tl.constexpr):
+def _after_backward(act, h, mask, alpha, dictionary, gamma, dy, dh, dpre, dkaf, N, H, D, KAF: tl.constexpr,
+                    HAS_MASK: tl.constexpr, CT: tl.constexpr, BLOCK: tl.constexpr):
     offs, ok, b, j = units(N, H, BLOCK)
     row = b * 4 * H + j
-    r = tl.load(act + row, mask=ok).to(CT)
-    z = tl.load(act + row + H, mask=ok).to(CT)
+    gam = load_gamma(gamma, KAF, CT)
+    r, sr = kept_gate(tl.load(act + row, mask=ok).to(CT), alpha, dictionary, gam, 0, j, H, ok, D, KAF)
+    z, sz = kept_gate(tl.load(act + row + H, mask=ok).to(CT), alpha, dictionary, gam, 1, j, H, ok, D, KAF)
     n = tl.load(act + row + 2 * H, mask=ok).to(CT)
     hn = tl.load(act + row + 3 * H, mask=ok).to(CT)
     valid = valid_rows(mask, b, ok, HAS_MASK)
     gh = tl.load(dh + offs, mask=ok) + tl.where(valid, tl.load(dy + offs, mask=ok).to(CT), 0.0)
     h0 = tl.load(h + offs, mask=ok)
     dn = gh * (1 - z) * (1 - n * n)
+    dr, dz = dn * hn, gh * (h0 - n)  # gradients of the gates' values
     zero = tl.zeros_like(gh)
-    tl.store(dpre + row, tl.where(valid, dn * hn * r * (1 - r), zero), mask=ok)
-    tl.store(dpre + row + H, tl.where(valid, gh * (h0 - n) * z * (1 - z), zero), mask=ok)
+    tl.store(dpre + row, tl.where(valid, dr * sr, zero), mask=ok)
+    tl.store(dpre + row + H, tl.where(valid, dz * sz, zero), mask=ok)
     tl.store(dpre + row + 2 * H, tl.where(valid, dn * r, zero), mask=ok)
     tl.store(dpre + row + 3 * H, tl.where(valid, dn, zero), mask=ok)
+    if KAF:  # ∂g/∂KAF = ½ g (1 − g)
+        krow = b * 2 * H + j
+        tl.store(dkaf + krow, tl.where(valid, 0.5 * dr * r * (1 - r), zero), mask=ok)
+        tl.store(dkaf + krow + H, tl.where(valid, 0.5 * dz * z * (1 - z), zero), mask=ok)
     tl.store(dh + offs, tl.where(valid, gh * z, gh), mask=ok)
 
 
@@ -183,25 +197,33 @@ def _flags(xp: Tensor, rec: Tensor | None, gb: Tensor | None, H: int, hrec: bool
 
 @torch.library.custom_op("revrnn::gru_forward_step", mutates_args=("h_out", "y", "act"))
 def gru_forward_step(xp: Tensor, rec: Tensor, gb: Tensor | None, bhn: Tensor | None, h: Tensor,
-                     mask: Tensor | None, h_out: Tensor, y: Tensor, act: Tensor | None) -> None:
+                     mask: Tensor | None, kaf: list[Tensor], h_out: Tensor, y: Tensor, act: Tensor | None) -> None:
     """One reset-after step. ``xp`` (B, 3H) or (B, H) (no input gate terms); ``rec`` (B, 3H)
     or (B, H) (no recurrent gate terms); ``gb`` (2H) gate bias; ``bhn`` (H) the recurrent
-    candidate bias; ``h``, ``h_out`` (B, H) in the state dtype; ``act`` (B, 4H) or None."""
+    candidate bias; ``h``, ``h_out`` (B, H) in the state dtype; ``act`` (B, 4H) or None;
+    ``kaf`` empty, or the KAF-GRU's [alpha (2H, D), dictionary (D,), γ (1,)]: then r and z are
+    gated KAFs and ``act`` keeps their pre-activations."""
     B, H = h.shape
     N = B * H
+    alpha, dictionary, gamma, D = kaf_args(kaf, h)
     _after_forward[grid(N)](xp, rec, rec if gb is None else gb, rec if bhn is None else bhn, h,
-                            h if mask is None else mask, h_out, y, h if act is None else act, N, H,
-                            **_flags(xp, rec, gb, H, rec.shape[1] > H), BHN=bhn is not None, HAS_MASK=mask is not None,
+                            h if mask is None else mask, alpha, dictionary, gamma, h_out, y,
+                            h if act is None else act, N, H, **_flags(xp, rec, gb, H, rec.shape[1] > H), D=D,
+                            BHN=bhn is not None, KAF=bool(kaf), HAS_MASK=mask is not None,
                             KEEP=act is not None, CT=compute_type(h), BLOCK=BLOCK)
 
 
-@torch.library.custom_op("revrnn::gru_backward_step", mutates_args=("dh", "dpre"))
-def gru_backward_step(act: Tensor, h: Tensor, mask: Tensor | None, dy: Tensor, dh: Tensor, dpre: Tensor) -> None:
+@torch.library.custom_op("revrnn::gru_backward_step", mutates_args=("dh", "dpre", "dkaf"))
+def gru_backward_step(act: Tensor, h: Tensor, mask: Tensor | None, kaf: list[Tensor], dy: Tensor, dh: Tensor,
+                      dpre: Tensor, dkaf: Tensor | None) -> None:
     """Backward of one reset-after step: ``dpre`` (B, 4H) receives ``[da_r, da_z, dĥn, da_n]``,
-    ``dh`` goes from the new state's gradient to the direct part of the previous one's."""
+    ``dh`` goes from the new state's gradient to the direct part of the previous one's; with
+    KAF gates ``dkaf`` (B, 2H) receives ``∂L/∂KAF`` of r and z."""
     B, H = dh.shape
     N = B * H
-    _after_backward[grid(N)](act, h, dh if mask is None else mask, dy, dh, dpre, N, H,
+    alpha, dictionary, gamma, D = kaf_args(kaf, dh)
+    _after_backward[grid(N)](act, h, dh if mask is None else mask, alpha, dictionary, gamma, dy, dh, dpre,
+                             dh if dkaf is None else dkaf, N, H, D, KAF=bool(kaf),
                              HAS_MASK=mask is not None, CT=compute_type(dh), BLOCK=BLOCK)
 
 

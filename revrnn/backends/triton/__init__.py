@@ -23,6 +23,7 @@ from torch import Tensor
 from ...cells.base import CellSpec
 from ...cells.glstm import GLSTMCell
 from ...cells.gru import GRUCell
+from ...cells.kaf import KAFGRUCell, KAFLSTMCell
 from ...cells.libru import LiBRUCell
 from ...cells.ligru import LiGRUCell
 from ...cells.lstm import LSTMCell
@@ -58,8 +59,8 @@ class TritonBackend(Backend):
         #: what the g-LSTM's sparse path computed and skipped, summed over runs
         self.sparse_work = SparseWork()
         self._runners: dict[type, Runner] = {
-            LSTMCell: LSTMRunner(self), GLSTMCell: SparseGLSTMRunner(self), MGUCell: ResetBeforeRunner(),
-            LiGRUCell: LightRunner(), LiBRUCell: LightRunner()}
+            LSTMCell: LSTMRunner(self), KAFLSTMCell: LSTMRunner(self), GLSTMCell: SparseGLSTMRunner(self),
+            MGUCell: ResetBeforeRunner(), LiGRUCell: LightRunner(), LiBRUCell: LightRunner()}
         self._gru = {True: GRURunner(self), False: ResetBeforeRunner()}
 
     def use_persistent(self, cell: CellSpec, like: Tensor) -> bool:
@@ -80,8 +81,8 @@ class TritonBackend(Backend):
         kind = type(cell)
         if kind is GRUCell:
             return self._gru[cell.reset_after]
-        if kind in (LSTMCell, GLSTMCell) and cell.proj_size:
-            return None
+        if kind is KAFGRUCell:  # reset-after, variant 0
+            return self._gru[True]
         return self._runners.get(kind)
 
     def availability(self, device: torch.device) -> str | None:

@@ -9,7 +9,8 @@ from torch import Tensor
 
 from ...cells.base import CellSpec, Params
 from ...cells.gru import GRUCell
-from .runner import Runner, Steps, bias_sums, chunk_mask, common, grad_buffers, kernels, weight_grad
+from .runner import (Runner, Steps, bias_sums, chunk_mask, common, grad_buffers, kaf_grads, kaf_operands, kernels,
+                     weight_grad)
 
 if TYPE_CHECKING:
     from . import TritonBackend
@@ -26,7 +27,7 @@ def gate_bias(cell: CellSpec, p: Params) -> Tensor | None:
 
 
 class GRURunner(Runner):
-    """torch.nn.GRU (reset-after) and its gate variants GRU1–3: one GEMM per step.
+    """torch.nn.GRU (reset-after), its gate variants GRU1–3 and the KAF-GRU: one GEMM per step.
 
     Residuals: ``[r, z, n, ĥn]`` (K, B, 4H) in the input dtype and the float states, or those
     of :func:`revrnn.kernels.persistent.gru_forward` (three tensors) when it ran the chunk.
@@ -44,12 +45,13 @@ class GRURunner(Runner):
         (hs,) = run.states
         w_t = p["weight_hh"].t()
         gb, bhn = gate_bias(cell, p), p["bias_hh"][-H:] if cell.bias else None
+        kaf = kaf_operands(cell, p, run.sdtype)
         act = run.new(K, B, 4 * H, dtype=run.dtype) if keep else None
         y, rec = run.new(K, B, H, dtype=run.dtype), run.new(B, w_t.shape[1], dtype=run.dtype)
         for i in range(K):
             r, w = run.rows(i)
             torch.mm(hs[r].to(run.dtype), w_t, out=rec)
-            kernels.gru.gru_forward_step(run.xp[i], rec, gb, bhn, hs[r], run.mask_at(i), hs[w], y[i],
+            kernels.gru.gru_forward_step(run.xp[i], rec, gb, bhn, hs[r], run.mask_at(i), kaf, hs[w], y[i],
                                  None if act is None else act[i])
         return y, run.end(), ((act, hs) if keep else None)
 
@@ -67,13 +69,18 @@ class GRURunner(Runner):
         mask = chunk_mask(chunk)
         (dh,) = grad_buffers(grad_state, sdtype)
         dpre = common.new((K, B, 4 * H), sdtype, act.device)
+        kaf = kaf_operands(cell, p, sdtype)
+        dkaf = common.new((K, B, 2 * H), sdtype, act.device) if kaf else None
         dy = grad_out.contiguous()
         for i in range(K - 1, -1, -1):
-            kernels.gru.gru_backward_step(act[i], hs[i], None if mask is None else mask[i], dy[i], dh, dpre[i])
+            kernels.gru.gru_backward_step(act[i], hs[i], None if mask is None else mask[i], kaf, dy[i], dh, dpre[i],
+                                          None if dkaf is None else dkaf[i])
             dh += dpre[i, :, rec].to(dtype) @ w.to(dtype)
         grads = {"weight_hh": weight_grad(dpre[..., rec], hs[:K], dtype) if w.requires_grad else None}
         grads.update(bias_sums(cell, p, dpre, {"bias_gates": slice(0, 2 * H),
                                                "bias_hh": slice(0, 3 * H) if "x" in cell.terms else slice(2 * H, 3 * H)}))
+        if kaf:
+            grads.update(kaf_grads(p, kaf, act, dkaf, H, skip=2 * H))
         gxp = torch.cat((dpre[..., :2 * H], dpre[..., 3 * H:]), -1) if "x" in cell.terms else dpre[..., 3 * H:]
         return gxp.to(dtype), (dh.to(dtype),), grads
 

@@ -11,17 +11,20 @@ from torch import Tensor
 from ...cells.base import CellSpec, Params
 from ...cells.glstm import SIGMA_MIN, GLSTMCell
 from ..base import Chunk
-from .runner import Runner, Steps, chunk_mask, common, grad_buffers, kernels, weight_grad
+from .runner import Runner, Steps, chunk_mask, common, grad_buffers, kaf_grads, kaf_operands, kernels, weight_grad
 
 if TYPE_CHECKING:
     from . import TritonBackend
 
 
 class LSTMRunner(Runner):
-    """torch.nn.LSTM (no projection) and, with the time gate, the g-LSTM (dense: every unit is
-    computed and closed units are passed through by the kernel).
+    """torch.nn.LSTM (with or without projection), the KAF-gated LSTM and, with the time gate,
+    the g-LSTM (dense: every unit is computed and closed units are passed through by the kernel).
 
-    Residuals: the activations (K, B, 4H) in the input dtype and the float states (K + 1, B, H).
+    Residuals: the activations (K, B, 4H) in the input dtype (the i, f, o pre-activations instead
+    of the gates with KAF gates) and the float states h (K + 1, B, P) and c (K + 1, B, H).
+    Projecting, the kernel yields ``o ⊙ tanh(c)`` and a GEMM per step projects it; backward gets
+    that output back from its kernel and computes ``W_hr``'s gradient as one GEMM per chunk.
     """
 
     def __init__(self, backend: "TritonBackend") -> None:
@@ -35,48 +38,87 @@ class LSTMRunner(Runner):
         t = torch.arange(chunk.t0, chunk.t0 + chunk.xp.shape[0], device=chunk.xp.device)
         return cell.time_gate(p, t).to(sdtype).contiguous()
 
+    @staticmethod
+    def project(hc: Tensor, w_hr: Tensor, h_prev: Tensor, h_out: Tensor, y: Tensor, mask: Tensor | None) -> None:
+        """``h = o ⊙ tanh(c) W_hrᵀ`` into the output ``y`` and, on valid rows, the state ``h_out``
+        (masked rows keep ``h_prev`` and output 0)."""
+        torch.mm(hc.to(y.dtype), w_hr.t(), out=y)
+        if mask is None:
+            h_out.copy_(y)
+        else:
+            valid = mask[:, None].bool()
+            torch.where(valid, y.to(h_out.dtype), h_prev, out=h_out)
+            y.masked_fill_(~valid, 0)
+
     def forward(self, cell, p, extras, chunk, state, keep):
         if self.backend.use_persistent(cell, chunk.xp):
             y, h, c, res = kernels.persistent.lstm_forward(chunk.xp, p["weight_hh"], *state, chunk.mask, keep)
             return y, (h.to(y.dtype), c.to(y.dtype)), res
         run = Steps(chunk, state, keep)
         K, B, G = run.xp.shape
-        H = G // 4
         hs, cs = run.states
-        w_t = p["weight_hh"].t()
+        w_t, w_hr = p["weight_hh"].t(), p.get("weight_hr")
         k = self.time_gate(cell, p, chunk, run.sdtype)
+        kaf = kaf_operands(cell, p, run.sdtype)
         act = run.new(K, B, G, dtype=run.dtype) if keep else None
-        y, rec = run.new(K, B, H, dtype=run.dtype), run.new(B, G, dtype=run.dtype)
+        y, rec = run.new(K, B, hs.shape[-1], dtype=run.dtype), run.new(B, G, dtype=run.dtype)
+        hc = None if w_hr is None else run.new(B, G // 4)
         for i in range(K):
             r, w = run.rows(i)
             torch.mm(hs[r].to(run.dtype), w_t, out=rec)
-            kernels.lstm.lstm_forward_step(run.xp[i], rec, hs[r], cs[r], run.mask_at(i), None if k is None else k[i],
-                                   hs[w], cs[w], y[i], None if act is None else act[i])
+            kernels.lstm.lstm_forward_step(run.xp[i], rec, None if hc is not None else hs[r], cs[r], run.mask_at(i),
+                                           None if k is None else k[i], kaf, hs[w] if hc is None else hc, cs[w],
+                                           y[i] if hc is None else None, None if act is None else act[i])
+            if hc is not None:
+                self.project(hc, w_hr, hs[r], hs[w], y[i], run.mask_at(i))
         return y, run.end(), ((act, hs, cs) if keep else None)
 
     def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
         act, hs, cs = residuals
         K, B, G = act.shape
-        dtype, sdtype = act.dtype, hs.dtype
-        w = p["weight_hh"]
+        H, dtype, sdtype = G // 4, act.dtype, hs.dtype
+        w, w_hr = p["weight_hh"], p.get("weight_hr")
         if self.backend.use_persistent(cell, act):  # the same residual layout as the step kernels'
             gxp, dh, dc, dw = kernels.persistent.lstm_backward(residuals, w, grad_out, *grad_state, chunk.mask,
-                                                       w.requires_grad)
+                                                               w.requires_grad)
             return gxp, (dh.to(dtype), dc.to(dtype)), {"weight_hh": dw}
         k = self.time_gate(cell, p, chunk, sdtype)
+        kaf = kaf_operands(cell, p, sdtype)
         mask = chunk_mask(chunk)
         dh, dc = grad_buffers(grad_state, sdtype)
         dgates = common.new((K, B, G), sdtype, act.device)
         dk = None if k is None else torch.empty_like(hs[1:])
+        dkaf = common.new((K, B, 3 * H), sdtype, act.device) if kaf else None
+        if w_hr is not None:  # per step: the gradient of the projection's output, and its input
+            dproj, hcs, dhc = (common.new(shape, sdtype, act.device) for shape in ((K, *dh.shape), (K, B, H), (B, H)))
         dy = grad_out.contiguous()
         for i in range(K - 1, -1, -1):
-            kernels.lstm.lstm_backward_step(act[i], hs[i], cs[i], None if mask is None else mask[i],
-                                    None if k is None else k[i], dy[i], dh, dc, dgates[i],
-                                    None if dk is None else dk[i])
+            m = None if mask is None else mask[i]
+            if w_hr is None:
+                kernels.lstm.lstm_backward_step(act[i], hs[i], cs[i], m, None if k is None else k[i], kaf, dy[i],
+                                                dh, dc, dgates[i], None if dk is None else dk[i],
+                                                None if dkaf is None else dkaf[i], None)
+            else:
+                # valid rows send the gradient of their new h through the projection; masked
+                # rows pass it to the previous h
+                torch.add(dh, dy[i] if m is None else dy[i] * m[:, None], out=dproj[i])
+                if m is None:
+                    dh.zero_()
+                else:
+                    valid = m[:, None].bool()
+                    dh.copy_(dproj[i].masked_fill(valid, 0))
+                    dproj[i].masked_fill_(~valid, 0)
+                dhc.copy_(dproj[i].to(dtype) @ w_hr.to(dtype))
+                kernels.lstm.lstm_backward_step(act[i], None, cs[i], m, None, kaf, None, dhc, dc, dgates[i], None,
+                                                None if dkaf is None else dkaf[i], hcs[i])
             dh += dgates[i].to(dtype) @ w.to(dtype)  # the recurrent part of dh_{t-1}
         grads: dict[str, Tensor | None] = {"weight_hh": weight_grad(dgates, hs[:K], dtype) if w.requires_grad else None}
+        if w_hr is not None:
+            grads["weight_hr"] = weight_grad(dproj, hcs, dtype) if w_hr.requires_grad else None
         if k is not None:
             grads.update(time_gate_grads(cell, p, chunk, k, dk.sum(1)))
+        if kaf:
+            grads.update(kaf_grads(p, kaf, act, dkaf, H, skip=2 * H))
         return dgates.to(dtype), (dh.to(dtype), dc.to(dtype)), grads
 
 
@@ -148,7 +190,7 @@ class SparseGLSTMRunner(LSTMRunner):
                 act = run.new(B, 4 * n, dtype=run.dtype) if keep else None
                 h_n, c_n, y_o = run.new(B, n), run.new(B, n), run.new(B, n, dtype=run.dtype)
                 kernels.lstm.lstm_forward_step(run.xp[i][:, rows].contiguous(), rec, h_o, c_o, run.mask_at(i),
-                                       k[i, units].contiguous(), h_n, c_n, y_o, act)
+                                               k[i, units].contiguous(), [], h_n, c_n, y_o, act)
                 h[:, units], c[:, units] = h_n, c_n
                 if keep:
                     olds.append(torch.stack((h_o, c_o)))
@@ -191,8 +233,8 @@ class SparseGLSTMRunner(LSTMRunner):
             dh_o, dc_o = dh[:, units].contiguous(), dc[:, units].contiguous()
             dgates, dk_o = common.new((B, 4 * n), sdtype, h.device), torch.empty_like(dh_o)
             kernels.lstm.lstm_backward_step(acts[:, aoff:aoff + 4 * n].contiguous(), h_o, c_o,
-                                    None if mask is None else mask[i], k[i, units].contiguous(),
-                                    torch.zeros_like(dh_o), dh_o, dc_o, dgates, dk_o)
+                                            None if mask is None else mask[i], k[i, units].contiguous(), [],
+                                            torch.zeros_like(dh_o), dh_o, dc_o, dgates, dk_o, None, None)
             dh[:, units], dc[:, units] = dh_o, dc_o
             w_o = w[rows].to(dtype)
             dh += dgates.to(dtype) @ w_o

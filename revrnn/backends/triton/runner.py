@@ -6,11 +6,12 @@ import torch
 from torch import Tensor
 
 from ...cells.base import CellSpec, Params, State
+from ...cells.kaf import KAFGates
 from ..base import Chunk
 
 try:  # at import, not first use: torch.compile cannot trace an import
     from ... import kernels
-    from ...kernels import common, gru, light, lstm, persistent  # noqa: F401 (attributes of kernels)
+    from ...kernels import common, gru, kaf, light, lstm, persistent  # noqa: F401 (attributes of kernels)
     MISSING = None
 except ImportError as err:  # Triton is not installed
     kernels = common = None
@@ -79,6 +80,24 @@ def bias_sums(cell: CellSpec, p: Params, dpre: Tensor, cols: dict[str, slice]) -
     ``dpre`` columns given for it."""
     return {name: dpre[..., cols[name]].sum((0, 1)).to(p[name].dtype) if p[name].requires_grad else None
             for name in cols if name in p}
+
+
+def kaf_operands(cell: CellSpec, p: Params, sdtype: torch.dtype) -> list[Tensor]:
+    """The step kernels' ``kaf`` argument: [alpha, dictionary, γ] for a KAF-gated cell (γ as a
+    tensor in the state dtype, exact for float64), else empty."""
+    if not isinstance(cell, KAFGates):
+        return []
+    alpha = p["kaf_alpha"]
+    return [alpha.contiguous(), p["kaf_dict"].contiguous(),
+            torch.full((1,), cell.gamma, dtype=sdtype, device=alpha.device)]
+
+
+def kaf_grads(p: Params, kaf: list[Tensor], act: Tensor, dkaf: Tensor, hidden: int, skip: int) -> dict[str, Tensor | None]:
+    """``kaf_alpha``'s gradient over a chunk (:func:`revrnn.kernels.kaf.alpha_grad`)."""
+    alpha, dictionary, gamma = kaf
+    if not p["kaf_alpha"].requires_grad:
+        return {"kaf_alpha": None}
+    return {"kaf_alpha": kernels.kaf.alpha_grad(act, dkaf, dictionary, gamma, hidden, skip).to(alpha.dtype)}
 
 
 def chunk_mask(chunk: Chunk) -> Tensor | None:
