@@ -13,12 +13,13 @@ and carry ``ratio`` = their time per step over the comparison's baseline row's (
   its size heuristics allow). At the
   small size revrnn runs without and with its persistent kernels (``persistent="always"``).
   Target: revrnn ≤ 1.2.
-* ``cells``: MGU, LiGRU (no batch norm), LiBRU, GRU variant 1 and g-LSTM, Triton (baseline,
-  T steps) against the eager PyTorch loop (``backend="reference"``) and ``torch.compile`` of
-  it, those two at ``--eager-T`` steps (default 100): the loop's time is linear in T and
-  compiling unrolls it, so a full-length run would only cost time; ratios are per step.
-  A compile that fails or passes ``--compile-timeout`` is a row with its error. Target:
-  eager ≥ 20.
+* ``cells``: MGU, KAF-LSTM, KAF-GRU, LiGRU (no batch norm), LiBRU, GRU variant 1 and g-LSTM,
+  Triton (baseline, T steps) against the eager PyTorch loop (``backend="reference"``) and
+  ``torch.compile`` of it, those two at ``--eager-T`` steps (default 100): the loop's time is
+  linear in T and compiling unrolls it, so a full-length run would only cost time; ratios are
+  per step. A compile that fails or passes ``--compile-timeout`` is a row with its error.
+  Target: eager ≥ 20. The LSTM with ``proj_size = H/4``, which cuDNN implements, is compared
+  with cuDNN instead (float32, TF32 off). Target: revrnn ≤ 1.2.
 * ``reversible``: RevGRU / RevLSTM on Triton, ``memory="store"`` (baseline) against
   ``"reversible"``. Target: reversible ≤ 1.5.
 * ``sparse``: g-LSTM whose ``sigma_fraction`` is set so that about 10 % of the unit-steps are
@@ -224,11 +225,13 @@ def cudnn_group(b: Bench) -> None:
 
 
 def cells_group(b: Bench) -> None:
-    from revrnn.nn import GLSTM, GRU, MGU, LiBRU, LiGRU
+    from revrnn.nn import GLSTM, GRU, KAFGRU, KAFLSTM, LSTM, MGU, LiBRU, LiGRU
 
     a = b.args
     cells: dict[str, Callable[[str], nn.Module]] = {
         "MGU": lambda be: MGU(a.input, a.hidden, backend=be),
+        "KAFLSTM": lambda be: KAFLSTM(a.input, a.hidden, backend=be),
+        "KAFGRU": lambda be: KAFGRU(a.input, a.hidden, backend=be),
         "LiGRU (no BN)": lambda be: LiGRU(a.input, a.hidden, batch_norm=False, backend=be),
         "LiBRU": lambda be: LiBRU(a.input, a.hidden, backend=be),
         "GRU variant=1": lambda be: GRU(a.input, a.hidden, variant=1, backend=be),
@@ -242,6 +245,13 @@ def cells_group(b: Bench) -> None:
                        target=(">=", 20.0), **kw),
                  b.row("cells", case, "torch.compile(reference)", lambda: make("reference"), T=a.eager_T,
                        compiled=True, **kw)])
+    # the projecting LSTM: cuDNN implements it, so that is the baseline
+    P = max(a.hidden // 4, 1)
+    case = f"LSTM proj_size={P} B={a.batch} H={a.hidden}"
+    compare([b.row("cells", case, "cudnn" if b.cuda else "torch.nn (CPU)", lambda: nn.LSTM(a.input, a.hidden, proj_size=P),
+                   settings=((torch.backends.cudnn, "allow_tf32", False),), T=a.T, **kw),
+             b.row("cells", case, "revrnn triton", lambda: LSTM(a.input, a.hidden, proj_size=P, backend="triton"),
+                   target=("<=", 1.2), T=a.T, **kw)])
 
 
 def reversible_group(b: Bench) -> None:

@@ -240,7 +240,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name,cls,kw", [c for c in CELLS if c[0] in
-                                         ("lstm", "gru0-after", "mgu0", "ligru-nobn", "glstm")], ids=str)
+                                         ("lstm", "lstm-proj", "kaflstm", "gru0-after", "kafgru", "mgu0",
+                                          "ligru-nobn", "glstm")], ids=str)
 def test_gpu_realistic(name, cls, kw, dtype):
     """B=32, H=256, T=200 on CUDA, against float64 on the same GPU."""
     torch.manual_seed(9)
