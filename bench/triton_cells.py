@@ -13,7 +13,7 @@ and carry ``ratio`` = their time per step over the comparison's baseline row's (
   its size heuristics allow). At the
   small size revrnn runs without and with its persistent kernels (``persistent="always"``).
   Target: revrnn ≤ 1.2.
-* ``cells``: MGU, KAF-LSTM, KAF-GRU, LiGRU (no batch norm), LiBRU, GRU variant 1 and g-LSTM,
+* ``cells``: MGU, KAF-LSTM, KAF-GRU, NRU, LiGRU (no batch norm), LiBRU, GRU variant 1 and g-LSTM,
   Triton (baseline, T steps) against the eager PyTorch loop (``backend="reference"``) and
   ``torch.compile`` of it, those two at ``--eager-T`` steps (default 100): the loop's time is
   linear in T and compiling unrolls it, so a full-length run would only cost time; ratios are
@@ -225,13 +225,14 @@ def cudnn_group(b: Bench) -> None:
 
 
 def cells_group(b: Bench) -> None:
-    from revrnn.nn import GLSTM, GRU, KAFGRU, KAFLSTM, LSTM, MGU, LiBRU, LiGRU
+    from revrnn.nn import GLSTM, GRU, KAFGRU, KAFLSTM, LSTM, MGU, NRU, LiBRU, LiGRU
 
     a = b.args
     cells: dict[str, Callable[[str], nn.Module]] = {
         "MGU": lambda be: MGU(a.input, a.hidden, backend=be),
         "KAFLSTM": lambda be: KAFLSTM(a.input, a.hidden, backend=be),
         "KAFGRU": lambda be: KAFGRU(a.input, a.hidden, backend=be),
+        "NRU": lambda be: NRU(a.input, a.hidden, backend=be),
         "LiGRU (no BN)": lambda be: LiGRU(a.input, a.hidden, batch_norm=False, backend=be),
         "LiBRU": lambda be: LiBRU(a.input, a.hidden, backend=be),
         "GRU variant=1": lambda be: GRU(a.input, a.hidden, variant=1, backend=be),

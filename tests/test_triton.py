@@ -14,13 +14,12 @@ import copy
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 pytest.importorskip("triton")
 
 import revrnn  # noqa: E402
 from revrnn.backends import BackendUnavailable, get_backend, resolve  # noqa: E402
-from utils import assert_close_all, gradcheck_module, grads, loss_of, rel_err  # noqa: E402
+from utils import assert_close_all, assert_low_precision, gradcheck_module, grads, packed_grads  # noqa: E402
 
 ULPS = 16
 #: (id, module class, constructor keywords): every cell family and gate variant with kernels
@@ -84,16 +83,7 @@ def test_bidirectional_packed(name, cls, kw):
     ref, tri = pair(cls, kw, hidden=6, bidirectional=True)
     x = torch.randn(9, 4, 5, dtype=torch.float64)
     lengths = torch.tensor([9, 3, 7, 1])
-    results = []
-    for m in (ref, tri):
-        xi = x.clone().requires_grad_()
-        torch.manual_seed(3)
-        out, state = m(pack_padded_sequence(xi, lengths, enforce_sorted=False))
-        padded, _ = pad_packed_sequence(out)
-        loss_of(padded, state).backward()
-        results.append({"out": padded.detach(), "x.grad": xi.grad,
-                        **{k: p.grad for k, p in m.named_parameters()}})
-    assert_close_all(results[1], results[0], 1e-12)
+    assert_close_all(packed_grads(tri, x, lengths, seed=3), packed_grads(ref, x, lengths, seed=3), 1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -108,18 +98,7 @@ def test_low_precision(name, cls, kw, dtype, request):
         request.applymarker(pytest.mark.xfail(strict=True, reason="LiBRU probs bfloat16 gradients"))
     torch.manual_seed(2)
     ref64, _ = pair(cls, kw, hidden=19)
-    low = copy.deepcopy(ref64).to(dtype)
-    ref64.load_state_dict({k: v.double() for k, v in low.state_dict().items()})  # the rounded weights
-    tri = copy.deepcopy(low)
-    tri.backend = "triton"
-    x = torch.randn(11, 3, 5, dtype=torch.float64).to(dtype)
-    truth, ref, got = grads(ref64, x.double()), grads(low, x), grads(tri, x)
-    eps = torch.finfo(dtype).eps
-    for key in truth:
-        bound = 2 * rel_err(ref[key].double(), truth[key]) + ULPS * eps
-        err = rel_err(got[key].double(), truth[key])
-        assert got[key].dtype == ref[key].dtype, key
-        assert err <= bound, f"{key}: triton {err:.3g} from float64, reference {dtype} {bound:.3g} allowed"
+    assert_low_precision(ref64, torch.randn(11, 3, 5, dtype=torch.float64), dtype, ULPS)
 
 
 @pytest.mark.parametrize("name,cls,kw", [c for c in CELLS if c[0] in
@@ -246,16 +225,7 @@ def test_gpu_realistic(name, cls, kw, dtype):
     """B=32, H=256, T=200 on CUDA, against float64 on the same GPU."""
     torch.manual_seed(9)
     ref64 = cls(64, 256, dtype=torch.float64, backend="reference", **kw).cuda()
-    low = copy.deepcopy(ref64).to(dtype)
-    ref64.load_state_dict({k: v.double() for k, v in low.state_dict().items()})
-    tri = copy.deepcopy(low)
-    tri.backend = "triton"
-    x = torch.randn(200, 32, 64, device="cuda").to(dtype)
-    truth, ref, got = grads(ref64, x.double()), grads(low, x), grads(tri, x)
-    eps = torch.finfo(dtype).eps
-    for key in truth:
-        bound = 2 * rel_err(ref[key].double(), truth[key]) + ULPS * eps
-        assert rel_err(got[key].double(), truth[key]) <= bound, key
+    assert_low_precision(ref64, torch.randn(200, 32, 64, dtype=torch.float64, device="cuda"), dtype, ULPS)
 
 
 @pytest.mark.gpu
@@ -292,11 +262,4 @@ def test_persistent_matches_reference(persistent_on, cls, kw, strategy):
     x = torch.randn(9, 19, 5)
     lengths = torch.randint(1, 10, (19,))
     lengths[0] = 9
-    results = []
-    for m in (ref, tri):
-        xi = x.clone().requires_grad_()
-        out, state = m(pack_padded_sequence(xi, lengths, enforce_sorted=False))
-        padded, _ = pad_packed_sequence(out)
-        loss_of(padded, state).backward()
-        results.append({"out": padded.detach(), "x.grad": xi.grad, **{k: p.grad for k, p in m.named_parameters()}})
-    assert_close_all(results[1], results[0], 1e-5)
+    assert_close_all(packed_grads(tri, x, lengths), packed_grads(ref, x, lengths), 1e-5)

@@ -133,3 +133,36 @@ def randomise_bn(m: nn.Module) -> None:
         for name, t in m.named_parameters():
             if name.startswith("bn_"):
                 t.copy_(torch.randn_like(t) * 0.5 + (1 if "weight" in name else 0))
+
+
+def assert_low_precision(ref64: nn.Module, x: Tensor, dtype: torch.dtype, ulps: int = 16) -> None:
+    """A copy of ``ref64`` (float64, reference backend) in ``dtype`` on the triton backend is no
+    further from float64 than twice the reference's own error in ``dtype``, plus ``ulps``·eps,
+    in every output, state and gradient, whose dtypes match the reference's. ``ref64`` takes the
+    weights rounded to ``dtype`` first, and ``x`` is rounded too, so all runs start alike."""
+    low = copy.deepcopy(ref64).to(dtype)
+    ref64.load_state_dict({k: v.double() for k, v in low.state_dict().items()})
+    tri = copy.deepcopy(low)
+    tri.backend = "triton"
+    x = x.to(dtype)
+    truth, ref, got = grads(ref64, x.double()), grads(low, x), grads(tri, x)
+    eps = torch.finfo(dtype).eps
+    for key in truth:
+        bound = 2 * rel_err(ref[key].double(), truth[key]) + ulps * eps
+        err = rel_err(got[key].double(), truth[key])
+        assert got[key].dtype == ref[key].dtype, key
+        assert err <= bound, f"{key}: triton {err:.3g} from float64, reference {dtype} {bound:.3g} allowed"
+
+
+def packed_grads(module: nn.Module, x: Tensor, lengths: Tensor, seed: int | None = None) -> dict[str, Tensor]:
+    """The padded output, input gradient, final states and parameter gradients of ``module`` on
+    ``x`` packed to ``lengths`` (the RNG seeded first when ``seed`` is given, for dropout)."""
+    xi = x.clone().requires_grad_()
+    if seed is not None:
+        torch.manual_seed(seed)
+    out, state = module(pack_padded_sequence(xi, lengths, enforce_sorted=False))
+    padded, _ = pad_packed_sequence(out)
+    loss_of(padded, state).backward()
+    return {"out": padded.detach(), "x.grad": xi.grad,
+            **{f"state{k}": s.detach() for k, s in enumerate(as_tuple(state))},
+            **{k: p.grad for k, p in module.named_parameters()}}

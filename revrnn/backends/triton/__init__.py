@@ -28,10 +28,12 @@ from ...cells.libru import LiBRUCell
 from ...cells.ligru import LiGRUCell
 from ...cells.lstm import LSTMCell
 from ...cells.mgu import MGUCell
+from ...cells.nru import NRUCell
 from ..base import Backend
 from .gru import GRURunner, ResetBeforeRunner
 from .light import LightRunner
 from .lstm import LSTMRunner, SparseGLSTMRunner, SparseWork
+from .nru import NRURunner
 from .runner import MISSING, Runner, common, kernels
 
 __all__ = ["TritonBackend", "Runner", "SparseWork", "DTYPES"]
@@ -60,7 +62,8 @@ class TritonBackend(Backend):
         self.sparse_work = SparseWork()
         self._runners: dict[type, Runner] = {
             LSTMCell: LSTMRunner(self), KAFLSTMCell: LSTMRunner(self), GLSTMCell: SparseGLSTMRunner(self),
-            MGUCell: ResetBeforeRunner(), LiGRUCell: LightRunner(), LiBRUCell: LightRunner()}
+            MGUCell: ResetBeforeRunner(), LiGRUCell: LightRunner(), LiBRUCell: LightRunner(),
+            NRUCell: NRURunner()}
         self._gru = {True: GRURunner(self), False: ResetBeforeRunner()}
 
     def use_persistent(self, cell: CellSpec, like: Tensor) -> bool:

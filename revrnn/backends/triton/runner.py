@@ -11,7 +11,7 @@ from ..base import Chunk
 
 try:  # at import, not first use: torch.compile cannot trace an import
     from ... import kernels
-    from ...kernels import common, gru, kaf, light, lstm, persistent  # noqa: F401 (attributes of kernels)
+    from ...kernels import common, gru, kaf, light, lstm, nru, persistent  # noqa: F401 (attributes of kernels)
     MISSING = None
 except ImportError as err:  # Triton is not installed
     kernels = common = None
@@ -92,9 +92,11 @@ def kaf_operands(cell: CellSpec, p: Params, sdtype: torch.dtype) -> list[Tensor]
             torch.full((1,), cell.gamma, dtype=sdtype, device=alpha.device)]
 
 
-def kaf_grads(p: Params, kaf: list[Tensor], act: Tensor, dkaf: Tensor, hidden: int, skip: int) -> dict[str, Tensor | None]:
-    """``kaf_alpha``'s gradient over a chunk (:func:`revrnn.kernels.kaf.alpha_grad`)."""
-    alpha, dictionary, gamma = kaf
+def kaf_grads(p: Params, operands: list[Tensor], act: Tensor, dkaf: Tensor, hidden: int,
+              skip: int) -> dict[str, Tensor | None]:
+    """``kaf_alpha``'s gradient over a chunk (:func:`revrnn.kernels.kaf.alpha_grad`) from the
+    :func:`kaf_operands`, the kept activations and the kernels' ``∂L/∂KAF``."""
+    alpha, dictionary, gamma = operands
     if not p["kaf_alpha"].requires_grad:
         return {"kaf_alpha": None}
     return {"kaf_alpha": kernels.kaf.alpha_grad(act, dkaf, dictionary, gamma, hidden, skip).to(alpha.dtype)}

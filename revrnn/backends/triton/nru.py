@@ -1,0 +1,94 @@
+"""The runner of the NRU (:mod:`revrnn.cells.nru`); its kernels are :mod:`revrnn.kernels.nru`."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ...cells.base import Params
+from ...cells.nru import L5_EPS, NRUCell
+from .runner import Runner, bias_sums, chunk_mask, common, kernels, weight_grad
+
+
+class NRURunner(Runner):
+    """The NRU step as two GEMMs in torch and two kernels forward, three GEMMs (one recomputes
+    the heads) and three kernels backward (see :mod:`revrnn.kernels.nru`).
+
+    Unlike the other cells', the GEMMs run in the state dtype, float32 for float16/bfloat16
+    input, as the reference step computes: the memory is unbounded. States, outputs and their
+    gradients are in the state dtype; the gradient of the projected input is in its dtype.
+
+    Residuals: the states ``[h; m]`` before and after every step, one (K + 1, B, H + M) tensor
+    in the state dtype, and nothing else; backward recomputes each step's heads with one GEMM
+    on ``[h_t; m_{t-1}]``, and the kernels recompute the write and erase vectors from them.
+    """
+
+    @staticmethod
+    def weights(cell: NRUCell, p: Params, sdtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``weight_hh``, ``weight_heads`` and ``bias_heads`` (None without bias) in the state dtype."""
+        bias = p["bias_heads"].to(sdtype) if cell.bias else None
+        return p["weight_hh"].to(sdtype), p["weight_heads"].to(sdtype), bias
+
+    @staticmethod
+    def heads(u: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor) -> None:
+        """``out = u weightᵀ + bias``: the step's heads from ``u = [h_t; m_{t-1}]``."""
+        if bias is None:
+            torch.mm(u, weight.t(), out=out)
+        else:
+            torch.addmm(bias, u, weight.t(), out=out)
+
+    def forward(self, cell, p, extras, chunk, state, keep):
+        xp = chunk.xp.contiguous()
+        K, B, H = xp.shape
+        sdtype = cell.state_dtype(xp.dtype)
+        L = H + cell.memory_size
+        w_hh, w_heads, b_heads = self.weights(cell, p, sdtype)
+        mask = chunk_mask(chunk)
+        s = common.new((K + 1 if keep else 2, B, L), sdtype, xp.device)
+        s[0, :, :H], s[0, :, H:] = state
+        y = common.new((K, B, H), sdtype, xp.device)
+        rec = common.new((B, H), sdtype, xp.device)
+        heads = common.new((B, cell.head_rows), sdtype, xp.device)
+        for i in range(K):
+            r, w = (i, i + 1) if keep else (i % 2, (i + 1) % 2)
+            mi = None if mask is None else mask[i]
+            torch.mm(s[r], w_hh.t(), out=rec)
+            kernels.nru.nru_hidden_step(xp[i], rec, s[r], mi, s[w], y[i])  # s[w] = [h_t; m_{t-1}]
+            self.heads(s[w], w_heads, b_heads, heads)
+            kernels.nru.nru_memory_step(heads, s[r], mi, s[w], cell.num_heads, cell.use_relu, cell.memory_clamp,
+                                        L5_EPS)
+        last = s[K if keep else K % 2]
+        end = tuple(part.clone(memory_format=torch.contiguous_format) for part in (last[:, :H], last[:, H:]))
+        return y, end, ((s,) if keep else None)
+
+    def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
+        (s,) = residuals
+        K, B, L = s.shape[0] - 1, s.shape[1], s.shape[2]
+        H, sdtype, dev = L - cell.memory_size, s.dtype, s.device
+        w_hh, w_heads, b_heads = self.weights(cell, p, sdtype)
+        mask = chunk_mask(chunk)
+        g = torch.cat([gs.to(sdtype) for gs in grad_state], 1)  # [dh; dm], updated in place
+        dy = grad_out.to(sdtype).contiguous()
+        dxp = common.new((K, B, H), sdtype, dev)
+        dheads = common.new((K, B, cell.head_rows), sdtype, dev)
+        dprod = common.new((B, 2 * cell.num_heads * cell.memory_size), sdtype, dev)
+        u = torch.empty(B, L, dtype=sdtype, device=dev)
+        heads = torch.empty(B, cell.head_rows, dtype=sdtype, device=dev)
+        for i in range(K - 1, -1, -1):
+            mi = None if mask is None else mask[i]
+            torch.cat((s[i + 1, :, :H], s[i, :, H:]), 1, out=u)
+            self.heads(u, w_heads, b_heads, heads)
+            kernels.nru.nru_memory_backward(heads, s[i], mi, g, dheads[i], dprod, cell.num_heads, cell.use_relu,
+                                            cell.memory_clamp, L5_EPS)
+            kernels.nru.nru_outer_backward(heads, dprod, mi, dheads[i], cell.num_heads)
+            g.addmm_(dheads[i], w_heads)  # the heads' part of the gradients of h_t and m_{t-1}
+            kernels.nru.nru_hidden_backward(g, dy[i], s[i + 1], mi, dxp[i])
+            g.addmm_(dxp[i], w_hh)
+        grads: dict[str, Tensor | None] = {"weight_hh": None, "weight_heads": None}
+        if p["weight_hh"].requires_grad:
+            grads["weight_hh"] = weight_grad(dxp, s[:K], sdtype).to(p["weight_hh"].dtype)
+        if p["weight_heads"].requires_grad:  # the operands [h_t; m_{t-1}] as two column blocks
+            dw = (weight_grad(dheads, s[1:, :, :H], sdtype), weight_grad(dheads, s[:K, :, H:], sdtype))
+            grads["weight_heads"] = torch.cat(dw, 1).to(p["weight_heads"].dtype)
+        grads.update(bias_sums(cell, p, dheads, {"bias_heads": slice(None)}))
+        dstate = tuple(part.clone(memory_format=torch.contiguous_format) for part in (g[:, :H], g[:, H:]))
+        return dxp.to(chunk.xp.dtype), dstate, grads
