@@ -2,10 +2,13 @@
 :class:`RecurrentBase`, with the whole stack run by one reversible Function (t-major, one
 information buffer for every layer) instead of one engine call per layer.
 
-Backends: the gates (GEMMs and activations) are torch ops on every backend, so their float
-bits do not depend on it; ``"triton"`` runs the integer core (buffer and exact multiplies) in
-the Triton kernels of :mod:`revrnn.kernels.reversible`, bit-identical to ``"reference"``.
-``"auto"`` picks Triton on CUDA tensors when it is available.
+Backends: ``"reference"`` runs each half-update as torch ops around the integer core;
+``"triton"`` runs the GEMMs in torch and everything else of a half-update (activations,
+quantisation, buffer, exact multiply, and in reverse the divide with the pointwise gradients)
+in one fused kernel of :mod:`revrnn.kernels.reversible` (:mod:`revrnn.reversible.fused`).
+Triton's σ and tanh differ from torch's at rounding level, so the two backends agree closely,
+not bit for bit; each reverses its own forward exactly. ``"auto"`` picks Triton on CUDA
+tensors when it is available.
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ class ReversibleBase(RecurrentBase):
         return s + (f", chunk_size={self.chunk_size}" if self.chunk_size is not None else "")
 
     def _use_triton(self, device: torch.device) -> bool:
-        """Whether the integer core runs in Triton: for ``backend="triton"`` (raising
+        """Whether the fused Triton half-updates run: for ``backend="triton"`` (raising
         :class:`BackendUnavailable` with the reason if it cannot run on ``device``) and for
         ``"auto"`` on CUDA tensors where it can."""
         if self.backend == "triton":

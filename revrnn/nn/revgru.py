@@ -37,8 +37,10 @@ class RevGRU(ReversibleBase):
             Independently, backward always checks that the buffer comes back empty.
         chunk_size: steps per chunk: the buffer arena grows once per chunk (one host sync), and
             backward batches weight-gradient GEMMs per chunk. Default: 64, fewer for deep stacks.
-        backend: ``"auto"``, ``"reference"`` or ``"triton"`` (the integer core in Triton kernels,
-            bit-identical; ``auto`` uses it on CUDA tensors when Triton is available).
+        backend: ``"auto"``, ``"reference"`` or ``"triton"`` (each half-update one fused Triton
+            kernel around its GEMMs; Triton's σ/tanh make it agree with ``"reference"`` closely,
+            not bit for bit, and it reverses its own forward exactly; ``auto`` uses it on CUDA
+            tensors when Triton is available).
 
     ``forward(input, h_0=None)`` returns ``output, h_n`` like torch.nn.GRU; ``h_n`` is the true
     final state. After each forward, :attr:`last_stats` holds the buffer accounting

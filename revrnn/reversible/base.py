@@ -54,6 +54,15 @@ def where_active(active: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
     return new if active is None else torch.where(active, new, old)
 
 
+def split_halves(states: tuple[Tensor, ...], G: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Views of the two halves of each (batch, 2G) state."""
+    return tuple(s[:, :G] for s in states), tuple(s[:, G:] for s in states)
+
+
+def join_halves(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return tuple(torch.cat(pair, dim=1) for pair in zip(a, b))
+
+
 class RevCellSpec(CellSpec):
     """Base of the reversible cells; see the module docstring.
 
@@ -78,9 +87,8 @@ class RevCellSpec(CellSpec):
         self.forget_bits = check_forget_bits(forget_bits)
         self.bias = bias
         self.half = hidden_size // 2
-        # z = m·σ(a) + (1 - m) with m = 1 - 2**-k lies in [2**-k, 1]; k = 0 leaves σ(a) unrestricted
-        # where a gate still scales an update term, and multiplies by nothing.
-        self.max_forget = 1.0 - 2.0 ** -forget_bits if forget_bits else 1.0
+        # k = 0 leaves σ(a) unrestricted where a gate still scales an update term
+        self.max_forget = fixed.max_forget(forget_bits)
 
     def param_specs(self) -> list[ParamSpec]:
         rows = self.blocks * self.half

@@ -25,7 +25,8 @@ and per spilled word, 8 per count. :attr:`optimal_bits` is the information optim
 factor actually applied, so this is exactly what the multiplies discard (the float gate z
 differs from it by less than 2**-11).
 
-:class:`TritonBuffer` is the same buffer with each multiply run as one fused Triton kernel.
+:class:`TritonBuffer` is the same buffer run by Triton kernels: one per multiply, or the fused
+half-updates of :mod:`revrnn.reversible.fused`.
 """
 from __future__ import annotations
 
@@ -181,12 +182,42 @@ class InformationBuffer:
 class TritonBuffer(InformationBuffer):
     """The same buffer, bit for bit, with each multiply or divide (spill or pop, exact
     arithmetic and update term) fused into one Triton kernel (:mod:`revrnn.kernels.reversible`).
-    ``active`` must be a row mask (batch, 1). Needs Triton, imported here on first use."""
+    ``active`` must be a row mask (batch, 1). Needs Triton, imported here on first use.
+
+    The fused half-update kernels of the reversible cells (:mod:`revrnn.reversible.fused`) take
+    the buffer's tensors instead (:meth:`claim`, :meth:`unclaim`), update them in place and add
+    each multiply's information cost to a float64 per element, summed at the end of the chunk."""
 
     def __init__(self, shape: tuple[int, ...], forget_bits: int, device: torch.device | str | None = None) -> None:
         super().__init__(shape, forget_bits, device)
         from ..kernels import reversible
         self._kernels = reversible
+        self._bits: Tensor | None = None
+        # the information cost of a gate n, as the reference accounts it (n = 0 never occurs)
+        self._costs = fixed.GATE_BITS - torch.log2(torch.arange(fixed.GATE_ONE + 1, dtype=torch.float64,
+                                                                device=self.word.device))
+
+    def begin_chunk(self, ops: int) -> None:
+        super().begin_chunk(ops)
+        self._bits = torch.zeros_like(self.word, dtype=torch.float64)
+
+    def end_chunk(self) -> None:
+        super().end_chunk()
+        self._optimal += self._bits.sum()
+        self._bits = None
+
+    def claim(self, ops: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int, int]:
+        """Operands of a kernel that runs the next ``ops`` multiplies of every element: (word,
+        scratch, height, information cost, cost table, index of its first multiply, spill
+        threshold)."""
+        op, self._op = self._op, self._op + ops
+        return self.word, self._scratch, self._height, self._bits, self._costs, op, self.spill_at
+
+    def unclaim(self, ops: int) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+        """Operands of a kernel that undoes the last ``ops`` multiplies: (word, scratch, height,
+        error flag, index of the first of them)."""
+        self._op -= ops
+        return self.word, self._scratch, self._height, self._bad, self._op
 
     def _multiply(self, h: Tensor, n: Tensor, active: Tensor | None, update: Tensor | None) -> Tensor:
         h_new, self.word = self._kernels.multiply(h, n, update, active, self.word, self._scratch, self._height,

@@ -60,11 +60,22 @@ def quantise_update(u: Tensor) -> Tensor:
     return torch.round(torch.nan_to_num(u, nan=0.0).clamp(-1.0, 1.0) * _SCALE).to(torch.int64)
 
 
+def max_forget(forget_bits: int) -> float:
+    """m of the forget restriction z = m·σ + (1 - m): 1 - 2**-k puts z in [2**-k, 1]; k = 0
+    (no forgetting, nothing multiplied) leaves σ unrestricted."""
+    return 1.0 - 2.0 ** -forget_bits if forget_bits else 1.0
+
+
+def min_gate(forget_bits: int) -> int:
+    """The smallest quantised gate, 2**(10-k): a multiply adds at most k bits to its word."""
+    return GATE_ONE >> forget_bits
+
+
 def quantise_gate(z: Tensor, forget_bits: int) -> Tensor:
     """n = round(1024 z) for a gate z in [2**-k, 1], clamped to [2**(10-k), 1024] so that the
     growth bound of :func:`multiply` holds whatever the float rounding."""
     n = torch.round(z * GATE_ONE).to(torch.int64)
-    return n.clamp_(GATE_ONE >> forget_bits, GATE_ONE)
+    return n.clamp_(min_gate(forget_bits), GATE_ONE)
 
 
 def floor_divmod(c: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:

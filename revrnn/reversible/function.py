@@ -14,11 +14,17 @@ they produce bit-identical states:
 * ``store`` — :func:`run_store`: the same forward under autograd through straight-through
   fixed-point conversions; autograd keeps every activation. It is the comparison baseline and
   the ground truth for the reversible gradients.
+
+A step runs the cell specs' torch ops (:func:`_step`, :func:`_step_back`), or, with
+``RevPlan.triton``, the fused Triton half-updates of :mod:`revrnn.reversible.fused` (same
+structure; the gates are Triton's, so the bits differ from the torch path at rounding level).
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -27,8 +33,11 @@ from torch.nn.functional import linear
 
 from ..cells.base import Params
 from . import fixed
-from .base import Ints, RevCellSpec, StraightThrough
+from .base import Ints, RevCellSpec, StraightThrough, join_halves, split_halves
 from .buffer import MAX_CHUNK_OPS, InformationBuffer, TritonBuffer
+
+if TYPE_CHECKING:
+    from .fused import FusedHalf
 
 
 @dataclass
@@ -56,8 +65,14 @@ class RevPlan:
     drop: list[Tensor | None] = field(default_factory=list)  # per layer: mask on its input
     chunk: int = 64                  # steps per chunk
     verify: bool = False
-    triton: bool = False             # the integer core in Triton kernels (gates stay torch ops)
+    triton: bool = False             # fused Triton half-updates (revrnn.reversible.fused)
     stats: BufferStats | None = None
+    fused: list[FusedHalf] = field(default_factory=list)  # per layer, with triton
+
+    def __post_init__(self) -> None:
+        if self.triton:
+            from .fused import fused_half  # needs Triton
+            self.fused = [fused_half(c) for c in self.cells]
 
     @property
     def forget_bits(self) -> int:
@@ -119,41 +134,34 @@ def project(cell: RevCellSpec, p: Params, x: Tensor) -> tuple[Tensor, Tensor]:
     return tuple(linear(x, w_ih, b) for w_ih, _, b in (cell.half_params(p, 1), cell.half_params(p, 2)))
 
 
-def _split(states: tuple[Tensor, ...], G: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    return tuple(s[:, :G] for s in states), tuple(s[:, G:] for s in states)
-
-
-def _join(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    return tuple(torch.cat(pair, dim=1) for pair in zip(a, b))
-
-
 def _floats(ints: Ints, dtype: torch.dtype) -> tuple[Tensor, ...]:
     return tuple(fixed.to_float(s, dtype) for s in ints)
 
 
 def _step(cell: RevCellSpec, p: Params, xp: tuple[Tensor, Tensor], own: Ints, sur: tuple[Tensor, ...] | None,
-          buf, active: Tensor | None, dtype: torch.dtype):
+          h: Tensor, buf, active: Tensor | None):
     """One step of one layer: half 1 from the old h2, then half 2 from the new h1. With ``sur``
     (store mode) the differentiable surrogate states are advanced beside the exact ones; their
-    values are the exact ones, so both modes compute bit-identical gates."""
+    values are the exact ones, so both modes compute bit-identical gates. ``h`` is the float
+    value of ``own[0]`` (in store mode ``sur[0]`` itself). Returns (new states, new surrogates
+    or None, float value of the new h)."""
     store = sur is not None
-    own1, own2 = _split(own, cell.half)
-    sur1, sur2 = _split(sur, cell.half) if store else (None, None)
-
-    def other(ints: Ints, surs) -> Tensor:
-        return surs[0] if store else fixed.to_float(ints[0], dtype)
-
-    gt = cell.gates(xp[0], other(own2, sur2), p["weight_hh1"])
+    G = cell.half
+    own1, own2 = split_halves(own, G)
+    sur1, sur2 = split_halves(sur, G) if store else (None, None)
+    gt = cell.gates(xp[0], h[:, G:], p["weight_hh1"])
     with torch.no_grad():
         own1 = cell.advance(own1, gt, buf, active)
     if store:
         sur1 = cell.surrogate(sur1, gt, own1, active)
-    gt = cell.gates(xp[1], other(own1, sur1), p["weight_hh2"])
+    h1 = sur1[0] if store else fixed.to_float(own1[0], h.dtype)
+    gt = cell.gates(xp[1], h1, p["weight_hh2"])
     with torch.no_grad():
         own2 = cell.advance(own2, gt, buf, active)
     if store:
-        sur2 = cell.surrogate(sur2, gt, own2, active)
-    return _join(own1, own2), (_join(sur1, sur2) if store else None)
+        sur = join_halves(sur1, cell.surrogate(sur2, gt, own2, active))
+        return join_halves(own1, own2), sur, sur[0]
+    return join_halves(own1, own2), None, torch.cat([h1, fixed.to_float(own2[0], h.dtype)], dim=1)
 
 
 def _forward(plan: RevPlan, params: list[Params], x: Tensor, ints: list[Ints],
@@ -162,6 +170,7 @@ def _forward(plan: RevPlan, params: list[Params], x: Tensor, ints: list[Ints],
     outputs and the buffer."""
     T, B = x.shape[:2]
     buf = plan.new_buffer(B, x.device)
+    hs = [s[0] for s in surs] if surs is not None else [fixed.to_float(s[0], x.dtype) for s in ints]
     outs = []
     for s, e in plan.chunks(T):
         if buf is not None:
@@ -174,13 +183,13 @@ def _forward(plan: RevPlan, params: list[Params], x: Tensor, ints: list[Ints],
                 if layer == 0:
                     xp = (xp0[0][t - s], xp0[1][t - s])
                 else:
-                    below = surs[layer - 1][0] if surs is not None else fixed.to_float(ints[layer - 1][0], x.dtype)
-                    xp = project(cell, p, plan.dropped(layer, below))
-                ints[layer], sur = _step(cell, p, xp, ints[layer], None if surs is None else surs[layer],
-                                         buf, active, x.dtype)
+                    xp = project(cell, p, plan.dropped(layer, hs[layer - 1]))
+                step = plan.fused[layer].step if plan.triton else partial(_step, cell)
+                ints[layer], sur, hs[layer] = step(p, xp, ints[layer], None if surs is None else surs[layer],
+                                                   hs[layer], buf, active)
                 if surs is not None:
                     surs[layer] = sur
-            top = surs[-1][0] if surs is not None else fixed.to_float(ints[-1][0], x.dtype)
+            top = hs[-1]
             outs.append(top if active is None else torch.where(active, top, torch.zeros_like(top)))
         if buf is not None:
             buf.end_chunk()
@@ -188,14 +197,17 @@ def _forward(plan: RevPlan, params: list[Params], x: Tensor, ints: list[Ints],
 
 
 def _step_back(cell: RevCellSpec, p: Params, xp: tuple[Tensor, Tensor], own: Ints, grad: tuple[Tensor, ...],
-               buf, active: Tensor | None, dtype: torch.dtype):
+               h: Tensor, buf, active: Tensor | None):
     """Undo one step of one layer and differentiate it: half 2 first (its gates come from
-    h1_t), then half 1 (its gates come from the h2_{t-1} just restored)."""
-    own1, own2 = _split(own, cell.half)
-    d1, d2 = _split(grad, cell.half)
+    h1_t), then half 1 (its gates come from the h2_{t-1} just restored). ``h`` is the float
+    value of ``own[0]``. Returns (previous states, their gradients, (pre-activation gradient,
+    weight_hh operands) of half 1 and of half 2, float value of the previous h)."""
+    G, dtype = cell.half, h.dtype
+    own1, own2 = split_halves(own, G)
+    d1, d2 = split_halves(grad, G)
     w1, w2 = p["weight_hh1"], p["weight_hh2"]
 
-    new1 = _floats(own1, dtype)
+    new1 = (h[:, :G], *_floats(own1[1:], dtype))
     gt = cell.gates(xp[1], new1[0], w2)
     prev2 = cell.retreat(own2, gt, buf, active)
     old2 = _floats(prev2, dtype)
@@ -204,9 +216,11 @@ def _step_back(cell: RevCellSpec, p: Params, xp: tuple[Tensor, Tensor], own: Int
 
     gt = cell.gates(xp[0], old2[0], w1)
     prev1 = cell.retreat(own1, gt, buf, active)
-    d1, dhb, da1, ops1 = cell.backward(gt, old2[0], w1, _floats(prev1, dtype), new1, d1, active)
+    old1 = _floats(prev1, dtype)
+    d1, dhb, da1, ops1 = cell.backward(gt, old2[0], w1, old1, new1, d1, active)
     d2 = (d2[0] + dhb, *d2[1:])
-    return _join(prev1, prev2), _join(d1, d2), (da1, ops1), (da2, ops2)
+    prev = join_halves(prev1, prev2)
+    return prev, join_halves(d1, d2), (da1, ops1), (da2, ops2), torch.cat([old1[0], old2[0]], dim=1)
 
 
 def _check_finite(plan: RevPlan, x: Tensor, flat: tuple[Tensor, ...]) -> None:
@@ -304,6 +318,7 @@ class Reversible(torch.autograd.Function):
         cells, L = plan.cells, len(plan.cells)
         T, B = x.shape[:2]
         ints = [tuple(ends[layer * n:(layer + 1) * n]) for layer in range(L)]
+        hs = [fixed.to_float(s[0], x.dtype) for s in ints]
         zero = x.new_zeros(B, cells[0].hidden_size)
         grads = [tuple(zero if g is None else g[layer] for g in grad_finals) for layer in range(L)]
         grad_p = [dict.fromkeys(p) for p in params]
@@ -324,10 +339,11 @@ class Reversible(torch.autograd.Function):
                     if layer == 0:
                         xp = (xp0[0][t - s], xp0[1][t - s])
                     else:
-                        x_in = plan.dropped(layer, fixed.to_float(ints[layer - 1][0], x.dtype))
+                        x_in = plan.dropped(layer, hs[layer - 1])
                         xp = project(cell, p, x_in)
-                    ints[layer], grads[layer], half1, half2 = _step_back(cell, p, xp, ints[layer], grads[layer],
-                                                                         buf, active, x.dtype)
+                    step_back = plan.fused[layer].step_back if plan.triton else partial(_step_back, cell)
+                    ints[layer], grads[layer], half1, half2, hs[layer] = step_back(p, xp, ints[layer], grads[layer],
+                                                                                   hs[layer], buf, active)
                     if layer > 0:
                         d_in = plan.dropped(layer, half1[0].matmul(p["weight_ih1"]) + half2[0].matmul(p["weight_ih2"]))
                         grads[layer - 1] = (grads[layer - 1][0] + d_in, *grads[layer - 1][1:])
