@@ -198,12 +198,14 @@ def test_unsupported_dtype():
 
 # -- torch.compile ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cls", [revrnn.nn.LSTM, revrnn.nn.GRU], ids=["lstm", "gru"])
-def test_compile_fullgraph(cls):
+@pytest.mark.parametrize("cls,kw", [(revrnn.nn.LSTM, {}), (revrnn.nn.GRU, {}), (revrnn.nn.LSTM, dict(proj_size=3)),
+                                    (revrnn.nn.KAFLSTM, {}), (revrnn.nn.NRU, {})],
+                         ids=["lstm", "gru", "lstm-proj", "kaflstm", "nru"])
+def test_compile_fullgraph(cls, kw):
     """The kernels are torch.library custom ops: Dynamo traces the engine's loop around them
     (unrolled over the steps) without a graph break, forward and backward."""
     torch.manual_seed(8)
-    eager = cls(5, 6, backend="triton")
+    eager = cls(5, 6, backend="triton", **kw)
     compiled = copy.deepcopy(eager)
     compiled.compile(fullgraph=True)  # in place: parameter names stay those of the eager module
     x = torch.randn(4, 2, 5)
