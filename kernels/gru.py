@@ -51,6 +51,17 @@ def _gate(xp, rec, gb, b, j, q, H, ok, GX, GR, X: tl.constexpr, HREC: tl.constex
 
 
 @triton.jit
+def _blend(kappa, n, h, mask, h_out, y, offs, ok, b, HAS_MASK: tl.constexpr):
+    """The new state ``κ h + (1 − κ) n`` on valid rows (the old one elsewhere) into ``h_out``,
+    and the output ``y`` (0 on masked rows)."""
+    h0 = tl.load(h + offs, mask=ok)
+    valid = valid_rows(mask, b, ok, HAS_MASK)
+    h1 = tl.where(valid, kappa * h0 + (1 - kappa) * n, h0)
+    tl.store(h_out + offs, h1, mask=ok)
+    tl.store(y + offs, tl.where(valid, h1, 0.0).to(y.dtype.element_ty), mask=ok)
+
+
+@triton.jit
 def _after_forward(xp, rec, gb, bhn, h, mask, alpha, dictionary, gamma, h_out, y, act, N, H, GX, GR, D,
                    X: tl.constexpr, HREC: tl.constexpr, GB: tl.constexpr, BHN: tl.constexpr, KAF: tl.constexpr,
                    HAS_MASK: tl.constexpr, KEEP: tl.constexpr, CT: tl.constexpr, BLOCK: tl.constexpr):
@@ -64,11 +75,7 @@ def _after_forward(xp, rec, gb, bhn, h, mask, alpha, dictionary, gamma, h_out, y
     if BHN:
         hn += tl.load(bhn + j, mask=ok).to(CT)
     n = tanh(tl.load(xp + b * GX + (GX - H) + j, mask=ok).to(CT) + r * hn)
-    h0 = tl.load(h + offs, mask=ok)
-    valid = valid_rows(mask, b, ok, HAS_MASK)
-    h1 = tl.where(valid, z * h0 + (1 - z) * n, h0)
-    tl.store(h_out + offs, h1, mask=ok)
-    tl.store(y + offs, tl.where(valid, h1, 0.0).to(y.dtype.element_ty), mask=ok)
+    _blend(z, n, h, mask, h_out, y, offs, ok, b, HAS_MASK)
     if KEEP:
         ty, row = act.dtype.element_ty, b * 4 * H + j
         if KAF:  # the pre-activations, for backward to recompute gates and slopes
@@ -142,11 +149,7 @@ def _update_forward(xp, rec1, gb, rec2, h, mask, h_out, y, act, N, H, GX, GR, NG
     offs, ok, b, j = units(N, H, BLOCK)
     kappa = _keep_gate(xp, rec1, gb, act, b, j, H, ok, GX, GR, NG, X, HREC, GB, KEEP, CT)
     n = tanh(tl.load(xp + b * GX + (GX - H) + j, mask=ok).to(CT) + tl.load(rec2 + offs, mask=ok).to(CT))
-    h0 = tl.load(h + offs, mask=ok)
-    valid = valid_rows(mask, b, ok, HAS_MASK)
-    h1 = tl.where(valid, kappa * h0 + (1 - kappa) * n, h0)
-    tl.store(h_out + offs, h1, mask=ok)
-    tl.store(y + offs, tl.where(valid, h1, 0.0).to(y.dtype.element_ty), mask=ok)
+    _blend(kappa, n, h, mask, h_out, y, offs, ok, b, HAS_MASK)
     if KEEP:
         tl.store(act + b * (NG + 1) * H + NG * H + j, n.to(act.dtype.element_ty), mask=ok)
 
