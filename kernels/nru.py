@@ -102,6 +102,13 @@ def _vectors(hrow, KH: tl.constexpr, M: tl.constexpr, R: tl.constexpr, KP: tl.co
 
 
 @triton.jit
+def _row_valid(mask, b, c):
+    """Row ``b``'s mask flag broadcast over the offsets ``c``: a store mask must be a boolean
+    tensor of the offsets' shape (Triton ≥ 3.9's interpreter rejects a scalar combined in)."""
+    return tl.load(mask + b + c * 0) != 0
+
+
+@triton.jit
 def _memory_forward(heads, s_old, mask, s_new, L,
                     KH: tl.constexpr, M: tl.constexpr, R: tl.constexpr, KP: tl.constexpr, MP: tl.constexpr,
                     RP: tl.constexpr, RELU: tl.constexpr, HAS_CLAMP: tl.constexpr, CLAMP: tl.constexpr,
@@ -118,7 +125,7 @@ def _memory_forward(heads, s_old, mask, s_new, L,
         m = tl.minimum(tl.maximum(m, -lim), lim)
     keep = c < M
     if HAS_MASK:  # finished rows keep m_{t-1}, which the hidden step copied into s_new
-        keep = keep & (tl.load(mask + b) != 0)
+        keep = keep & _row_valid(mask, b, c)
     tl.store(s_new + at, m, mask=keep)
 
 
@@ -157,12 +164,14 @@ def _memory_backward(heads, s_old, mask, grad, dheads, dprod, L,
     if RELU:
         dv = tl.where(v > 0, dv, 0.0)
     live = tl.full((), 1, tl.int1)
+    keep = c < M
     if HAS_MASK:
         live = tl.load(mask + b) != 0
+        keep = keep & _row_valid(mask, b, c)
     jj = tl.arange(0, 2 * KP)
     tl.store(dheads + b * G + (jj // KP) * KH + jj % KP, tl.where(live, dgate, 0.0), mask=jj % KP < KH)
     tl.store(dprod + b * 2 * KH * M + prod, tl.where(live, dv, 0.0), mask=ok)
-    tl.store(grad + at, g, mask=(c < M) & live)
+    tl.store(grad + at, g, mask=keep)
 
 
 @triton.jit
