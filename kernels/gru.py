@@ -77,7 +77,8 @@ def _after_forward(xp, rec, gb, bhn, h, mask, alpha, dictionary, gamma, h_out, y
     n = tanh(tl.load(xp + b * GX + (GX - H) + j, mask=ok).to(CT) + r * hn)
     _blend(z, n, h, mask, h_out, y, offs, ok, b, HAS_MASK)
     if KEEP:
-        ty, row = act.dtype.element_ty, b * 4 * H + j
+        ty = act.dtype.element_ty  # on its own: a dtype cannot be a tuple element when compiled
+        row = b * 4 * H + j
         if KAF:  # the pre-activations, for backward to recompute gates and slopes
             r, z = sr, sz
         tl.store(act + row, r.to(ty), mask=ok)

@@ -60,10 +60,13 @@ def kept_gate(v, alpha, dictionary, gamma, q, j, H, ok, D, KAF: tl.constexpr):
 
 @triton.jit
 def load_gamma(gamma, KAF: tl.constexpr, CT: tl.constexpr):
-    """γ in the compute type (unused without KAF gates)."""
+    """γ in the compute type (unused without KAF gates). One return of one type: the compiler
+    types both branches even when one is discarded."""
     if KAF:
-        return tl.load(gamma).to(CT)
-    return 0.0
+        g = tl.load(gamma).to(CT)
+    else:
+        g = tl.zeros((), CT)
+    return g
 
 
 def kaf_args(kaf: list[Tensor], like: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -76,22 +79,36 @@ def kaf_args(kaf: list[Tensor], like: Tensor) -> tuple[Tensor, Tensor, Tensor, i
 
 
 @triton.jit
-def _alpha_grad(pre, dkaf, dictionary, gamma, out, R, NK, D, H, PRE_STRIDE, SKIP,
+def _alpha_grad(pre, dkaf, dictionary, gamma, part, R, ROWS, NK, D, H, PRE_STRIDE, SKIP,
                 CT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One (units, dictionary entries) tile of the partial sum over rows ``ROWS·s ...`` of slice
+    ``s`` = program_id(2), written to ``part[s]``."""
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    i = tl.arange(0, BLOCK_D)
+    i = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    r0 = tl.program_id(2) * ROWS
     ok_n, ok_d = n < NK, i < D
     # column of unit n's pre-activation among the kept activations (the LSTM keeps g between f and o)
     col = n + tl.where(n >= SKIP, H, 0)
     d = tl.load(dictionary + i, mask=ok_d, other=0.0).to(CT)
     gam = tl.load(gamma).to(CT)
     acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=CT)
-    for row in range(R):
-        s = tl.load(pre + row * PRE_STRIDE + col, mask=ok_n, other=0.0).to(CT)
-        u = tl.load(dkaf + row * NK + n, mask=ok_n, other=0.0).to(CT)
+    # pointers advance row by row: 64-bit, where row · stride could pass 2**31
+    p_pre = pre + r0.to(tl.int64) * PRE_STRIDE + col
+    p_dkaf = dkaf + r0.to(tl.int64) * NK + n
+    for _ in range(r0, tl.minimum(r0 + ROWS, R)):
+        s = tl.load(p_pre, mask=ok_n, other=0.0).to(CT)
+        u = tl.load(p_dkaf, mask=ok_n, other=0.0).to(CT)
         e = s[:, None] - d[None, :]
         acc += u[:, None] * tl.exp(-gam * e * e)
+        p_pre += PRE_STRIDE
+        p_dkaf += NK
+    out = part + tl.program_id(2).to(tl.int64) * NK * D
     tl.store(out + n[:, None] * D + i[None, :], acc, mask=ok_n[:, None] & ok_d[None, :])
+
+
+#: tile of :func:`alpha_grad` (units × dictionary entries), and at most how many slices of
+#: rows it sums separately (a grid wide enough for a GPU; the slices' sums are added in torch)
+ALPHA_BLOCK_N, ALPHA_BLOCK_D, ALPHA_SLICES = 32, 32, 32
 
 
 @torch.library.custom_op("revrnn::kaf_alpha_grad", mutates_args=())
@@ -100,14 +117,16 @@ def alpha_grad(pre: Tensor, dkaf: Tensor, dictionary: Tensor, gamma: Tensor, hid
     the KAF gradients ``dkaf`` (K, B, NK), NK = gates·H, H = ``hidden``; KAF gate ``q`` of unit
     ``j`` (row ``n = q·H + j`` of α) reads column ``n`` of ``pre``, or ``n + H`` when ``n ≥ skip``."""
     K, B, NK = dkaf.shape
-    D, H = dictionary.shape[0], hidden
+    D, R = dictionary.shape[0], K * B
     pre, dkaf = pre.contiguous(), dkaf.contiguous()
-    out = new((NK, D), dkaf.dtype, dkaf.device)
-    block_n = 32
-    _alpha_grad[(triton.cdiv(NK, block_n),)](
-        pre, dkaf, dictionary, gamma, out, K * B, NK, D, H, pre.shape[-1], skip,
-        CT=compute_type(dkaf), BLOCK_N=block_n, BLOCK_D=triton.next_power_of_2(D))
-    return out
+    slices = max(min(R, ALPHA_SLICES), 1)
+    rows = triton.cdiv(R, slices)
+    part = new((slices, NK, D), dkaf.dtype, dkaf.device)
+    block_d = min(triton.next_power_of_2(D), ALPHA_BLOCK_D)
+    grid = (triton.cdiv(NK, ALPHA_BLOCK_N), triton.cdiv(D, block_d), slices)
+    _alpha_grad[grid](pre, dkaf, dictionary, gamma, part, R, rows, NK, D, hidden, pre.shape[-1], skip,
+                      CT=compute_type(dkaf), BLOCK_N=ALPHA_BLOCK_N, BLOCK_D=block_d)
+    return part.sum(0)
 
 
 @alpha_grad.register_fake

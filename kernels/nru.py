@@ -33,6 +33,8 @@ constants enter as ``constexpr`` in arithmetic with state-dtype values, so they 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -196,6 +198,20 @@ def _outer_backward(heads, dprod, mask, dheads, KH: tl.constexpr, R: tl.constexp
     drow = dheads + b * G + 2 * KH + 2 * R * side
     tl.store(drow + i, dp, mask=i < R)
     tl.store(drow + R + l, dq, mask=l < R)
+
+
+#: the most elements a Triton tensor may have
+MAX_TILE = 2 ** 20
+
+
+def supported(memory_size: int, num_heads: int) -> bool:
+    """Whether the kernels can hold a row's tiles, (2k, M) and (2, r, r) padded to powers of two:
+    beyond Triton's largest tensor they would not compile. (Large tiles do compile but spill
+    registers on a GPU: measured for sm_90 in float32, M = 1024, k = 4 uses 255 registers
+    without spilling, M = 4096 spills.)"""
+    r = math.isqrt(num_heads * memory_size)
+    p2 = triton.next_power_of_2
+    return max(2 * p2(num_heads) * p2(memory_size), 2 * p2(r) ** 2) <= MAX_TILE
 
 
 def _geometry(heads: Tensor, num_heads: int) -> dict:

@@ -117,6 +117,18 @@ def test_gradcheck(name, cls, kw):
         gradcheck_module(tri, x)
 
 
+def test_kaf_alpha_grad_tiles():
+    """The coefficients' gradient over several dictionary blocks and row slices (uneven: some
+    slices are empty) equals the sum written out in torch; the LSTM layout skips g's columns."""
+    from revrnn.kernels import kaf
+    K, B, H, D = 7, 10, 5, 40
+    pre, dkaf = torch.randn(K, B, 4 * H, dtype=torch.float64), torch.randn(K, B, 3 * H, dtype=torch.float64)
+    d, gamma = torch.linspace(-3, 3, D, dtype=torch.float64), torch.tensor([0.7], dtype=torch.float64)
+    s = torch.cat((pre[..., :2 * H], pre[..., 3 * H:]), -1)
+    want = (dkaf[..., None] * torch.exp(-0.7 * (s[..., None] - d).square())).sum((0, 1))
+    assert_close_all({"dalpha": kaf.alpha_grad(pre, dkaf, d, gamma, H, 2 * H)}, {"dalpha": want}, 1e-12)
+
+
 def test_given_state_and_recompute_with_reprojection():
     torch.manual_seed(5)
     ref, tri = pair(revrnn.nn.LSTM, {}, hidden=13, num_layers=2, memory="recompute")
@@ -188,6 +200,14 @@ def test_cells_without_kernels_say_so():
     m = revrnn.nn.base.RecurrentBase(lambda i: Custom(i, 4), 3, 4, backend="triton")
     with pytest.raises(BackendUnavailable, match="backend 'triton' does not implement the custom_lstm cell"):
         m(torch.randn(2, 1, 3))
+
+
+def test_nru_too_large_for_one_program_per_row():
+    """A memory whose (heads, slots) tile passes Triton's largest tensor is left to other
+    backends; one just below it is taken."""
+    backend = get_backend("triton", torch.device("cpu"))
+    assert not backend.supports(revrnn.cells.NRUCell(3, 4, memory_size=2 ** 20, num_heads=1), torch.float32)
+    assert backend.supports(revrnn.cells.NRUCell(3, 4, memory_size=2 ** 16, num_heads=4), torch.float32)
 
 
 def test_unsupported_dtype():

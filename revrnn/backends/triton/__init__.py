@@ -86,6 +86,8 @@ class TritonBackend(Backend):
             return self._gru[cell.reset_after]
         if kind is KAFGRUCell:  # reset-after, variant 0
             return self._gru[True]
+        if kind is NRUCell and not kernels.nru.supported(cell.memory_size, cell.num_heads):
+            return None
         return self._runners.get(kind)
 
     def availability(self, device: torch.device) -> str | None:
