@@ -208,6 +208,8 @@ def test_nru_too_large_for_one_program_per_row():
     backend = get_backend("triton", torch.device("cpu"))
     assert not backend.supports(revrnn.cells.NRUCell(3, 4, memory_size=2 ** 20, num_heads=1), torch.float32)
     assert backend.supports(revrnn.cells.NRUCell(3, 4, memory_size=2 ** 16, num_heads=4), torch.float32)
+    with pytest.raises(BackendUnavailable, match="memory_size=1048576 with num_heads=1"):
+        resolve("triton", revrnn.cells.NRUCell(3, 4, memory_size=2 ** 20, num_heads=1), torch.device("cpu"))
 
 
 def test_unsupported_dtype():

@@ -60,8 +60,10 @@ def resolve(name: str, cell: CellSpec, device: torch.device, dtype: torch.dtype 
     if check_name(name) != "auto":
         backend = get_backend(name, device)
         if not backend.supports(cell, dtype):
+            reason = backend.unsupported_reason(cell, dtype)
             raise BackendUnavailable(f"backend {name!r} does not implement the {cell.name} cell "
-                                     f"({type(cell).__name__}) for {dtype}; use backend='reference' or 'auto'")
+                                     f"({type(cell).__name__}) for {dtype}{f': {reason}' if reason else ''}; "
+                                     "use backend='reference' or 'auto'")
         return backend
     for candidate in AUTO_ORDER:
         backend = _REGISTRY.get(candidate)

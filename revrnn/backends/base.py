@@ -55,6 +55,11 @@ class Backend:
         """Whether this backend implements ``cell`` for inputs of ``dtype``."""
         return True
 
+    def unsupported_reason(self, cell: CellSpec, dtype: torch.dtype) -> str | None:
+        """Why :meth:`supports` refuses ``cell`` when the cell type itself is implemented (a size
+        limit, say), for the error message; None otherwise."""
+        return None
+
     def forward_chunk(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                       state: State, keep: bool) -> tuple[Tensor, State, Any]:
         raise NotImplementedError

@@ -98,6 +98,12 @@ class TritonBackend(Backend):
     def supports(self, cell: CellSpec, dtype: torch.dtype) -> bool:
         return dtype in DTYPES and self.runner_for(cell) is not None
 
+    def unsupported_reason(self, cell: CellSpec, dtype: torch.dtype) -> str | None:
+        if type(cell) is NRUCell and not kernels.nru.supported(cell.memory_size, cell.num_heads):
+            return (f"memory_size={cell.memory_size} with num_heads={cell.num_heads} gives a row tile "
+                    f"larger than Triton's largest tensor ({kernels.nru.MAX_TILE} elements)")
+        return None
+
     def forward_chunk(self, cell, p, extras, chunk, state, keep):
         with torch.no_grad():
             return self.runner_for(cell).forward(cell, p, extras, chunk, state, keep)
