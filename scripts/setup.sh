@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Set up .venv for revrnn: a virtual environment that sees the system's site-packages (so a
-# GPU machine's own torch is used), torch if none is importable, and revrnn installed editable
-# with its test dependencies. Idempotent; run from anywhere.
+# Set up .venv for revrnn: a virtual environment, torch if none is importable, and revrnn
+# installed editable with its test dependencies. Idempotent; run from anywhere.
 #
+# The venv sees the system's site-packages only where the system Python has a CUDA build of torch
+# (a GPU machine's own torch is used). Anywhere else it is isolated: a package that the system
+# happens to have cannot hide one that the project forgot to declare.
+#
+#   REVRNN_SYSTEM_SITE  1 or 0 overrides that choice
 #   TORCH_SPEC       torch requirement installed when no torch is importable (torch==2.13.0)
 #   TORCH_INDEX_URL  index for that install; by default the configured one, or PyTorch's CPU
 #                    index when that would pull CUDA wheels onto a machine without a GPU
@@ -11,7 +15,14 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
-[ -x .venv/bin/python ] || "$PY" -m venv --system-site-packages .venv
+if [ ! -x .venv/bin/python ]; then
+    site=${REVRNN_SYSTEM_SITE:-}
+    if [ -z "$site" ]; then
+        site=0
+        "$PY" -c "import sys, torch; sys.exit(torch.version.cuda is None)" 2>/dev/null && site=1
+    fi
+    if [ "$site" = 1 ]; then "$PY" -m venv --system-site-packages .venv; else "$PY" -m venv .venv; fi
+fi
 pip() { .venv/bin/python -m pip "$@"; }
 
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
