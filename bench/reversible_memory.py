@@ -2,7 +2,7 @@
 quantised forward with every activation kept by autograd).
 
 Activation memory is what is kept for backward: the storages saved by autograd (pack hooks,
-``revrnn.memory.SavedTensorCounter``), which for the reversible Function include the
+``revrnn.accounting.SavedTensorCounter``), which for the reversible Function include the
 information-buffer arena; parameters and inputs are excluded. Also reported: the buffer's
 bits against the paper's reference (float32 hidden states at every step, spec §3.4) and the
 information optimum Σ -log2 z, and fwd+bwd time of both modes measured in the same run.
@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from revrnn.memory import SavedTensorCounter
+from revrnn.accounting import SavedTensorCounter
 from revrnn.nn import RevGRU, RevLSTM
 
 CELLS = {"RevGRU": RevGRU, "RevLSTM": RevLSTM}

@@ -13,14 +13,15 @@ and carry ``ratio`` = their time per step over the comparison's baseline row's (
   its size heuristics allow). At the
   small size revrnn runs without and with its persistent kernels (``persistent="always"``).
   Target: revrnn ≤ 1.2.
-* ``cells``: MGU, KAF-LSTM, KAF-GRU, NRU, LiGRU (no batch norm), LiBRU, GRU variant 1 and g-LSTM,
+* ``cells``: the catalog's benchmark cases (``Case.bench`` in ``revrnn/cells/<family>/``: MGU,
+  KAF-LSTM, KAF-GRU, NRU, LiGRU (no batch norm), LiBRU, GRU variant 1, g-LSTM with t_max=1000),
   Triton (baseline, T steps) against the eager PyTorch loop (``backend="reference"``) and
   ``torch.compile`` of it, those two at ``--eager-T`` steps (default 100): the loop's time is
   linear in T and compiling unrolls it, so a full-length run would only cost time; ratios are
   per step. A compile that fails or passes ``--compile-timeout`` is a row with its error.
   Target: eager ≥ 20. The LSTM with ``proj_size = H/4``, which cuDNN implements, is compared
   with cuDNN instead (float32, TF32 off). Target: revrnn ≤ 1.2.
-* ``reversible``: RevGRU / RevLSTM on Triton, ``memory="store"`` (baseline) against
+* ``reversible``: the reversible benchmark cases (RevGRU / RevLSTM) on Triton, ``memory="store"`` (baseline) against
   ``"reversible"``. Target: reversible ≤ 1.5.
 * ``sparse``: g-LSTM whose ``sigma_fraction`` is set so that about 10 % of the unit-steps are
   open, the sparse open-unit path (baseline) against the dense one; the rows give the
@@ -225,19 +226,14 @@ def cudnn_group(b: Bench) -> None:
 
 
 def cells_group(b: Bench) -> None:
-    from revrnn.nn import GLSTM, GRU, KAFGRU, KAFLSTM, LSTM, MGU, NRU, LiBRU, LiGRU
+    from revrnn.cells import cases
+    from revrnn.nn import LSTM
 
     a = b.args
+    # the catalog's benchmark cases, but the reversible ones (their own group)
     cells: dict[str, Callable[[str], nn.Module]] = {
-        "MGU": lambda be: MGU(a.input, a.hidden, backend=be),
-        "KAFLSTM": lambda be: KAFLSTM(a.input, a.hidden, backend=be),
-        "KAFGRU": lambda be: KAFGRU(a.input, a.hidden, backend=be),
-        "NRU": lambda be: NRU(a.input, a.hidden, backend=be),
-        "LiGRU (no BN)": lambda be: LiGRU(a.input, a.hidden, batch_norm=False, backend=be),
-        "LiBRU": lambda be: LiBRU(a.input, a.hidden, backend=be),
-        "GRU variant=1": lambda be: GRU(a.input, a.hidden, variant=1, backend=be),
-        f"GLSTM t_max={a.T}": lambda be: GLSTM(a.input, a.hidden, t_max=a.T, backend=be),
-    }
+        c.bench: (lambda be, c=c: c.make(a.input, a.hidden, backend=be))
+        for _, c in cases(bench=True) if "reversible" not in c.module_class().memory_modes}
     kw = dict(B=a.batch, I=a.input, H=a.hidden)
     for name, make in cells.items():
         case = f"{name} B={a.batch} H={a.hidden}"
@@ -256,11 +252,11 @@ def cells_group(b: Bench) -> None:
 
 
 def reversible_group(b: Bench) -> None:
-    from revrnn.nn import RevGRU, RevLSTM
+    from revrnn.cells import cases
 
     a = b.args
     kw = dict(T=a.T, B=a.batch, I=a.input, H=a.hidden)
-    for cls in (RevGRU, RevLSTM):
+    for cls in [c.module_class() for _, c in cases(bench=True) if "reversible" in c.module_class().memory_modes]:
         case = f"{cls.__name__} B={a.batch} H={a.hidden}"
         compare([b.row("reversible", case, "triton store", lambda: cls(a.input, a.hidden, backend="triton",
                                                                         memory="store"), **kw),

@@ -1,14 +1,14 @@
-"""Triton kernels of the reversible cells (:mod:`revrnn.reversible`).
+"""Triton kernels of the reversible cells (:mod:`revrnn.cells.reversible`).
 
 **Integer core.** The exact multiply with its spill (:func:`_multiply`) and the exact divide with
 its pop (:func:`_divide`) are ``@triton.jit`` helpers shared by every kernel here. They run the
-integer operations of :mod:`revrnn.reversible.fixed` and :class:`~revrnn.reversible.buffer.InformationBuffer`,
+integer operations of :mod:`revrnn.cells.reversible.fixed` and :class:`~revrnn.cells.reversible.buffer.InformationBuffer`,
 so given the same quantised gates and updates they are bit-identical to the torch reference.
-Triton's ``//`` and ``%`` truncate toward zero, so, as in :mod:`~revrnn.reversible.fixed`, they
+Triton's ``//`` and ``%`` truncate toward zero, so, as in :mod:`~revrnn.cells.reversible.fixed`, they
 divide only non-negative numbers; ``>>`` on int64 is arithmetic (a floor division by 2**k).
 
 * :func:`multiply` / :func:`divide` (``revrnn::rev_multiply`` / ``rev_divide``): one multiply or
-  divide of given int64 gates and updates, for :class:`~revrnn.reversible.buffer.TritonBuffer`.
+  divide of given int64 gates and updates, for :class:`~revrnn.cells.reversible.buffer.TritonBuffer`.
 
 **Fused half-updates.** The rest take the gate pre-activations of one half-update (the GEMMs run
 in torch) and do everything pointwise in one launch: activations, the forget restriction
@@ -31,7 +31,7 @@ LSB, now and then a gate quantum). Rounding is half to even as ``torch.round``
 (:func:`_rint`); the interpreter has no libdevice ``rint``.
 
 Buffer tensors (``word``, ``scratch``, ``height``, ``bits``, ``costs``, ``bad``; see
-:meth:`~revrnn.reversible.buffer.TritonBuffer.claim`) are updated in place and are ``None``
+:meth:`~revrnn.cells.reversible.buffer.TritonBuffer.claim`) are updated in place and are ``None``
 without forgetting (``forget_bits=0``: no multiply, no buffer). Each launcher is a
 ``torch.library`` custom op, opaque to ``torch.compile``.
 """
@@ -42,18 +42,21 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from revrnn.reversible import buffer, fixed
-
 from . import common
 from .common import sigmoid, tanh, units, valid_rows
 
-GATE_BITS: tl.constexpr = tl.constexpr(fixed.GATE_BITS)
-GATE_ONE: tl.constexpr = tl.constexpr(fixed.GATE_ONE)
-GATE_LOW: tl.constexpr = tl.constexpr(fixed.GATE_LOW)
-WORD_BITS: tl.constexpr = tl.constexpr(buffer.WORD_BITS)
-WORD_MASK: tl.constexpr = tl.constexpr(buffer.WORD_MASK)
-SCALE: tl.constexpr = tl.constexpr(float(2 ** fixed.HIDDEN_BITS))
-UNSCALE: tl.constexpr = tl.constexpr(1.0 / 2 ** fixed.HIDDEN_BITS)
+# The integer format of specs/reversible.md, written here because kernels/ never imports revrnn;
+# tests/test_triton_reversible.py checks that these equal revrnn.cells.reversible's definitions.
+HIDDEN_BITS = 23  # fractional bits of a fixed-point state
+_GATE_BITS = 10  # a gate n = round(z · 2**10)
+_WORD_BITS = 53  # a current buffer word stays below 2**53; its higher bits hold a spill's tag
+GATE_BITS: tl.constexpr = tl.constexpr(_GATE_BITS)
+GATE_ONE: tl.constexpr = tl.constexpr(1 << _GATE_BITS)
+GATE_LOW: tl.constexpr = tl.constexpr((1 << _GATE_BITS) - 1)
+WORD_BITS: tl.constexpr = tl.constexpr(_WORD_BITS)
+WORD_MASK: tl.constexpr = tl.constexpr((1 << _WORD_BITS) - 1)
+SCALE: tl.constexpr = tl.constexpr(float(2 ** HIDDEN_BITS))
+UNSCALE: tl.constexpr = tl.constexpr(1.0 / 2 ** HIDDEN_BITS)
 
 
 # -- the integer core -------------------------------------------------------------------------
@@ -399,7 +402,7 @@ def multiply(h: Tensor, n: Tensor, update: Optional[Tensor], active: Optional[Te
     h_out, word_out = _outputs(h, word)
     _multiply_kernel[common.grid(h.numel())](
         h, n, u, act, word, scratch, height, h_out, word_out, h.numel(), cols, scratch.shape[0],
-        op << buffer.WORD_BITS, spill_at, HAS_UPDATE=has_update, HAS_ACTIVE=has_active, BLOCK=common.BLOCK)
+        op << _WORD_BITS, spill_at, HAS_UPDATE=has_update, HAS_ACTIVE=has_active, BLOCK=common.BLOCK)
     return h_out, word_out
 
 
@@ -448,7 +451,8 @@ def _pre(pre: Tensor, name: str, blocks: int, G: int) -> Tensor:
 
 def _gates(forget_bits: int, like: Tensor) -> dict:
     """The compile-time gate arguments: k, the restriction m and the gate floor, and the type."""
-    return dict(K=forget_bits, M=fixed.max_forget(forget_bits), LOW=fixed.min_gate(forget_bits),
+    # m = 1 - 2**-k restricts z to [2**-k, 1] (k = 0: unrestricted); the gate floor is 2**(10-k)
+    return dict(K=forget_bits, M=1.0 - 2.0 ** -forget_bits if forget_bits else 1.0, LOW=(1 << _GATE_BITS) >> forget_bits,
                 CT=common.compute_type(like), BLOCK=common.BLOCK)
 
 
@@ -506,7 +510,7 @@ def gru_advance(pre_zr: Tensor, pre_g: Tensor, h: Tensor, active: Optional[Tenso
     h_out, f_out = common.new((B, G), h.dtype, h.device), common.new((B, G), pre_g.dtype, h.device)
     _gru_advance_kernel[common.grid(B * G)](
         pre_zr, pre_g, h, ld, _stand_in(act, h), *(_stand_in(t, h) for t in (word, scratch, height, bits, costs)),
-        h_out, f_out, B * G, G, 1 if scratch is None else scratch.shape[0], op << buffer.WORD_BITS, spill_at,
+        h_out, f_out, B * G, G, 1 if scratch is None else scratch.shape[0], op << _WORD_BITS, spill_at,
         HAS_ACTIVE=has_active, **_gates(forget_bits, pre_g))
     return h_out, f_out
 
@@ -583,8 +587,8 @@ def lstm_advance(pre: Tensor, h: Tensor, c: Tensor, active: Optional[Tensor], wo
     f_out = common.new((B, G), pre.dtype, h.device)
     _lstm_advance_kernel[common.grid(B * G)](
         pre, h, ld_h, c, ld_c, _stand_in(act, h), *(_stand_in(t, h) for t in (word, scratch, height, bits, costs)),
-        h_out, c_out, f_out, B * G, G, 1 if scratch is None else scratch.shape[0], op << buffer.WORD_BITS,
-        (op + 1) << buffer.WORD_BITS, spill_at, HAS_ACTIVE=has_active, **_gates(forget_bits, pre))
+        h_out, c_out, f_out, B * G, G, 1 if scratch is None else scratch.shape[0], op << _WORD_BITS,
+        (op + 1) << _WORD_BITS, spill_at, HAS_ACTIVE=has_active, **_gates(forget_bits, pre))
     return h_out, c_out, f_out
 
 

@@ -20,7 +20,8 @@ from .tasks import ADDING_BASELINE_MSE
 from .train import Regressor, train_adding
 
 CELLS = rnn.MODULES
-REVERSIBLE = {"revgru", "revlstm"}
+#: the modules whose memory modes are "store" and "reversible"
+REVERSIBLE = set(REVERSIBLE_OF.values())
 
 
 def memory_modes(cell: str) -> tuple[str, ...]:
@@ -172,7 +173,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--batch", type=_positive_int, default=64)
         sp.add_argument("--lr", type=float, default=1e-2)
         sp.add_argument("--memory", choices=["store", "recompute", "reversible"], default=None,
-                        help="default: reversible for revgru/revlstm, recompute otherwise")
+                        help=f"default: reversible for {'/'.join(sorted(REVERSIBLE))}, recompute otherwise")
         sp.add_argument("--checkpoint-every", type=_positive_int, default=None)
         sp.add_argument("--tbptt", type=_positive_int, default=None, help="truncated BPTT window")
         sp.add_argument("--backend", choices=["auto", "reference", "triton", "cuda", "cpu"], default="auto")

@@ -25,8 +25,8 @@ from torch import Tensor
 
 from .backends import Backend, Chunk
 from .cells.base import CellSpec, Params, State
-from .memory import hold, unhold
-from .schedule import binomial, check_slots, default_every
+from .accounting import hold, unhold
+from .schedule import binomial, check_slots, chunk_length
 
 MEMORY = ("store", "recompute")
 
@@ -59,14 +59,12 @@ class Plan:
     mask: Tensor | None = None  # (T, B) bool
     extras: Params = field(default_factory=dict)
     names: tuple[str, ...] = ()  # recurrent parameter names, in the order given to apply()
-    # Recomputes xp[s:e] from the layer input; lets ``recompute`` drop the O(T) projection.
+    # Recomputes xp[s:e] from the layer input (for row-wise projections); ``recompute`` uses it
+    # to drop the O(T) projection.
     reproject: Callable[[int, int], Tensor] | None = None
 
     def chunk_bounds(self, T: int) -> list[tuple[int, int]]:
-        if self.memory == "store" and self.checkpoint_every is None:
-            K = T
-        else:
-            K = self.checkpoint_every or default_every(T)
+        K = chunk_length(self.memory, T, self.checkpoint_every)
         return [(s, min(s + K, T)) for s in range(0, T, K)]
 
     def chunk(self, xp: Tensor, s: int, e: int) -> Chunk:
@@ -170,7 +168,7 @@ class _Sequence(torch.autograd.Function):
 class _Binomial:
     """Runs the binomial schedule of :func:`revrnn.schedule.binomial` for one layer-direction.
 
-    Kept states live in a dict of :func:`revrnn.memory.hold` handles, not in autograd's saved
+    Kept states live in a dict of :func:`revrnn.accounting.hold` handles, not in autograd's saved
     tensors, so that backward can drop each one when the schedule frees it: at most
     ``checkpoint_slots`` states are held at any time, plus the residuals of the step being
     differentiated (and, until its backward, of the last step, taped by the forward).

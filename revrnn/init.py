@@ -28,8 +28,7 @@ def chrono_(module: nn.Module, t_max: float, generator: torch.Generator | None =
     Returns:
         ``module``.
     """
-    from .cells.gru import GRUCell
-    from .cells.lstm import LSTMCell
+    from . import nn as revrnn_nn
     from .nn.base import RecurrentBase
 
     if isinstance(module, RecurrentBase):
@@ -44,14 +43,12 @@ def chrono_(module: nn.Module, t_max: float, generator: torch.Generator | None =
     if isinstance(module, (nn.LSTM, nn.GRU)):
         if not module.bias:
             raise ValueError("chrono_ needs a module with bias=True")
-        lstm = isinstance(module, nn.LSTM)
+        # the cell of revrnn's drop-in twin of the module's class defines the initialisation
+        cell = getattr(revrnn_nn, type(module).__name__)(1, module.hidden_size).cells[0]
         with torch.no_grad():
             for layer in range(module.num_layers):
                 for suffix in ("", "_reverse")[: 2 if module.bidirectional else 1]:
                     p = {k: getattr(module, f"{k}_l{layer}{suffix}") for k in ("bias_ih", "bias_hh")}
-                    if lstm:
-                        LSTMCell(1, module.hidden_size).chrono_(p, t_max, generator)
-                    else:
-                        GRUCell(1, module.hidden_size).chrono_(p, t_max, generator)
+                    cell.chrono_(p, t_max, generator)
         return module
     raise TypeError(f"chrono_ supports LSTM and GRU modules, got {type(module).__name__}")

@@ -136,6 +136,14 @@ def default_every(T: int) -> int:
     return max(1, math.isqrt(T - 1) + 1)
 
 
+def chunk_length(memory: str, T: int, checkpoint_every: int | None) -> int:
+    """Steps per chunk of the engine's fixed schedule: the whole sequence for ``store`` (unless
+    ``checkpoint_every`` cuts it), else ``checkpoint_every`` or ⌈√T⌉. The one place that decides."""
+    if memory == "store" and checkpoint_every is None:
+        return T
+    return checkpoint_every or default_every(T)
+
+
 def check_slots(slots: int) -> None:
     if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
         raise ValueError(f"checkpoint_slots must be a positive int, got {slots!r}")

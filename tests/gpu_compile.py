@@ -285,80 +285,48 @@ F32, F64, BF16, F16 = "float32", "float64", "bfloat16", "float16"
 
 
 def jobs_list(only: str | None = None, full: bool = False):
-    """(name, make(dtype, **memory) -> module, dtypes, memories): every cell family with
-    kernels and the options that change a kernel's constexprs. Each runs with a full and a
+    """(name, make(dtype, **memory) -> module, dtypes, memories, Triton settings): every case of
+    the catalog (:func:`revrnn.cells.cases`) with a ``compile`` entry, i.e. every cell family
+    with kernels and the options that change a kernel's constexprs. Each runs with a full and a
     packed (variable-length) batch. Step kernels recompute (the forward keeps nothing, the
     rerun in backward keeps its residuals: KEEP false and true); reversible cells reverse and
     store (RETREAT true and false).
 
-    To keep the test near two minutes on two cores, gate variants whose flags do not interact
-    with the dtype run in float32 only, and some geometries the CPU tests also use are left out;
-    ``full`` adds them, every variant in every dtype, and float16."""
-    import revrnn.nn as nn
+    To keep the test near two minutes on two cores, cases marked ``"some"`` (gate variants whose
+    flags do not interact with the dtype) run in float32 only, and cases marked ``full`` not at
+    all; ``full`` runs them, every case in every dtype it takes, and float16."""
+    from revrnn.cells import cases
 
-    def mk(cls, hidden=H, **kw):
-        return lambda dtype, **memory: cls(I, hidden, dtype=dtype, backend="triton", **kw, **memory)
-
-    step = ("recompute",)
     every = (F32, F64, BF16, F16) if full else (F32, F64, BF16)
-    some = every if full else (F32,)
-    out = [
-        ("lstm", mk(nn.LSTM), every, step),
-        ("lstm-proj", mk(nn.LSTM, proj_size=5), every, step),
-        ("kaflstm", mk(nn.KAFLSTM, kaf_size=5), every, step),
-        ("glstm-dense", mk(nn.GLSTM, t_max=4.0, sigma_fraction=0.2), every, step),
-        ("glstm-sparse", mk(nn.GLSTM, t_max=4.0, sigma_fraction=0.2), every, step),
-        ("gru0-after", mk(nn.GRU), every, step),
-        ("kafgru", mk(nn.KAFGRU, kaf_size=5), every, step),
-        ("kafgru-nobias", mk(nn.KAFGRU, kaf_size=5, bias=False), some, step),
-        *[(f"gru{v}-after", mk(nn.GRU, variant=v), some, step) for v in (1, 2, 3)],
-        ("gru0-after-nobias", mk(nn.GRU, bias=False), some, step),
-        ("gru0-before", mk(nn.GRU, reset_after=False), every, step),
-        *[(f"gru{v}-before", mk(nn.GRU, variant=v, reset_after=False), some, step) for v in (1, 2, 3)],
-        ("mgu0", mk(nn.MGU), every, step),
-        *[(f"mgu{v}", mk(nn.MGU, variant=v), some, step) for v in (1, 2, 3)],
-        ("ligru", mk(nn.LiGRU, batch_norm=False), every, step),
-        ("ligru-dropout", mk(nn.LiGRU, recurrent_dropout=0.25), every, step),
-        ("libru-probs", mk(nn.LiBRU), every, step),
-        ("libru-logprobs", mk(nn.LiBRU, form="logprobs", batch_norm=False), every, step),
-        # NRU geometries (memory size M, heads k) of the CPU tests, φ = ReLU and the memory clamp
-        ("nru-m8k2", mk(nn.NRU, hidden=7, memory_size=8, num_heads=2), every, step),
-        ("nru-m9k4-relu-clamp", mk(nn.NRU, hidden=7, memory_size=9, num_heads=4, use_relu=True, memory_clamp=2.5),
-         every, step),
-        ("nru-m4k1-clamp", mk(nn.NRU, hidden=7, memory_size=4, num_heads=1, memory_clamp=0.2), some, step),
-    ]
-    if full:
-        out += [("nru-m2k8-relu-clamp", mk(nn.NRU, hidden=7, memory_size=2, num_heads=8, use_relu=True,
-                                           memory_clamp=0.1), every, step),
-                ("nru-m12k3-nobias", mk(nn.NRU, hidden=7, memory_size=12, num_heads=3, bias=False), every, step)]
-    for cls in (nn.RevGRU, nn.RevLSTM):  # float32 and float64 only
-        for bits in (0, 1, 3, 10) if full else (0, 3):
-            out.append((f"{cls.__name__.lower()}-k{bits}", mk(cls, forget_bits=bits, verify=False), (F32, F64),
-                        ("reversible", "store")))
-    # the persistent whole-chunk kernels (no float64), by tile width BH: 16 and 128 (8 warps);
-    # full adds 64 (the CPU tests' three hidden sizes)
-    low = (F32, BF16, F16) if full else (F32, BF16)
-    for hidden in (5, 45, 128) if full else (5, 128):
-        out += [(f"persistent-lstm-h{hidden}", mk(nn.LSTM, hidden=hidden), low, step),
-                (f"persistent-gru-h{hidden}", mk(nn.GRU, hidden=hidden), low, step)]
-        if full or hidden == 5:
-            out.append((f"persistent-gru-nobias-h{hidden}", mk(nn.GRU, hidden=hidden, bias=False),
-                        low if full else (F32,), step))
+    dtypes = {"every": every, "some": every if full else (F32,),
+              "low": (F32, BF16, F16) if full else (F32, BF16),  # the persistent kernels: no float64
+              "float": (F32, F64)}  # the reversible cells
+
+    def mk(case):
+        return lambda dtype, **memory: case.make(I, H, dtype=dtype, backend="triton", **memory)
+
+    out = []
+    for _, case in cases():
+        if case.compile is None or (case.full and not full):
+            continue
+        memories = ("reversible", "store") if "reversible" in case.module_class().memory_modes else ("recompute",)
+        out.append((case.name, mk(case), dtypes[case.compile], memories, case.triton))
     return [job for job in out if only is None or only in job[0]]
 
 
-def configure(name: str):
-    """Backend settings a job needs; returns a function restoring them."""
+def configure(settings):
+    """Set the Triton backend's ``settings`` for a job; returns a function restoring them."""
     import torch
 
     from revrnn.backends import get_backend
     backend = get_backend("triton", torch.device("cpu"))
-    before = backend.persistent, backend.glstm_sparse
-    backend.persistent = "always" if name.startswith("persistent") else "never"
-    backend.glstm_sparse = "always" if name == "glstm-sparse" else "never" if name == "glstm-dense" else "auto"
+    before = {key: getattr(backend, key) for key in settings}
+    for key, value in settings.items():
+        setattr(backend, key, value)
 
     def restore():
-        backend.persistent, backend.glstm_sparse = before
+        for key, value in before.items():
+            setattr(backend, key, value)
     return restore
 
 
@@ -430,8 +398,8 @@ def run(scratch: str, jobs: int, timeout: float, only: str | None = None, full: 
 
     start = time.perf_counter()
     run_errors = []
-    for name, make, dtypes, memories in jobs_list(only, full):
-        restore = configure(name)
+    for name, make, dtypes, memories, settings in jobs_list(only, full):
+        restore = configure(settings)
         try:
             for dtype in dtypes:
                 for packed in (False, True):

@@ -8,7 +8,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import revrnn
 from revrnn.backends import BackendUnavailable, resolve
 from revrnn.cells.base import CellSpec, ParamSpec, flat_linear, linear
-from revrnn.memory import activation_bytes
+from revrnn.accounting import activation_bytes
 from revrnn.nn.base import RecurrentBase
 from utils import assert_recompute_matches_store, gradcheck_module, grads, rel_err
 

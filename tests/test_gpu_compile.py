@@ -108,7 +108,7 @@ def test_every_kernel_specialisation_compiles_for_sm90(tmp_path):
     for kernel, name, value in KNOWN_FAILURES:
         if not any(spec["kernel"] == kernel for spec in known):
             problems.append(f"{kernel} with {name}={value} compiles now: drop it from KNOWN_FAILURES and "
-                            "its guard in TritonBackend.use_persistent")
+                            "its guard in LSTMRunner.persistent")
     for spec in result["failed"]:
         if is_known(spec):
             continue

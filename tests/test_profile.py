@@ -12,7 +12,7 @@ from torch import nn
 
 import revrnn
 from revrnn.cli import main
-from revrnn.memory import SavedTensorCounter, activation_bytes
+from revrnn.accounting import SavedTensorCounter, activation_bytes
 from revrnn.profile import Strategy, cell_factory, memory_sweep, saved_per_step, track
 
 

@@ -8,11 +8,11 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from revrnn import BackendUnavailable
-from revrnn.memory import activation_bytes
+from revrnn.accounting import activation_bytes
 from revrnn.nn import RevGRU, RevLSTM
-from revrnn.reversible import revgru as revgru_module
-from revrnn.reversible.buffer import MAX_CHUNK_OPS
-from revrnn.reversible.function import matmul_precision
+from revrnn.cells.reversible import revgru as revgru_module
+from revrnn.cells.reversible.buffer import MAX_CHUNK_OPS
+from revrnn.cells.reversible.function import matmul_precision
 
 from utils import as_tuple, assert_close_all, assert_packed_matches_separate, grads, loss_of, n_params, rel_err
 
@@ -305,7 +305,7 @@ def test_bad_arguments(cls, kwargs, error, match):
 
 def test_unimplemented_backend_is_unavailable():
     m = RevGRU(3, 4, backend="cpu")
-    with pytest.raises(BackendUnavailable, match="reference backend only"):
+    with pytest.raises(BackendUnavailable, match="does not implement the revgru cell"):
         m(torch.randn(2, 1, 3))
 
 

@@ -1,7 +1,7 @@
 """The integer core of the reversible RNNs: fixed-point states, the exactly reversible multiply
-by a quantised gate n / 1024 and its inverse (:mod:`revrnn.reversible.fixed`), and the
+by a quantised gate n / 1024 and its inverse (:mod:`revrnn.cells.reversible.fixed`), and the
 information buffer with its per-element spill policy and chunked arena
-(:mod:`revrnn.reversible.buffer`).
+(:mod:`revrnn.cells.reversible.buffer`).
 
 Spec: ``specs/reversible.md`` §2 and §6 (tests 1, 2, 3, 5, 6, 12, 15). Expected values are
 never hard-coded: they come from a plain Python-int reference of Maclaurin's algorithm
@@ -17,8 +17,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from revrnn.reversible import fixed
-from revrnn.reversible.buffer import MAX_CHUNK_OPS, InformationBuffer
+from revrnn.cells.reversible import fixed
+from revrnn.cells.reversible.buffer import MAX_CHUNK_OPS, InformationBuffer
 
 I64_MIN, I64_MAX = -(2 ** 63), 2 ** 63 - 1
 WORD_LIMIT = 2 ** 53            # fixed.multiply needs word < 2**53

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 import revrnn
 from revrnn.backends.reference import ReferenceBackend
-from revrnn.memory import SavedTensorCounter
+from revrnn.accounting import SavedTensorCounter
 from revrnn.schedule import binomial, binomial_advances, binomial_cost, fixed_cost, repetitions
 from utils import assert_close_all, grads
 

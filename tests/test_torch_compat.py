@@ -7,6 +7,8 @@ uses separate GEMMs), so the differences are a few ulps per step accumulated ove
 """
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 from torch import nn
@@ -36,7 +38,7 @@ def pair(kind: str, dtype, backend="reference", **kw):
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
 def test_matches_torch(kind, case, dtype):
-    torch.manual_seed(hash((kind, str(case))) % 2**31)
+    torch.manual_seed(zlib.crc32(f"{kind}{case}".encode()))  # hash(str) differs per process
     ref, ours = pair(kind, dtype, **case)
     T, B = 37, 3
     x = torch.randn((B, T, 5) if case.get("batch_first") else (T, B, 5), dtype=dtype)

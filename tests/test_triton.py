@@ -1,5 +1,6 @@
-"""The triton backend against the reference: output, final state and every gradient, for every
-cell family, gate variant and memory strategy, on CPU tensors under the Triton interpreter
+"""The triton backend against the reference beyond the conformance matrix (tests/test_conformance.py,
+every catalog case × strategy in float64): low precision, gradcheck, the g-LSTM's sparse path,
+the persistent kernels, compile and errors; on CPU tensors under the Triton interpreter
 (conftest sets TRITON_INTERPRET=1 and poisons every kernel output with NaN before launch).
 
 Tolerances. float64 runs the same equations in the same order up to GEMM summation order, so
@@ -19,33 +20,13 @@ pytest.importorskip("triton")
 
 import revrnn  # noqa: E402
 from revrnn.backends import BackendUnavailable, get_backend, resolve  # noqa: E402
+from revrnn.cells import cases  # noqa: E402
 from utils import assert_close_all, assert_low_precision, gradcheck_module, grads, packed_grads  # noqa: E402
 
 ULPS = 16
-#: (id, module class, constructor keywords): every cell family and gate variant with kernels
-CELLS = [
-    ("lstm", revrnn.nn.LSTM, {}),
-    ("lstm-nobias", revrnn.nn.LSTM, dict(bias=False)),
-    ("lstm-proj", revrnn.nn.LSTM, dict(proj_size=4)),
-    ("kaflstm", revrnn.nn.KAFLSTM, {}),
-    ("kafgru", revrnn.nn.KAFGRU, dict(kaf_size=7)),
-    ("kafgru-nobias", revrnn.nn.KAFGRU, dict(bias=False)),
-    ("glstm", revrnn.nn.GLSTM, dict(t_max=12.0, sigma_fraction=0.2)),
-    *[(f"gru{v}-{'after' if ra else 'before'}", revrnn.nn.GRU, dict(variant=v, reset_after=ra))
-      for v in range(4) for ra in (True, False)],
-    ("gru0-nobias", revrnn.nn.GRU, dict(bias=False)),
-    *[(f"mgu{v}", revrnn.nn.MGU, dict(variant=v)) for v in range(4)],
-    ("mgu1-nobias", revrnn.nn.MGU, dict(variant=1, bias=False)),
-    ("ligru-dropout", revrnn.nn.LiGRU, dict(recurrent_dropout=0.25)),
-    ("ligru-nobn", revrnn.nn.LiGRU, dict(batch_norm=False)),
-    ("libru-probs", revrnn.nn.LiBRU, {}),
-    ("libru-logprobs", revrnn.nn.LiBRU, dict(form="logprobs", batch_norm=False)),
-]
-#: smaller options for gradcheck
-GRADCHECK_SIZES = {"lstm-proj": dict(proj_size=1), "kaflstm": dict(kaf_size=2), "kafgru": dict(kaf_size=2)}
-STRATEGIES = {"store": {}, "recompute": dict(memory="recompute", checkpoint_every=3),
-              "revolve": dict(memory="recompute", checkpoint_slots=2)}
-IDS = [c[0] for c in CELLS]
+#: the catalog's cases for the low-precision comparison and for gradcheck (with their small sizes)
+LOW = [pytest.param(c, id=c.name) for _, c in cases(low_precision=True)]
+GRADCHECK = [pytest.param(c, id=c.name) for _, c in cases(gradcheck=True)]
 
 
 def pair(cls, kw, dtype=torch.float64, input_size=5, hidden=45, **extra):
@@ -61,36 +42,10 @@ def pair(cls, kw, dtype=torch.float64, input_size=5, hidden=45, **extra):
     return ref, tri
 
 
-def seeded_grads(module, x, hx=None, seed=7):
-    """:func:`grads` with a fixed seed, so that both backends draw the same dropout masks."""
-    torch.manual_seed(seed)
-    return grads(module, x, hx)
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("name,cls,kw", CELLS, ids=IDS)
-def test_matches_reference(name, cls, kw, strategy):
-    torch.manual_seed(hash((name, strategy)) % 2**31)
-    ref, tri = pair(cls, kw, num_layers=2, **STRATEGIES[strategy])
-    x = torch.randn(7, 3, 5, dtype=torch.float64)
-    assert_close_all(seeded_grads(tri, x), seeded_grads(ref, x), 1e-12)
-
-
-@pytest.mark.parametrize("name,cls,kw", CELLS, ids=IDS)
-def test_bidirectional_packed(name, cls, kw):
-    """Variable length: finished rows keep their state and output 0, in both directions."""
-    torch.manual_seed(1)
-    ref, tri = pair(cls, kw, hidden=6, bidirectional=True)
-    x = torch.randn(9, 4, 5, dtype=torch.float64)
-    lengths = torch.tensor([9, 3, 7, 1])
-    assert_close_all(packed_grads(tri, x, lengths, seed=3), packed_grads(ref, x, lengths, seed=3), 1e-12)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("name,cls,kw", [c for c in CELLS if c[0] in
-                                         ("lstm", "lstm-proj", "kaflstm", "kafgru", "glstm", "gru0-after", "gru1-before",
-                                          "mgu0", "ligru-nobn", "libru-probs", "libru-logprobs")], ids=str)
-def test_low_precision(name, cls, kw, dtype, request):
+@pytest.mark.parametrize("case", LOW)
+def test_low_precision(case, dtype, request):
+    name, cls, kw = case.name, case.module_class(), case.kwargs
     if name == "libru-probs" and dtype == torch.bfloat16:
         # Known: the log feedback's derivative 1/(h + 1e-11) makes these gradients meaningless
         # in bfloat16 (the reference itself is 2.6x off float64), and the kernels' float32
@@ -101,12 +56,10 @@ def test_low_precision(name, cls, kw, dtype, request):
     assert_low_precision(ref64, torch.randn(11, 3, 5, dtype=torch.float64), dtype, ULPS)
 
 
-@pytest.mark.parametrize("name,cls,kw", [c for c in CELLS if c[0] in
-                                         ("lstm", "lstm-proj", "kaflstm", "kafgru", "glstm", "gru1-after", "gru2-before",
-                                          "mgu0", "ligru-nobn", "libru-probs", "libru-logprobs")], ids=str)
-def test_gradcheck(name, cls, kw):
+@pytest.mark.parametrize("case", GRADCHECK)
+def test_gradcheck(case):
     # tiny: every parameter element costs two runs in the interpreter
-    kw = {**kw, **GRADCHECK_SIZES.get(name, {})}
+    cls, kw = case.module_class(), {**case.kwargs, **case.gradcheck}
     torch.manual_seed(4)
     _, tri = pair(cls, kw, input_size=1, hidden=2 + kw.get("proj_size", 0))
     x = torch.randn(3, 1, 1, dtype=torch.float64)
@@ -242,11 +195,10 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("name,cls,kw", [c for c in CELLS if c[0] in
-                                         ("lstm", "lstm-proj", "kaflstm", "gru0-after", "kafgru", "mgu0",
-                                          "ligru-nobn", "glstm")], ids=str)
-def test_gpu_realistic(name, cls, kw, dtype):
+@pytest.mark.parametrize("case", [c for c in LOW if not c.id.startswith("libru")])
+def test_gpu_realistic(case, dtype):
     """B=32, H=256, T=200 on CUDA, against float64 on the same GPU."""
+    cls, kw = case.values[0].module_class(), case.values[0].kwargs
     torch.manual_seed(9)
     ref64 = cls(64, 256, dtype=torch.float64, backend="reference", **kw).cuda()
     assert_low_precision(ref64, torch.randn(200, 32, 64, dtype=torch.float64, device="cuda"), dtype, ULPS)
@@ -264,6 +216,10 @@ def test_gpu_compile():
 
 
 # -- the persistent whole-chunk kernels through the engine -------------------------------------
+
+STRATEGIES = {"store": {}, "recompute": dict(memory="recompute", checkpoint_every=3),
+              "revolve": dict(memory="recompute", checkpoint_slots=2)}
+
 
 @pytest.fixture
 def persistent_on():

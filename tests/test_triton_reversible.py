@@ -1,8 +1,8 @@
 """The Triton kernels of the reversible cells (:mod:`revrnn.kernels.reversible`).
 
-* Integer core against the torch reference (:mod:`revrnn.reversible.buffer`), bit for bit given
+* Integer core against the torch reference (:mod:`revrnn.cells.reversible.buffer`), bit for bit given
   the same quantised gates (states, words, stacks, heights; spec ``reversible.md`` §6 test 14),
-  and the kernels' quantisation against :mod:`revrnn.reversible.fixed`, bit for bit given the
+  and the kernels' quantisation against :mod:`revrnn.cells.reversible.fixed`, bit for bit given the
   same float gates.
 * The fused half-updates through RevGRU / RevLSTM with ``backend="triton"``: exact
   reconstruction, closeness to ``"reference"`` (Triton's σ and tanh differ from torch's at
@@ -20,14 +20,15 @@ triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
 from revrnn import BackendUnavailable  # noqa: E402
+from revrnn.backends import resolve  # noqa: E402
 from revrnn.kernels import reversible as kernels  # noqa: E402
 from revrnn.nn import RevGRU, RevLSTM  # noqa: E402
-from revrnn.reversible import fixed  # noqa: E402
-from revrnn.reversible.base import RevCellSpec  # noqa: E402
-from revrnn.reversible.buffer import InformationBuffer, TritonBuffer  # noqa: E402
-from revrnn.reversible.fused import fused_half  # noqa: E402
-from revrnn.reversible.revgru import RevGRUCell  # noqa: E402
-from revrnn.reversible.revlstm import RevLSTMCell  # noqa: E402
+from revrnn.cells.reversible import fixed  # noqa: E402
+from revrnn.cells.reversible.base import RevCellSpec  # noqa: E402
+from revrnn.cells.reversible.buffer import InformationBuffer, TritonBuffer  # noqa: E402
+from revrnn.cells.reversible.triton import fused_half  # noqa: E402
+from revrnn.cells.reversible.revgru import RevGRUCell  # noqa: E402
+from revrnn.cells.reversible.revlstm import RevLSTMCell  # noqa: E402
 
 from utils import as_tuple, assert_close_all, loss_of  # noqa: E402
 
@@ -438,6 +439,21 @@ def test_fused_path_names_cells_without_kernels():
         fused_half(Other(4, 6))
 
 
+# -- the integer format ---------------------------------------------------------------------
+def test_kernels_format_equals_the_reference():
+    """kernels/ never imports revrnn, so it writes the integer format down itself: it must be
+    revrnn's, constant for constant and gate restriction for every k."""
+    from revrnn.cells.reversible import buffer
+    assert kernels.HIDDEN_BITS == fixed.HIDDEN_BITS
+    assert (kernels.GATE_BITS.value, kernels.GATE_ONE.value, kernels.GATE_LOW.value) == (
+        fixed.GATE_BITS, fixed.GATE_ONE, fixed.GATE_LOW)
+    assert (kernels.WORD_BITS.value, kernels.WORD_MASK.value) == (buffer.WORD_BITS, buffer.WORD_MASK)
+    like = torch.zeros(1)
+    for k in range(11):
+        gates = kernels._gates(k, like)
+        assert (gates["M"], gates["LOW"]) == (fixed.max_forget(k), fixed.min_gate(k)), k
+
+
 # -- backend choice -------------------------------------------------------------------------
 def test_triton_without_interpreter_on_cpu_is_unavailable(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
@@ -447,9 +463,10 @@ def test_triton_without_interpreter_on_cpu_is_unavailable(monkeypatch):
 
 
 def test_auto_uses_triton_on_cuda_only():
+    """The reversible modules resolve their backend as every module does."""
     m = RevGRU(3, 4)
-    assert not m._use_triton(torch.device("cpu"))
-    assert m._use_triton(torch.device("cuda"))  # the device is not touched, only its type
+    assert resolve(m.backend, m.cells[0], torch.device("cpu")).name == "reference"
+    assert resolve(m.backend, m.cells[0], torch.device("cuda")).name == "triton"  # only the device type is read
 
 
 # -- GPU ------------------------------------------------------------------------------------

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import torch
 
+from ..cells import FAMILIES
 from ..cells.base import CellSpec
-from .base import Backend, BackendUnavailable, Chunk
+from .base import Backend, BackendUnavailable, Chunk, Runner
 from .cpu import CpuBackend
 from .reference import ReferenceBackend
 from .triton import TritonBackend
 
-__all__ = ["Backend", "BackendUnavailable", "Chunk", "register", "get_backend", "resolve",
+__all__ = ["Backend", "BackendUnavailable", "Chunk", "Runner", "register", "get_backend", "resolve",
            "available_backends", "AUTO_ORDER", "NAMES"]
 
 #: Every backend name the API accepts, whether or not it is built here.
@@ -27,6 +28,8 @@ _REGISTRY: dict[str, Backend] = {}
 
 
 def register(backend: Backend) -> Backend:
+    """Make ``backend`` available under its name, with the glue of every catalog family for it."""
+    backend.load_glue(FAMILIES)
     _REGISTRY[backend.name] = backend
     return backend
 

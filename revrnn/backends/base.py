@@ -7,13 +7,16 @@ may happen at most once per chunk.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
 
 from ..cells.base import CellSpec, Params, State
+
+if TYPE_CHECKING:
+    from ..cells.family import Family
 
 
 class BackendUnavailable(RuntimeError):
@@ -27,8 +30,6 @@ class Chunk:
     t0: int
     xp: Tensor  # (K, B, G) projected inputs
     mask: Tensor | None  # (K, B) bool, valid steps of variable-length input
-    residuals: Any = None  # what the backend's forward kept for its backward
-    extra: dict = field(default_factory=dict)
 
 
 class Backend:
@@ -46,23 +47,46 @@ class Backend:
     autograd_steps: bool = False
     #: device types on which ``auto`` may pick this backend (None: wherever it is available)
     auto_devices: tuple[str, ...] | None = None
+    #: input dtypes it runs
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+
+    def __init__(self) -> None:
+        self._pickers: dict[type, Callable[[CellSpec], Any]] = {}
+
+    def load_glue(self, families: tuple[Family, ...]) -> None:
+        """Import the glue of every family that has some for this backend (see
+        :mod:`revrnn.cells.family`); called once, when the backend is registered."""
+        for family in families:
+            glue = family.glue(self.name)
+            if glue is not None:
+                pick = glue.runners(self)
+                self._pickers.update(dict.fromkeys(family.cells, pick))
+
+    def runner_for(self, cell: CellSpec) -> Any:
+        """What runs ``cell`` here (its family's glue), or None if this backend has nothing for it."""
+        pick = self._pickers.get(type(cell))
+        return None if pick is None else pick(cell)
 
     def availability(self, device: torch.device) -> str | None:
         """``None`` if the backend can run on ``device``, otherwise the reason it cannot."""
         return None
 
     def supports(self, cell: CellSpec, dtype: torch.dtype) -> bool:
-        """Whether this backend implements ``cell`` for inputs of ``dtype``."""
-        return True
+        """Whether this backend implements ``cell`` for inputs of ``dtype``: a runner from the
+        cell's family glue that does not refuse it."""
+        runner = self.runner_for(cell)
+        return dtype in self.dtypes and runner is not None and runner.refusal(cell) is None
 
     def unsupported_reason(self, cell: CellSpec, dtype: torch.dtype) -> str | None:
         """Why :meth:`supports` refuses ``cell`` when the cell type itself is implemented (a size
         limit, say), for the error message; None otherwise."""
-        return None
+        runner = self.runner_for(cell)
+        return None if runner is None else runner.refusal(cell)
 
     def forward_chunk(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                       state: State, keep: bool) -> tuple[Tensor, State, Any]:
-        raise NotImplementedError
+        with torch.no_grad():
+            return self.runner_for(cell).forward(cell, p, extras, chunk, state, keep)
 
     def recompute_residuals(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                             state: State) -> Any:
@@ -72,4 +96,24 @@ class Backend:
     def backward_chunk(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                        residuals: Any, grad_out: Tensor, grad_state: State
                        ) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        with torch.no_grad():
+            return self.runner_for(cell).backward(cell, p, extras, chunk, residuals, grad_out, grad_state)
+
+
+class Runner:
+    """One family's implementation of the chunk contract on one backend (its glue module's
+    ``runners`` hands them out): ``forward`` and ``backward`` as :class:`Backend`'s
+    ``forward_chunk`` and ``backward_chunk``."""
+
+    def refusal(self, cell: CellSpec) -> str | None:
+        """Why this runner cannot run ``cell`` although its type is implemented (a size limit,
+        say); None if it can."""
+        return None
+
+    def forward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk, state: State,
+                keep: bool) -> tuple[Tensor, State, tuple | None]:
+        raise NotImplementedError
+
+    def backward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk, residuals: tuple,
+                 grad_out: Tensor, grad_state: State) -> tuple[Tensor, State, dict[str, Tensor | None]]:
         raise NotImplementedError

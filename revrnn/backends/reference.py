@@ -26,8 +26,14 @@ def masked_step(cell: CellSpec, p: Params, extras: Params, xp: Tensor, state: St
 
 
 class ReferenceBackend(Backend):
+    """Every cell, any dtype and device: the engine runs the spec's ``step`` under autograd.
+    Families whose cells need more than a step (the reversible half-updates) have glue here too."""
+
     name = "reference"
     autograd_steps = True
+
+    def supports(self, cell: CellSpec, dtype: torch.dtype) -> bool:
+        return True
 
     def forward_autograd(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                          state: State) -> tuple[Tensor, State]:

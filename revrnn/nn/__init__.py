@@ -1,4 +1,5 @@
 """torch.nn-style recurrent modules backed by the revrnn engine."""
+from ..cells import FAMILIES
 from .base import RecurrentBase
 from .glstm import GLSTM
 from .gru import GRU
@@ -10,11 +11,11 @@ from .mgu import MGU
 from .nru import NRU
 from .revgru import RevGRU
 from .revlstm import RevLSTM
+from .rnn import RNN
 
-#: the modules that build from (input_size, hidden_size) alone, by command-line name
-MODULES = {
-    "lstm": LSTM, "gru": GRU, "mgu": MGU, "ligru": LiGRU, "libru": LiBRU,
-    "kaflstm": KAFLSTM, "kafgru": KAFGRU, "revgru": RevGRU, "revlstm": RevLSTM,
-}
+#: the modules that build from (input_size, hidden_size) alone, by command-line name (from the
+#: catalog, :data:`revrnn.cells.FAMILIES`)
+MODULES = {cli: globals()[name] for family in FAMILIES for cli, name in family.modules.items()}
 
-__all__ = ["MODULES", "RecurrentBase", "LSTM", "GRU", "MGU", "LiGRU", "LiBRU", "NRU", "GLSTM", "KAFLSTM", "KAFGRU", "RevGRU", "RevLSTM"]
+__all__ = ["MODULES", "RecurrentBase", "LSTM", "GRU", "MGU", "LiGRU", "LiBRU", "NRU", "GLSTM", "KAFLSTM", "KAFGRU",
+           "RevGRU", "RevLSTM", "RNN"]

@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from ..backends import check_name, resolve
 from ..cells.base import CellSpec, Params
 from ..engine import MEMORY, Plan, check_memory, run_sequence
-from ..schedule import ScheduleCost, binomial_cost, default_every, fixed_cost
+from ..schedule import ScheduleCost, binomial_cost, chunk_length, fixed_cost
 
 
 def _check_type(name: str, value: Any, kind: type) -> None:
@@ -113,7 +113,7 @@ class RecurrentBase(nn.Module):
             return None
         if self.checkpoint_slots is not None:
             return binomial_cost(T, self.checkpoint_slots)
-        return fixed_cost(T, self.checkpoint_every or default_every(T))
+        return fixed_cost(T, chunk_length(self.memory, T, self.checkpoint_every))
 
     @property
     def state_sizes(self) -> tuple[int, ...]:
@@ -199,7 +199,7 @@ class RecurrentBase(nn.Module):
         plan = Plan(cell=cell, backend=backend, memory=self.memory,
                     checkpoint_every=self.checkpoint_every, checkpoint_slots=self.checkpoint_slots, mask=mask,
                     extras=cell.extras(p, x.shape[1], x, self.training))
-        if self.memory == "recompute" and cell.rowwise_projection:  # only recompute re-projects
+        if cell.rowwise_projection:  # the engine decides whether to use it
             x_in, training = x.detach(), self.training
             plan.reproject = lambda s, e: cell.project(p, x_in[s:e], None if mask is None else mask[s:e], training)
         return run_sequence(plan, xp, state, recurrent)

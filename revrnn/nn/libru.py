@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from ..cells.libru import LiBRUCell, check_form
+from ..cells.light import LiBRUCell, check_form
 from .base import RecurrentBase
 
 

@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from ..cells.ligru import LiGRUCell, check_recurrent_dropout
+from ..cells.light import LiGRUCell, check_recurrent_dropout
 from .base import RecurrentBase
 
 

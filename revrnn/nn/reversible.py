@@ -2,13 +2,13 @@
 :class:`RecurrentBase`, with the whole stack run by one reversible Function (t-major, one
 information buffer for every layer) instead of one engine call per layer.
 
-Backends: ``"reference"`` runs each half-update as torch ops around the integer core;
-``"triton"`` runs the GEMMs in torch and everything else of a half-update (activations,
-quantisation, buffer, exact multiply, and in reverse the divide with the pointwise gradients)
-in one fused kernel of :mod:`revrnn.kernels.reversible` (:mod:`revrnn.reversible.fused`).
-Triton's σ and tanh differ from torch's at rounding level, so the two backends agree closely,
-not bit for bit; each reverses its own forward exactly. ``"auto"`` picks Triton on CUDA
-tensors when it is available.
+Backends are resolved like every module's (:func:`revrnn.backends.resolve`): ``"reference"``
+runs each half-update as torch ops around the integer core; ``"triton"`` runs the GEMMs in torch
+and everything else of a half-update (activations, quantisation, buffer, exact multiply, and in
+reverse the divide with the pointwise gradients) in one fused kernel of
+:mod:`revrnn.kernels.reversible` (:mod:`revrnn.cells.reversible.triton`). Triton's σ and tanh
+differ from torch's at rounding level, so the two backends agree closely, not bit for bit; each
+reverses its own forward exactly. ``"auto"`` picks Triton on CUDA tensors when it is available.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..backends import BackendUnavailable, available_backends, get_backend
-from ..reversible.base import RevCellSpec, check_forget_bits
-from ..reversible.buffer import MAX_CHUNK_OPS
-from ..reversible.function import BufferStats, Reversible, RevPlan, check_chunk, multiplies_per_step, run_store
+from ..backends import resolve
+from ..cells.reversible.base import RevCellSpec, check_forget_bits
+from ..cells.reversible.buffer import MAX_CHUNK_OPS
+from ..cells.reversible.function import BufferStats, Reversible, RevPlan, check_chunk, multiplies_per_step, run_store
 from .base import RecurrentBase
 
 #: default steps per chunk (capped so a chunk stays within 1024 multiplies per buffer element)
@@ -60,23 +60,9 @@ class ReversibleBase(RecurrentBase):
             s += ", verify=False"
         return s + (f", chunk_size={self.chunk_size}" if self.chunk_size is not None else "")
 
-    def _use_triton(self, device: torch.device) -> bool:
-        """Whether the fused Triton half-updates run: for ``backend="triton"`` (raising
-        :class:`BackendUnavailable` with the reason if it cannot run on ``device``) and for
-        ``"auto"`` on CUDA tensors where it can."""
-        if self.backend == "triton":
-            get_backend("triton", device)
-            return True
-        if self.backend == "auto" and device.type == "cuda":
-            return available_backends(device)["triton"] is None
-        if self.backend in ("auto", "reference"):
-            return False
-        raise BackendUnavailable(f"{type(self).__name__} runs on 'triton' and the reference backend only; "
-                                 f"backend={self.backend!r} has no reversible kernels")
-
     def _stack(self, x: Tensor, states: tuple[Tensor, ...], mask: Tensor | None,
                lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
-        triton = self._use_triton(x.device)
+        backend = resolve(self.backend, self.cells[0], x.device, x.dtype)
         if x.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{type(self).__name__} supports float32 and float64, got {x.dtype}; "
                             "convert the module with .float() or .double()")
@@ -89,7 +75,7 @@ class ReversibleBase(RecurrentBase):
             else:
                 drop.append(None)
         plan = RevPlan(cells=self.cells, names=[list(n) for n in self._names], mask=mask, drop=drop,
-                       chunk=self._chunk, verify=self.verify, triton=triton)
+                       chunk=self._chunk, verify=self.verify, halves=[backend.runner_for(c) for c in self.cells])
         flat = [self.cell_params(i)[name] for i, names in enumerate(plan.names) for name in names]
         if self.memory == "reversible":
             out, *finals = Reversible.apply(plan, x, *states, *flat)

@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from ..reversible.revgru import RevGRUCell
+from ..cells.reversible.revgru import RevGRUCell
 from .reversible import ReversibleBase
 
 
@@ -14,7 +14,7 @@ class RevGRU(ReversibleBase):
 
     The state of each layer is split into halves h1, h2 of ``hidden_size / 2`` units. Half 1 is
     updated from x and the old h2, half 2 from x and the new h1 (equations in
-    :mod:`revrnn.reversible.revgru`). States are fixed point (int64, 23 fractional bits); each
+    :mod:`revrnn.cells.reversible.revgru`). States are fixed point (int64, 23 fractional bits); each
     multiply by a forget gate is exactly invertible thanks to an information buffer that keeps
     the bits it discards, so backward reconstructs every state from the final one.
 
@@ -44,7 +44,7 @@ class RevGRU(ReversibleBase):
 
     ``forward(input, h_0=None)`` returns ``output, h_n`` like torch.nn.GRU; ``h_n`` is the true
     final state. After each forward, :attr:`last_stats` holds the buffer accounting
-    (:class:`revrnn.reversible.function.BufferStats`). Backward consumes the buffer, so a graph
+    (:class:`revrnn.cells.reversible.function.BufferStats`). Backward consumes the buffer, so a graph
     can be backpropagated once (no ``retain_graph``) and double backward is not supported.
     """
 

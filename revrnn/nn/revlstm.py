@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from ..reversible.revlstm import RevLSTMCell
+from ..cells.reversible.revlstm import RevLSTMCell
 from .reversible import ReversibleBase
 
 
@@ -14,7 +14,7 @@ class RevLSTM(ReversibleBase):
 
     Each layer's (h, c) is split into halves; a half-update is
     ``c = f ⊙ c + i ⊙ g``, ``h = p ⊙ h + o ⊙ tanh(c)`` with the c-forget gate f and the h-forget
-    gate p restricted to [2**-k, 1] (equations in :mod:`revrnn.reversible.revlstm`). Both c and h
+    gate p restricted to [2**-k, 1] (equations in :mod:`revrnn.cells.reversible.revlstm`). Both c and h
     go through exact multiplies, four per step per unit pair, sharing one buffer.
 
     Arguments as :class:`revrnn.nn.RevGRU`; ``forget_bits=0`` gives the no-forgetting RevLSTM

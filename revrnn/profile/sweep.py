@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from ..cells import FAMILIES
 from ..nn import MODULES
 from ..nn.base import RecurrentBase
 from ..schedule import default_every
@@ -23,7 +24,8 @@ from .track import MiB, track
 ACCOUNTING = ("storages saved for backward by autograd and revrnn (pack hook), each counted once; "
               "parameters and inputs excluded; live peak over forward + backward")
 
-REVERSIBLE_OF = {"gru": "revgru", "lstm": "revlstm", "revgru": "revgru", "revlstm": "revlstm"}
+#: command-line name -> that of its reversible counterpart (from the catalog)
+REVERSIBLE_OF = {k: v for family in FAMILIES for k, v in family.reversible_of.items()}
 
 
 def cell_factory(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
@@ -40,7 +42,8 @@ def cell_factory(cell: str, input_size: int, hidden_size: int, num_layers: int =
         name = cell
         if strategy.kind == "reversible":
             if cell not in REVERSIBLE_OF:
-                raise ValueError(f"strategy 'reversible' needs cell gru, lstm, revgru or revlstm, got {cell!r}")
+                names = sorted(REVERSIBLE_OF)
+                raise ValueError(f"strategy 'reversible' needs cell {', '.join(names[:-1])} or {names[-1]}, got {cell!r}")
             name = REVERSIBLE_OF[cell]
         cls = MODULES[name]
         kwargs = strategy.module_kwargs()

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor, nn
 
-from ..memory import SavedTensorCounter
+from ..accounting import SavedTensorCounter
 
 MiB = 2 ** 20
 

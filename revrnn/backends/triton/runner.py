@@ -1,24 +1,23 @@
-"""What every runner of the Triton backend shares: the kernel modules (imported here, once),
-the runner interface, a chunk's buffers and the gradient helpers."""
+"""What the Triton runners of every family share: the kernel package (each family's glue
+imports its own kernel modules), a chunk's buffers and the gradient helpers."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
 from ...cells.base import CellSpec, Params, State
-from ...cells.kaf import KAFGates
 from ..base import Chunk
 
 try:  # at import, not first use: torch.compile cannot trace an import
     from ... import kernels
-    from ...kernels import common, gru, kaf, light, lstm, nru, persistent  # noqa: F401 (attributes of kernels)
+    from ...kernels import common
     MISSING = None
 except ImportError as err:  # Triton is not installed
     kernels = common = None
     MISSING = f"Triton is not importable ({err}); pip install triton"
 
 
-class Steps:
+class ChunkBuffers:
     """Buffers of one chunk of K steps: float states ``(K + 1)`` rows deep when kept for
     backward, else two rows used alternately."""
 
@@ -63,43 +62,11 @@ def weight_grad(dpre: Tensor, operand: Tensor, dtype: torch.dtype) -> Tensor:
     return dpre.reshape(K * B, G).t().to(dtype) @ operand.reshape(K * B, -1).to(dtype)
 
 
-class Runner:
-    """The forward and backward of one cell family over a chunk (see :class:`Backend`)."""
-
-    def forward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk, state: State,
-                keep: bool) -> tuple[Tensor, State, tuple | None]:
-        raise NotImplementedError
-
-    def backward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk, residuals: tuple,
-                 grad_out: Tensor, grad_state: State) -> tuple[Tensor, State, dict[str, Tensor | None]]:
-        raise NotImplementedError
-
-
 def bias_sums(cell: CellSpec, p: Params, dpre: Tensor, cols: dict[str, slice]) -> dict[str, Tensor | None]:
     """Gradients of the bias parameters among ``p``: each the sum over steps and rows of the
     ``dpre`` columns given for it."""
     return {name: dpre[..., cols[name]].sum((0, 1)).to(p[name].dtype) if p[name].requires_grad else None
             for name in cols if name in p}
-
-
-def kaf_operands(cell: CellSpec, p: Params, sdtype: torch.dtype) -> list[Tensor]:
-    """The step kernels' ``kaf`` argument: [alpha, dictionary, γ] for a KAF-gated cell (γ as a
-    tensor in the state dtype, exact for float64), else empty."""
-    if not isinstance(cell, KAFGates):
-        return []
-    alpha = p["kaf_alpha"]
-    return [alpha.contiguous(), p["kaf_dict"].contiguous(),
-            torch.full((1,), cell.gamma, dtype=sdtype, device=alpha.device)]
-
-
-def kaf_grads(p: Params, operands: list[Tensor], act: Tensor, dkaf: Tensor, hidden: int,
-              skip: int) -> dict[str, Tensor | None]:
-    """``kaf_alpha``'s gradient over a chunk (:func:`revrnn.kernels.kaf.alpha_grad`) from the
-    :func:`kaf_operands`, the kept activations and the kernels' ``∂L/∂KAF``."""
-    alpha, dictionary, gamma = operands
-    if not p["kaf_alpha"].requires_grad:
-        return {"kaf_alpha": None}
-    return {"kaf_alpha": kernels.kaf.alpha_grad(act, dkaf, dictionary, gamma, hidden, skip).to(alpha.dtype)}
 
 
 def chunk_mask(chunk: Chunk) -> Tensor | None:

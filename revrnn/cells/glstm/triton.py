@@ -1,125 +1,43 @@
-"""Runners of the LSTM family: torch.nn.LSTM and the g-LSTM, dense or sparse."""
+"""Triton glue of the g-LSTM: the LSTM runner with the time gate (dense: every unit computed,
+closed ones passed through by the kernel), and the sparse path that computes open units only.
+
+Loading it adds two settings to the Triton backend: ``glstm_sparse`` — ``"auto"`` (sparse when
+at most half the chunk's unit-steps are open), ``"always"`` or ``"never"``; and ``sparse_work``,
+what the sparse path computed and skipped, summed over runs (:class:`SparseWork`)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from ...cells.base import CellSpec, Params
-from ...cells.glstm import SIGMA_MIN, GLSTMCell
-from ..base import Chunk
-from .runner import Runner, Steps, chunk_mask, common, grad_buffers, kaf_grads, kaf_operands, kernels, weight_grad
+from ...backends.base import Chunk
+from ...backends.triton.runner import ChunkBuffers, chunk_mask, common, grad_buffers, kernels
+from ..base import CellSpec, Params
+from ..lstm.triton import LSTMRunner
+from .spec import SIGMA_MIN
 
 if TYPE_CHECKING:
-    from . import TritonBackend
+    from ...backends.triton import TritonBackend
 
 
-class LSTMRunner(Runner):
-    """torch.nn.LSTM (with or without projection), the KAF-gated LSTM and, with the time gate,
-    the g-LSTM (dense: every unit is computed and closed units are passed through by the kernel).
+def runners(backend: "TritonBackend"):
+    backend.glstm_sparse = "auto"
+    backend.sparse_work = SparseWork()
+    runner = SparseGLSTMRunner(backend)
+    return lambda cell: runner
 
-    Residuals: the activations (K, B, 4H) in the input dtype (the i, f, o pre-activations instead
-    of the gates with KAF gates) and the float states h (K + 1, B, P) and c (K + 1, B, H).
-    Projecting, the kernel yields ``o ⊙ tanh(c)`` and a GEMM per step projects it; backward gets
-    that output back from its kernel and computes ``W_hr``'s gradient as one GEMM per chunk.
-    """
 
-    def __init__(self, backend: "TritonBackend") -> None:
-        self.backend = backend
+class GLSTMRunner(LSTMRunner):
+    """The dense g-LSTM: the LSTM kernels with the time gate."""
 
-    @staticmethod
-    def time_gate(cell: CellSpec, p: Params, chunk: Chunk, sdtype: torch.dtype) -> Tensor | None:
-        """The g-LSTM's gates of the chunk's steps (K, H); None for the plain LSTM."""
-        if not isinstance(cell, GLSTMCell):
-            return None
+    def time_gate(self, cell, p, chunk, sdtype):
         t = torch.arange(chunk.t0, chunk.t0 + chunk.xp.shape[0], device=chunk.xp.device)
         return cell.time_gate(p, t).to(sdtype).contiguous()
 
-    @staticmethod
-    def project(hc: Tensor, w_hr: Tensor, h_prev: Tensor, h_out: Tensor, y: Tensor, mask: Tensor | None) -> None:
-        """``h = o ⊙ tanh(c) W_hrᵀ`` into the output ``y`` and, on valid rows, the state ``h_out``
-        (masked rows keep ``h_prev`` and output 0)."""
-        torch.mm(hc.to(y.dtype), w_hr.t(), out=y)
-        if mask is None:
-            h_out.copy_(y)
-        else:
-            valid = mask[:, None].bool()
-            torch.where(valid, y.to(h_out.dtype), h_prev, out=h_out)
-            y.masked_fill_(~valid, 0)
-
-    def forward(self, cell, p, extras, chunk, state, keep):
-        if self.backend.use_persistent(cell, chunk.xp):
-            y, h, c, res = kernels.persistent.lstm_forward(chunk.xp, p["weight_hh"], *state, chunk.mask, keep)
-            return y, (h.to(y.dtype), c.to(y.dtype)), res
-        run = Steps(chunk, state, keep)
-        K, B, G = run.xp.shape
-        hs, cs = run.states
-        w_t, w_hr = p["weight_hh"].t(), p.get("weight_hr")
-        k = self.time_gate(cell, p, chunk, run.sdtype)
-        kaf = kaf_operands(cell, p, run.sdtype)
-        act = run.new(K, B, G, dtype=run.dtype) if keep else None
-        y, rec = run.new(K, B, hs.shape[-1], dtype=run.dtype), run.new(B, G, dtype=run.dtype)
-        hc = None if w_hr is None else run.new(B, G // 4)
-        for i in range(K):
-            r, w = run.rows(i)
-            torch.mm(hs[r].to(run.dtype), w_t, out=rec)
-            kernels.lstm.lstm_forward_step(run.xp[i], rec, None if hc is not None else hs[r], cs[r], run.mask_at(i),
-                                           None if k is None else k[i], kaf, hs[w] if hc is None else hc, cs[w],
-                                           y[i] if hc is None else None, None if act is None else act[i])
-            if hc is not None:
-                self.project(hc, w_hr, hs[r], hs[w], y[i], run.mask_at(i))
-        return y, run.end(), ((act, hs, cs) if keep else None)
-
-    def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
-        act, hs, cs = residuals
-        K, B, G = act.shape
-        H, dtype, sdtype = G // 4, act.dtype, hs.dtype
-        w, w_hr = p["weight_hh"], p.get("weight_hr")
-        if self.backend.use_persistent(cell, act):  # the same residual layout as the step kernels'
-            gxp, dh, dc, dw = kernels.persistent.lstm_backward(residuals, w, grad_out, *grad_state, chunk.mask,
-                                                               w.requires_grad)
-            return gxp, (dh.to(dtype), dc.to(dtype)), {"weight_hh": dw}
-        k = self.time_gate(cell, p, chunk, sdtype)
-        kaf = kaf_operands(cell, p, sdtype)
-        mask = chunk_mask(chunk)
-        dh, dc = grad_buffers(grad_state, sdtype)
-        dgates = common.new((K, B, G), sdtype, act.device)
-        dk = None if k is None else torch.empty_like(hs[1:])
-        dkaf = common.new((K, B, 3 * H), sdtype, act.device) if kaf else None
-        if w_hr is not None:  # per step: the gradient of the projection's output, and its input
-            dproj, hcs, dhc = (common.new(shape, sdtype, act.device) for shape in ((K, *dh.shape), (K, B, H), (B, H)))
-        dy = grad_out.contiguous()
-        for i in range(K - 1, -1, -1):
-            m = None if mask is None else mask[i]
-            if w_hr is None:
-                kernels.lstm.lstm_backward_step(act[i], hs[i], cs[i], m, None if k is None else k[i], kaf, dy[i],
-                                                dh, dc, dgates[i], None if dk is None else dk[i],
-                                                None if dkaf is None else dkaf[i], None)
-            else:
-                # valid rows send the gradient of their new h through the projection; masked
-                # rows pass it to the previous h
-                torch.add(dh, dy[i] if m is None else dy[i] * m[:, None], out=dproj[i])
-                if m is None:
-                    dh.zero_()
-                else:
-                    valid = m[:, None].bool()
-                    dh.copy_(dproj[i].masked_fill(valid, 0))
-                    dproj[i].masked_fill_(~valid, 0)
-                dhc.copy_(dproj[i].to(dtype) @ w_hr.to(dtype))
-                kernels.lstm.lstm_backward_step(act[i], None, cs[i], m, None, kaf, None, dhc, dc, dgates[i], None,
-                                                None if dkaf is None else dkaf[i], hcs[i])
-            dh += dgates[i].to(dtype) @ w.to(dtype)  # the recurrent part of dh_{t-1}
-        grads: dict[str, Tensor | None] = {"weight_hh": weight_grad(dgates, hs[:K], dtype) if w.requires_grad else None}
-        if w_hr is not None:
-            grads["weight_hr"] = weight_grad(dproj, hcs, dtype) if w_hr.requires_grad else None
-        if k is not None:
-            grads.update(time_gate_grads(cell, p, chunk, k, dk.sum(1)))
-        if kaf:
-            grads.update(kaf_grads(p, kaf, act, dkaf, H, skip=2 * H))
-        return dgates.to(dtype), (dh.to(dtype), dc.to(dtype)), grads
+    def time_gate_grads(self, cell, p, chunk, k, dk):
+        return time_gate_grads(p, chunk, k, dk)
 
 
 @dataclass
@@ -136,7 +54,7 @@ class SparseWork:
         return 1.0 - self.open / self.total if self.total else 0.0
 
 
-class SparseGLSTMRunner(LSTMRunner):
+class SparseGLSTMRunner(GLSTMRunner):
     """The g-LSTM computing only open units: the time gate depends only on t, μ and σ, so
     each step's open units are known before it runs. Per step the open units' rows of
     ``W_hh`` and columns of the projected input are gathered, the GEMM and the LSTM kernel run
@@ -167,7 +85,7 @@ class SparseGLSTMRunner(LSTMRunner):
         return (torch.arange(4, device=idx.device)[:, None] * H + idx).reshape(-1)
 
     def forward(self, cell, p, extras, chunk, state, keep):
-        run = Steps(chunk, state, keep=False)
+        run = ChunkBuffers(chunk, state, keep=False)
         K, B, G = run.xp.shape
         H = G // 4
         k = self.time_gate(cell, p, chunk, run.sdtype)
@@ -242,11 +160,11 @@ class SparseGLSTMRunner(LSTMRunner):
             dk[i, units] = dk_o.sum(0)
             if dw is not None:
                 dw.index_add_(0, rows, (dgates.t().to(dtype) @ h.to(dtype)).to(w.dtype))
-        grads = {"weight_hh": dw, **time_gate_grads(cell, p, chunk, k, dk)}
+        grads = {"weight_hh": dw, **self.time_gate_grads(cell, p, chunk, k, dk)}
         return gxp, (dh.to(dtype), dc.to(dtype)), grads
 
 
-def time_gate_grads(cell: GLSTMCell, p: Params, chunk: Chunk, k: Tensor, dk: Tensor) -> dict[str, Tensor]:
+def time_gate_grads(p: Params, chunk: Chunk, k: Tensor, dk: Tensor) -> dict[str, Tensor]:
     """Gradients of ``mu`` and ``sigma`` from those of the chunk's time gates ``k`` (K, H):
     ``∂k/∂μ = k (t − μ)/v`` and ``∂k/∂σ = k (t − μ)² σ / v²`` with ``v = max(σ², SIGMA_MIN²)``
     (zero where the clamp holds, and where the gate is closed since k = 0 there)."""

@@ -1,7 +1,7 @@
 """The information buffer: per-element stacks of 64-bit words in a device-resident arena.
 
 Each buffer element (one row and one unit of a half state) owns a current word ``W`` that the
-exact multiplies of :mod:`revrnn.reversible.fixed` grow by at most k = ``forget_bits`` bits
+exact multiplies of :mod:`revrnn.cells.reversible.fixed` grow by at most k = ``forget_bits`` bits
 each, and a stack of full words spilled from it.
 
 **Spill policy** (fixed, because it decides the low bits of the forward trajectory, spec §2.3).
@@ -26,7 +26,7 @@ factor actually applied, so this is exactly what the multiplies discard (the flo
 differs from it by less than 2**-11).
 
 :class:`TritonBuffer` is the same buffer run by Triton kernels: one per multiply, or the fused
-half-updates of :mod:`revrnn.reversible.fused`.
+half-updates of :mod:`revrnn.cells.reversible.triton`.
 """
 from __future__ import annotations
 
@@ -184,13 +184,13 @@ class TritonBuffer(InformationBuffer):
     arithmetic and update term) fused into one Triton kernel (:mod:`revrnn.kernels.reversible`).
     ``active`` must be a row mask (batch, 1). Needs Triton, imported here on first use.
 
-    The fused half-update kernels of the reversible cells (:mod:`revrnn.reversible.fused`) take
+    The fused half-update kernels of the reversible cells (:mod:`revrnn.cells.reversible.triton`) take
     the buffer's tensors instead (:meth:`claim`, :meth:`unclaim`), update them in place and add
     each multiply's information cost to a float64 per element, summed at the end of the chunk."""
 
     def __init__(self, shape: tuple[int, ...], forget_bits: int, device: torch.device | str | None = None) -> None:
         super().__init__(shape, forget_bits, device)
-        from ..kernels import reversible
+        from ...kernels import reversible
         self._kernels = reversible
         self._bits: Tensor | None = None
         # the information cost of a gate n, as the reference accounts it (n = 0 never occurs)

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..cells.base import CellSpec, ParamSpec, Params, check_positive
+from ..base import CellSpec, ParamSpec, Params, check_positive
 from . import fixed
 
 Ints = tuple[Tensor, ...]

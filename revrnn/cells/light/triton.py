@@ -1,12 +1,19 @@
-"""The runner of LiGRU and LiBRU."""
+"""Triton glue of the light cells: one runner for LiGRU and LiBRU (kernels ``revrnn.kernels.light``)."""
 from __future__ import annotations
 
 import torch
 
-from ...cells.base import CellSpec
-from ...cells.libru import log_eps, safe_log
-from ...cells.ligru import LiGRUCell
-from .runner import Runner, Steps, chunk_mask, common, grad_buffers, kernels, weight_grad
+from ...backends.base import Runner
+from ...backends.triton.runner import ChunkBuffers, chunk_mask, common, grad_buffers, kernels, weight_grad
+from ...kernels import light  # noqa: F401 (an attribute of kernels; torch.compile cannot trace an import)
+from ..base import CellSpec
+from .libru import log_eps, safe_log
+from .ligru import LiGRUCell
+
+
+def runners(backend):
+    runner = LightRunner()
+    return lambda cell: runner
 
 
 class LightRunner(Runner):
@@ -23,7 +30,7 @@ class LightRunner(Runner):
         return kernels.light.PROBS if cell.form == "probs" else kernels.light.LOGPROBS
 
     def forward(self, cell, p, extras, chunk, state, keep):
-        run = Steps(chunk, state, keep)
+        run = ChunkBuffers(chunk, state, keep)
         K, B, H = run.K, run.B, cell.hidden_size
         form = self.form(cell)
         eps = log_eps(run.dtype)

@@ -36,9 +36,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .base import ParamSpec, Params, check_number, check_positive
-from .gru import GRUCell
-from .lstm import LSTMCell
+from ..base import ParamSpec, Params, check_number, check_positive
+from ..gru.spec import GRUCell
+from ..lstm.spec import LSTMCell
 
 #: Ridge of the kernel-ridge-regression init (PyTorch kafnets).
 KRR_EPS = 1e-4

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .base import CellSpec, ParamSpec, Params, State, flat_linear, linear
+from ..base import CellSpec, ParamSpec, Params, State, flat_linear, linear
 
 #: BatchNorm momentum of pytorch-kaldi's liGRU and of the official LiBRU.
 BN_MOMENTUM = 0.05

@@ -41,8 +41,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import ParamSpec, Params, State, check_number
-from .lstm import LSTMCell
+from ..base import ParamSpec, Params, State, check_number
+from ..lstm.spec import LSTMCell
 
 #: The smallest |σ| (in steps) used in the gate; see the module docstring.
 SIGMA_MIN = 1e-3

@@ -13,7 +13,7 @@ reverse + grads    addmm [z, r]; gru_reset; addmm g; gru_retreat;  addmm; lstm_r
 =================  ============================================  =========================
 
 plus, in the reversible pass, the two adds of the other half's gradient, and the weight
-gradients, batched per chunk by :class:`~revrnn.reversible.function.Reversible`.
+gradients, batched per chunk by :class:`~revrnn.cells.reversible.function.Reversible`.
 
 ``memory="store"`` runs the same forward (same calls, so the same bits) inside
 :class:`StoreStep`, an autograd Function that keeps the pre-activations and states and
@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..kernels import reversible as K
+from ...kernels import reversible as K
 from . import fixed
 from .base import Ints, RevCellSpec, join_halves, split_halves
 from .buffer import TritonBuffer
@@ -55,9 +55,14 @@ class FusedHalf:
     the float value ``hb`` of the other half, and its own fixed-point state(s) ``own``.
     """
 
+    buffer = TritonBuffer
+
     def __init__(self, cell: RevCellSpec) -> None:
         self.cell = cell
         self.k = cell.forget_bits
+
+    def refusal(self, cell: RevCellSpec) -> str | None:
+        return None
 
     def preacts(self, xp: Tensor, hb: Tensor, w_hh: Tensor) -> tuple[Tensor, ...]:
         """The gate pre-activations (and, for RevGRU, r ⊙ h_b). ``hb`` is a view of a joined
@@ -98,7 +103,7 @@ class FusedHalf:
     # -- one step of a layer: half 1 from the old h2, then half 2 from the new h1 ------------------
     def step(self, p: dict[str, Tensor], xp: tuple[Tensor, Tensor], own: Ints, sur: tuple[Tensor, ...] | None,
              h: Tensor, buf: TritonBuffer | None, active: Tensor | None):
-        """As :func:`revrnn.reversible.function._step`: (new states, new surrogates or None, float new h);
+        """As :func:`revrnn.cells.reversible.function._step`: (new states, new surrogates or None, float new h);
         ``h`` is the float value of ``own[0]``."""
         G = self.cell.half
         own1, own2 = split_halves(own, G)
@@ -117,7 +122,7 @@ class FusedHalf:
 
     def step_back(self, p: dict[str, Tensor], xp: tuple[Tensor, Tensor], own: Ints, grad: tuple[Tensor, ...],
                   h: Tensor, buf: TritonBuffer | None, active: Tensor | None):
-        """As :func:`revrnn.reversible.function._step_back`, plus the float value of the previous h."""
+        """As :func:`revrnn.cells.reversible.function._step_back`, plus the float value of the previous h."""
         G = self.cell.half
         own1, own2 = split_halves(own, G)
         d1, d2 = split_halves(grad, G)
@@ -184,6 +189,10 @@ class LSTMHalf(FusedHalf):
 
     def operands(self, pre, hb):
         return (hb,)
+
+
+def runners(backend):
+    return fused_half
 
 
 def fused_half(cell: RevCellSpec) -> FusedHalf:

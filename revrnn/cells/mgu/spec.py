@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import CellSpec, ParamSpec, Params, State, flat_linear, linear
-from .gru import GATE_TERMS, check_variant
+from ..base import CellSpec, ParamSpec, Params, State, flat_linear, linear
+from ..gru.spec import GATE_TERMS, check_variant
 
 
 class MGUCell(CellSpec):
@@ -42,6 +42,8 @@ class MGUCell(CellSpec):
     """
 
     name = "mgu"
+    #: sigmoid gates (f) before the candidate
+    num_gates = 1
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, variant: int = 0):
         super().__init__(input_size, hidden_size)
@@ -66,6 +68,10 @@ class MGUCell(CellSpec):
         bias = p["bias_ih"] + p["bias_hh"] if self.bias else None
         return flat_linear(x, p["weight_ih"], bias)
 
+    def gate_bias(self, p: Params) -> Tensor | None:
+        """The bias added to the gate inside the step: ``bias_gates`` (variants 1 and 3), if any."""
+        return p.get("bias_gates")
+
     def step(self, p: Params, xp: Tensor, state: State, t: int, extras: Params) -> State:
         (h,) = state
         H = self.hidden_size
@@ -75,8 +81,9 @@ class MGUCell(CellSpec):
             f, xp = xp[:, :H], xp[:, H:]
         if "h" in self.terms:
             f = f + linear(h, w_hh[:H])
-        if "bias_gates" in p:
-            f = f + p["bias_gates"]
+        bias = self.gate_bias(p)
+        if bias is not None:
+            f = f + bias
         f = torch.sigmoid(f)
         n = torch.tanh(xp + linear(f * h, w_hh[-H:]))
         return ((1 - f) * h + f * n,)

@@ -61,7 +61,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import CellSpec, ParamSpec, Params, State, check_number, check_positive, flat_linear, linear
+from ..base import CellSpec, ParamSpec, Params, State, check_number, check_positive, flat_linear, linear
 
 #: ``eps`` of the official ``F.normalize(v, p=5, dim=2, eps=1e-12)``.
 L5_EPS = 1e-12

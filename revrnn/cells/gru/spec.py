@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import CellSpec, ParamSpec, Params, State, flat_linear, linear
-from .lstm import chrono_log_uniform
+from ..base import CellSpec, ParamSpec, Params, State, flat_linear, linear
+from ..lstm.spec import chrono_log_uniform
 
 #: Which terms feed the gates, by variant (Dey & Salem 2017; Heck & Salem 2017 for MGU).
 GATE_TERMS = {
@@ -49,6 +49,9 @@ class GRUCell(CellSpec):
 
     name = "gru"
 
+    #: sigmoid gates (r, z) before the candidate
+    num_gates = 2
+
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  reset_after: bool = True, variant: int = 0):
         super().__init__(input_size, hidden_size)
@@ -78,6 +81,15 @@ class GRUCell(CellSpec):
             bias = p["bias_ih"] if self.reset_after else p["bias_ih"] + p["bias_hh"]
         return flat_linear(x, p["weight_ih"], bias)
 
+    def gate_bias(self, p: Params) -> Tensor | None:
+        """The bias added to the gates inside the step, if any: ``bias_gates`` (variants 1 and
+        3), or the r, z rows of the reset-after GRU's ``bias_hh`` (``bias_ih`` is in the projection)."""
+        if "bias_gates" in p:
+            return p["bias_gates"]
+        if self.bias and self.reset_after and "x" in self.terms:
+            return p["bias_hh"][:2 * self.hidden_size]
+        return None
+
     def gate(self, p: Params, s: Tensor, index: int) -> Tensor:
         """Sigmoid gate number ``index`` (r=0, z=1); the hook KAF gates replace."""
         return torch.sigmoid(s)
@@ -92,10 +104,9 @@ class GRUCell(CellSpec):
             gates, xp = xp[:, :2 * H], xp[:, 2 * H:]
         if "h" in self.terms:
             gates = gates + linear(h, w_hh[:2 * H])
-        if "bias_gates" in p:
-            gates = gates + p["bias_gates"]
-        elif self.bias and self.reset_after and "x" in self.terms:
-            gates = gates + p["bias_hh"][:2 * H]
+        bias = self.gate_bias(p)
+        if bias is not None:
+            gates = gates + bias
         gates = gates.expand(h.shape[0], -1)
         r, z = self.gate(p, gates[:, :H], 0), self.gate(p, gates[:, H:], 1)
         if self.reset_after:

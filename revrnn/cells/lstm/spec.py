@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import CellSpec, ParamSpec, Params, State, flat_linear, linear
+from ..base import CellSpec, ParamSpec, Params, State, flat_linear, linear
 
 
 class LSTMCell(CellSpec):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Params, State, linear
+from ..base import Params, State, linear
 from .ligru import LightCell
 
 FORMS = ("probs", "logprobs")

@@ -15,29 +15,26 @@ they produce bit-identical states:
   fixed-point conversions; autograd keeps every activation. It is the comparison baseline and
   the ground truth for the reversible gradients.
 
-A step runs the cell specs' torch ops (:func:`_step`, :func:`_step_back`), or, with
-``RevPlan.triton``, the fused Triton half-updates of :mod:`revrnn.reversible.fused` (same
-structure; the gates are Triton's, so the bits differ from the torch path at rounding level).
+A step runs what the backend's glue gives for the cell (``RevPlan.halves``): the cell specs'
+torch ops (:mod:`.reference`: :func:`_step`, :func:`_step_back`) or the fused Triton
+half-updates (:mod:`.triton`; same structure, but the gates are Triton's, so the bits differ
+from the torch path at rounding level).
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from functools import partial
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.functional import linear
 
-from ..cells.base import Params
+from ..base import Params
 from . import fixed
 from .base import Ints, RevCellSpec, StraightThrough, join_halves, split_halves
-from .buffer import MAX_CHUNK_OPS, InformationBuffer, TritonBuffer
-
-if TYPE_CHECKING:
-    from .fused import FusedHalf
+from .buffer import MAX_CHUNK_OPS, InformationBuffer
 
 
 @dataclass
@@ -65,14 +62,10 @@ class RevPlan:
     drop: list[Tensor | None] = field(default_factory=list)  # per layer: mask on its input
     chunk: int = 64                  # steps per chunk
     verify: bool = False
-    triton: bool = False             # fused Triton half-updates (revrnn.reversible.fused)
+    #: per layer, the half-updates of the backend that runs them (its ``runner_for``): ``step``,
+    #: ``step_back`` and the ``buffer`` class they work with
+    halves: list[Any] = field(default_factory=list)
     stats: BufferStats | None = None
-    fused: list[FusedHalf] = field(default_factory=list)  # per layer, with triton
-
-    def __post_init__(self) -> None:
-        if self.triton:
-            from .fused import fused_half  # needs Triton
-            self.fused = [fused_half(c) for c in self.cells]
 
     @property
     def forget_bits(self) -> int:
@@ -102,8 +95,7 @@ class RevPlan:
     def new_buffer(self, batch: int, device: torch.device) -> InformationBuffer | None:
         if not self.forget_bits:
             return None
-        kind = TritonBuffer if self.triton else InformationBuffer
-        return kind((batch, self.cells[0].half), self.forget_bits, device)
+        return self.halves[0].buffer((batch, self.cells[0].half), self.forget_bits, device)
 
     def record(self, buf: InformationBuffer | None, T: int, batch: int) -> None:
         states = sum(len(c.state_sizes) * c.hidden_size for c in self.cells)
@@ -184,7 +176,7 @@ def _forward(plan: RevPlan, params: list[Params], x: Tensor, ints: list[Ints],
                     xp = (xp0[0][t - s], xp0[1][t - s])
                 else:
                     xp = project(cell, p, plan.dropped(layer, hs[layer - 1]))
-                step = plan.fused[layer].step if plan.triton else partial(_step, cell)
+                step = plan.halves[layer].step
                 ints[layer], sur, hs[layer] = step(p, xp, ints[layer], None if surs is None else surs[layer],
                                                    hs[layer], buf, active)
                 if surs is not None:
@@ -341,7 +333,7 @@ class Reversible(torch.autograd.Function):
                     else:
                         x_in = plan.dropped(layer, hs[layer - 1])
                         xp = project(cell, p, x_in)
-                    step_back = plan.fused[layer].step_back if plan.triton else partial(_step_back, cell)
+                    step_back = plan.halves[layer].step_back
                     ints[layer], grads[layer], half1, half2, hs[layer] = step_back(p, xp, ints[layer], grads[layer],
                                                                                    hs[layer], buf, active)
                     if layer > 0:

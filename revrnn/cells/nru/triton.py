@@ -1,12 +1,19 @@
-"""The runner of the NRU (:mod:`revrnn.cells.nru`); its kernels are :mod:`revrnn.kernels.nru`."""
+"""Triton glue of the NRU: its runner (kernels :mod:`revrnn.kernels.nru`)."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ...cells.base import Params
-from ...cells.nru import L5_EPS, NRUCell
-from .runner import Runner, bias_sums, chunk_mask, common, kernels, weight_grad
+from ...backends.base import Runner
+from ...backends.triton.runner import bias_sums, chunk_mask, common, kernels, weight_grad
+from ...kernels import nru  # noqa: F401 (an attribute of kernels; torch.compile cannot trace an import)
+from ..base import CellSpec, Params
+from .spec import L5_EPS, NRUCell
+
+
+def runners(backend):
+    runner = NRURunner()
+    return lambda cell: runner
 
 
 class NRURunner(Runner):
@@ -21,6 +28,12 @@ class NRURunner(Runner):
     in the state dtype, and nothing else; backward recomputes each step's heads with one GEMM
     on ``[h_t; m_{t-1}]``, and the kernels recompute the write and erase vectors from them.
     """
+
+    def refusal(self, cell: CellSpec) -> str | None:
+        if kernels.nru.supported(cell.memory_size, cell.num_heads):
+            return None
+        return (f"memory_size={cell.memory_size} with num_heads={cell.num_heads} gives a row tile "
+                f"larger than Triton's largest tensor ({kernels.nru.MAX_TILE} elements)")
 
     @staticmethod
     def weights(cell: NRUCell, p: Params, sdtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:

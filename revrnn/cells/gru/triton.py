@@ -1,5 +1,6 @@
-"""Runners of the GRU family: the reset-after GRU (torch.nn.GRU and variants GRU1–3) and the
-reset-before GRU and MGU."""
+"""Triton glue of the GRU family: the reset-after GRU (torch.nn.GRU and variants GRU1–3, and
+through its gate hooks the KAF-GRU) and the reset-before gated units (the GRU with
+``reset_after=False``, and the MGU family)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -7,27 +8,23 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ...cells.base import CellSpec, Params
-from ...cells.gru import GRUCell
-from .runner import (Runner, Steps, bias_sums, chunk_mask, common, grad_buffers, kaf_grads, kaf_operands, kernels,
-                     weight_grad)
+from ...backends.base import Runner
+from ...backends.triton.runner import ChunkBuffers, bias_sums, chunk_mask, common, grad_buffers, kernels, weight_grad
+from ...kernels import gru, persistent  # noqa: F401 (attributes of kernels; torch.compile cannot trace an import)
+from ..base import CellSpec, Params
+from .spec import GRUCell
 
 if TYPE_CHECKING:
-    from . import TritonBackend
+    from ...backends.triton import TritonBackend
 
 
-def gate_bias(cell: CellSpec, p: Params) -> Tensor | None:
-    """The bias vector added to the gates inside the step, if any: ``bias_gates`` (variants 1
-    and 3), or the r, z rows of the reset-after GRU's ``bias_hh``."""
-    if "bias_gates" in p:
-        return p["bias_gates"]
-    if isinstance(cell, GRUCell) and cell.reset_after and cell.bias and "x" in cell.terms:
-        return p["bias_hh"][:2 * cell.hidden_size]
-    return None
+def runners(backend: "TritonBackend"):
+    after, before = GRURunner(backend), ResetBeforeRunner()
+    return lambda cell: after if cell.reset_after else before
 
 
 class GRURunner(Runner):
-    """torch.nn.GRU (reset-after), its gate variants GRU1–3 and the KAF-GRU: one GEMM per step.
+    """torch.nn.GRU (reset-after) and its gate variants GRU1–3: one GEMM per step.
 
     Residuals: ``[r, z, n, ĥn]`` (K, B, 4H) in the input dtype and the float states, or those
     of :func:`revrnn.kernels.persistent.gru_forward` (three tensors) when it ran the chunk.
@@ -36,16 +33,30 @@ class GRURunner(Runner):
     def __init__(self, backend: "TritonBackend") -> None:
         self.backend = backend
 
+    def persistent(self, cell: CellSpec, like: Tensor) -> bool:
+        """Whether :mod:`revrnn.kernels.persistent` runs the chunk: torch.nn's GRU (variant 0),
+        H ≤ 128, when the backend's setting asks for it."""
+        return (type(cell) is GRUCell and cell.variant == 0 and like.dtype in kernels.persistent.DTYPES
+                and kernels.persistent.supported(cell.hidden_size) and self.backend.wants_persistent(like))
+
+    def gate_operands(self, cell: CellSpec, p: Params, sdtype: torch.dtype) -> list[Tensor]:
+        """The kernels' ``kaf`` operands: empty for σ gates (the KAF family's hook)."""
+        return []
+
+    def gate_grads(self, p: Params, operands: list[Tensor], act: Tensor, dkaf: Tensor, hidden: int,
+                   skip: int) -> dict:
+        return {}
+
     def forward(self, cell, p, extras, chunk, state, keep):
-        if self.backend.use_persistent(cell, chunk.xp):
+        if self.persistent(cell, chunk.xp):
             y, h, res = kernels.persistent.gru_forward(chunk.xp, p["weight_hh"], p.get("bias_hh"), *state, chunk.mask, keep)
             return y, (h.to(y.dtype),), res
-        run = Steps(chunk, state, keep)
+        run = ChunkBuffers(chunk, state, keep)
         K, B, H = run.K, run.B, cell.hidden_size
         (hs,) = run.states
         w_t = p["weight_hh"].t()
-        gb, bhn = gate_bias(cell, p), p["bias_hh"][-H:] if cell.bias else None
-        kaf = kaf_operands(cell, p, run.sdtype)
+        gb, bhn = cell.gate_bias(p), p["bias_hh"][-H:] if cell.bias else None
+        kaf = self.gate_operands(cell, p, run.sdtype)
         act = run.new(K, B, 4 * H, dtype=run.dtype) if keep else None
         y, rec = run.new(K, B, H, dtype=run.dtype), run.new(B, w_t.shape[1], dtype=run.dtype)
         for i in range(K):
@@ -69,7 +80,7 @@ class GRURunner(Runner):
         mask = chunk_mask(chunk)
         (dh,) = grad_buffers(grad_state, sdtype)
         dpre = common.new((K, B, 4 * H), sdtype, act.device)
-        kaf = kaf_operands(cell, p, sdtype)
+        kaf = self.gate_operands(cell, p, sdtype)
         dkaf = common.new((K, B, 2 * H), sdtype, act.device) if kaf else None
         dy = grad_out.contiguous()
         for i in range(K - 1, -1, -1):
@@ -80,14 +91,14 @@ class GRURunner(Runner):
         grads.update(bias_sums(cell, p, dpre, {"bias_gates": slice(0, 2 * H),
                                                "bias_hh": slice(0, 3 * H) if "x" in cell.terms else slice(2 * H, 3 * H)}))
         if kaf:
-            grads.update(kaf_grads(p, kaf, act, dkaf, H, skip=2 * H))
+            grads.update(self.gate_grads(p, kaf, act, dkaf, H, skip=2 * H))
         gxp = torch.cat((dpre[..., :2 * H], dpre[..., 3 * H:]), -1) if "x" in cell.terms else dpre[..., 3 * H:]
         return gxp.to(dtype), (dh.to(dtype),), grads
 
 
 class ResetBeforeRunner(Runner):
-    """Reset-before gated units: the GRU with ``reset_after=False`` (NG = 2 gates) and the MGU
-    (NG = 1), every gate variant; two dependent GEMMs per step.
+    """Reset-before gated units, every gate variant: the GRU with ``reset_after=False`` (NG = 2
+    gates) and the MGU (NG = 1); two dependent GEMMs per step.
 
     Residuals: ``[gates, n]`` (K, B, (NG + 1)H) in the input dtype and the float states.
     """
@@ -95,17 +106,17 @@ class ResetBeforeRunner(Runner):
     @staticmethod
     def layout(cell: CellSpec, p: Params) -> tuple[int, Tensor | None, Tensor]:
         """(NG, the gates' recurrent weight or None, the candidate's recurrent weight W_n)."""
-        ng = 2 if isinstance(cell, GRUCell) else 1
+        ng = cell.num_gates
         w = p["weight_hh"]
         H = cell.hidden_size
         return ng, (w[:ng * H] if "h" in cell.terms else None), w[-H:]
 
     def forward(self, cell, p, extras, chunk, state, keep):
-        run = Steps(chunk, state, keep)
+        run = ChunkBuffers(chunk, state, keep)
         K, B, H = run.K, run.B, cell.hidden_size
         ng, w_g, w_n = self.layout(cell, p)
         (hs,) = run.states
-        gb = gate_bias(cell, p)
+        gb = cell.gate_bias(p)
         act = run.new(K, B, (ng + 1) * H, dtype=run.dtype) if keep else None
         y, rh, rec2 = (run.new(*shape, dtype=run.dtype) for shape in ((K, B, H), (B, H), (B, H)))
         rec1 = None if w_g is None else run.new(B, ng * H, dtype=run.dtype)
