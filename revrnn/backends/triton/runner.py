@@ -62,6 +62,20 @@ def weight_grad(dpre: Tensor, operand: Tensor, dtype: torch.dtype) -> Tensor:
     return dpre.reshape(K * B, G).t().to(dtype) @ operand.reshape(K * B, -1).to(dtype)
 
 
+class SigmoidGates:
+    """The gate hooks of the LSTM and reset-after GRU runners for σ gates; the KAF family's
+    runners override them (:mod:`revrnn.cells.kaf.triton`)."""
+
+    def gate_operands(self, cell: CellSpec, p: Params, sdtype: torch.dtype) -> list[Tensor]:
+        """The kernels' ``kaf`` operands: empty for σ gates."""
+        return []
+
+    def gate_grads(self, p: Params, operands: list[Tensor], act: Tensor, dkaf: Tensor, hidden: int,
+                   skip: int) -> dict:
+        """Parameter gradients of the :meth:`gate_operands`."""
+        return {}
+
+
 def bias_sums(cell: CellSpec, p: Params, dpre: Tensor, cols: dict[str, slice]) -> dict[str, Tensor | None]:
     """Gradients of the bias parameters among ``p``: each the sum over steps and rows of the
     ``dpre`` columns given for it."""

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ...backends.base import Runner
-from ...backends.triton.runner import ChunkBuffers, bias_sums, chunk_mask, common, grad_buffers, kernels, weight_grad
+from ...backends.triton.runner import ChunkBuffers, SigmoidGates, bias_sums, chunk_mask, common, grad_buffers, kernels, weight_grad
 from ...kernels import gru, persistent  # noqa: F401 (attributes of kernels; torch.compile cannot trace an import)
 from ..base import CellSpec, Params
 from .spec import GRUCell
@@ -23,7 +23,7 @@ def runners(backend: "TritonBackend"):
     return lambda cell: after if cell.reset_after else before
 
 
-class GRURunner(Runner):
+class GRURunner(SigmoidGates, Runner):
     """torch.nn.GRU (reset-after) and its gate variants GRU1–3: one GEMM per step.
 
     Residuals: ``[r, z, n, ĥn]`` (K, B, 4H) in the input dtype and the float states, or those
@@ -38,14 +38,6 @@ class GRURunner(Runner):
         H ≤ 128, when the backend's setting asks for it."""
         return (type(cell) is GRUCell and cell.variant == 0 and like.dtype in kernels.persistent.DTYPES
                 and kernels.persistent.supported(cell.hidden_size) and self.backend.wants_persistent(like))
-
-    def gate_operands(self, cell: CellSpec, p: Params, sdtype: torch.dtype) -> list[Tensor]:
-        """The kernels' ``kaf`` operands: empty for σ gates (the KAF family's hook)."""
-        return []
-
-    def gate_grads(self, p: Params, operands: list[Tensor], act: Tensor, dkaf: Tensor, hidden: int,
-                   skip: int) -> dict:
-        return {}
 
     def forward(self, cell, p, extras, chunk, state, keep):
         if self.persistent(cell, chunk.xp):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ...backends.base import Chunk, Runner
-from ...backends.triton.runner import ChunkBuffers, chunk_mask, common, grad_buffers, kernels, weight_grad
+from ...backends.triton.runner import ChunkBuffers, SigmoidGates, chunk_mask, common, grad_buffers, kernels, weight_grad
 from ...kernels import lstm, persistent  # noqa: F401 (attributes of kernels; torch.compile cannot trace an import)
 from ..base import CellSpec, Params
 from .spec import LSTMCell
@@ -22,7 +22,7 @@ def runners(backend: "TritonBackend"):
     return lambda cell: runner
 
 
-class LSTMRunner(Runner):
+class LSTMRunner(SigmoidGates, Runner):
     """torch.nn.LSTM (with or without projection), and through its hooks the KAF-gated LSTM
     and the dense g-LSTM (every unit computed, closed units passed through by the kernel).
 
@@ -51,15 +51,6 @@ class LSTMRunner(Runner):
 
     def time_gate_grads(self, cell: CellSpec, p: Params, chunk: Chunk, k: Tensor, dk: Tensor) -> dict:
         """Parameter gradients from those of :meth:`time_gate`'s gates."""
-        return {}
-
-    def gate_operands(self, cell: CellSpec, p: Params, sdtype: torch.dtype) -> list[Tensor]:
-        """The kernels' ``kaf`` operands: empty for σ gates."""
-        return []
-
-    def gate_grads(self, p: Params, operands: list[Tensor], act: Tensor, dkaf: Tensor, hidden: int,
-                   skip: int) -> dict:
-        """Parameter gradients of the :meth:`gate_operands`."""
         return {}
 
     @staticmethod
