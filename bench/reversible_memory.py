@@ -1,4 +1,4 @@
-"""Activation memory of reversible RevGRU/RevLSTM against ``memory="store"`` (the same
+"""Activation memory of the reversible cells against ``memory="store"`` (the same
 quantised forward with every activation kept by autograd).
 
 Activation memory is what is kept for backward: the storages saved by autograd (pack hooks,
@@ -20,10 +20,13 @@ import time
 
 import torch
 
+from revrnn import nn
 from revrnn.accounting import SavedTensorCounter
-from revrnn.nn import RevGRU, RevLSTM
+from revrnn.cells import FAMILIES
 
-CELLS = {"RevGRU": RevGRU, "RevLSTM": RevLSTM}
+#: the catalog's modules whose default memory strategy is "reversible"
+CELLS = {name: cls for f in FAMILIES for name in f.modules.values()
+         if (cls := getattr(nn, name)).memory_modes[0] == "reversible"}
 
 
 def measure(cls, T: int, batch: int, hidden: int, layers: int, bits: int, device: str) -> dict:

@@ -6,26 +6,25 @@ ones (CUDA events), and the peak of ``torch.cuda.max_memory_allocated`` above th
 before the timed steps. Rows of one comparison run in the same process, one after the other,
 and carry ``ratio`` = their time per step over the comparison's baseline row's (ratio 1):
 
-* ``cudnn``: LSTM and GRU at B=64, H=I=512, T=1000 and at B=16, H=I=128; revrnn
+* ``cudnn``: the catalog's cases with a torch.nn twin (``Case.baseline``) and no ``cells``
+  label — torch.nn's LSTM and GRU — at B=64, H=I=512, T=1000 and at B=16, H=I=128; revrnn
   ``backend="triton"`` against torch.nn (cuDNN) in float32 with TF32 off, the same arithmetic
   as the kernels (baseline; a second row has torch's default, TF32 on), and in float16, the
   only dtype for which torch lets cuDNN pick its persistent algorithm (PERSIST_STATIC, where
-  its size heuristics allow). At the
-  small size revrnn runs without and with its persistent kernels (``persistent="always"``).
+  its size heuristics allow). At the small size revrnn runs without and with its persistent
+  kernels (``persistent="always"``). Target: revrnn ≤ 1.2.
+* ``cells``: the catalog's benchmark cases (``Case.bench`` in ``revrnn/cells/<family>/``), but
+  the reversible ones, Triton (baseline, T steps) against the eager PyTorch loop
+  (``backend="reference"``) and ``torch.compile`` of it, those two at ``--eager-T`` steps
+  (default 100): the loop's time is linear in T and compiling unrolls it, so a full-length run
+  would only cost time; ratios are per step. A compile that fails or passes
+  ``--compile-timeout`` is a row with its error. Target: eager ≥ 20. A case with a torch.nn
+  twin (the LSTM with ``proj_size = H/4``) is compared with cuDNN instead (float32, TF32 off).
   Target: revrnn ≤ 1.2.
-* ``cells``: the catalog's benchmark cases (``Case.bench`` in ``revrnn/cells/<family>/``: MGU,
-  KAF-LSTM, KAF-GRU, NRU, LiGRU (no batch norm), LiBRU, GRU variant 1, g-LSTM with t_max=1000),
-  Triton (baseline, T steps) against the eager PyTorch loop (``backend="reference"``) and
-  ``torch.compile`` of it, those two at ``--eager-T`` steps (default 100): the loop's time is
-  linear in T and compiling unrolls it, so a full-length run would only cost time; ratios are
-  per step. A compile that fails or passes ``--compile-timeout`` is a row with its error.
-  Target: eager ≥ 20. The LSTM with ``proj_size = H/4``, which cuDNN implements, is compared
-  with cuDNN instead (float32, TF32 off). Target: revrnn ≤ 1.2.
-* ``reversible``: the reversible benchmark cases (RevGRU / RevLSTM) on Triton, ``memory="store"`` (baseline) against
-  ``"reversible"``. Target: reversible ≤ 1.5.
-* ``sparse``: g-LSTM whose ``sigma_fraction`` is set so that about 10 % of the unit-steps are
-  open, the sparse open-unit path (baseline) against the dense one; the rows give the
-  measured open fraction and the work the sparse path skipped. Target: dense ≥ 4.
+* ``reversible``: the reversible benchmark cases on Triton, ``memory="store"`` (baseline)
+  against ``"reversible"``. Target: reversible ≤ 1.5.
+* the families' own groups (``Family.bench_groups``, defined in ``revrnn/cells/<family>/bench.py``;
+  an unknown ``--only`` name lists them).
 
 Run on a GPU (the JSON goes to ``bench/results/triton_<device>[_<groups>].json``)::
 
@@ -59,11 +58,9 @@ import torch
 from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ("cudnn", "cells", "reversible", "sparse")
 FULL = dict(T=1000, batch=64, hidden=512, input=512, small_batch=16, small_hidden=128, eager_T=100,
             warmup=3, repeats=10)
 QUICK = dict(T=8, batch=2, hidden=8, input=8, small_batch=2, small_hidden=8, eager_T=4, warmup=1, repeats=2)
-OPEN_FRACTION = 0.1
 MiB = 2 ** 20
 
 Setting = tuple[Any, str, Any]  # (object, attribute, value) set while a row runs
@@ -190,65 +187,62 @@ class Bench:
         print(f"  {group:10} {case:30} {impl:32} {done}", file=sys.stderr, flush=True)
         return row
 
-
-def compare(rows: list[dict[str, Any]]) -> None:
-    """Ratios of time per step over the first row's, and whether each target is met."""
-    base = rows[0]
-    for r in rows:
-        r["baseline"] = base["impl"]
-        r["ratio"] = r["ms_per_step"] / base["ms_per_step"] if "ms" in r and "ms" in base else None
-        if r["target"] is not None:
-            op, bound = r["target"]
-            r["meets"] = None if r["ratio"] is None else (r["ratio"] <= bound if op == "<=" else r["ratio"] >= bound)
+    @staticmethod
+    def compare(rows: list[dict[str, Any]]) -> None:
+        """Ratios of time per step over the first row's, and whether each target is met."""
+        base = rows[0]
+        for r in rows:
+            r["baseline"] = base["impl"]
+            r["ratio"] = r["ms_per_step"] / base["ms_per_step"] if "ms" in r and "ms" in base else None
+            if r["target"] is not None:
+                op, bound = r["target"]
+                r["meets"] = None if r["ratio"] is None else (r["ratio"] <= bound if op == "<=" else r["ratio"] >= bound)
 
 
 def cudnn_group(b: Bench) -> None:
-    from revrnn.nn import GRU, LSTM
+    from revrnn.cells import cases
 
     a = b.args
     theirs = "cudnn" if b.cuda else "torch.nn (CPU)"
-    for name, ours, torch_cls in (("LSTM", LSTM, nn.LSTM), ("GRU", GRU, nn.GRU)):
+    for _, c in cases(baseline=True, bench=None):
         sizes = ((a.batch, a.input, a.hidden, False), (a.small_batch, a.small_hidden, a.small_hidden, True))
         for B, I, H, small in sizes:
             for dtype in (torch.float32, torch.float16):
-                case, fp = f"{name} B={B} H={H} T={a.T}", "fp32" if dtype == torch.float32 else "fp16"
+                case, fp = f"{c.baseline} B={B} H={H} T={a.T}", "fp32" if dtype == torch.float32 else "fp16"
                 kw = dict(T=a.T, B=B, I=I, H=H, dtype=dtype)
-                rows = [b.row("cudnn", case, f"{theirs} {fp}", lambda: torch_cls(I, H),
+                rows = [b.row("cudnn", case, f"{theirs} {fp}", lambda: c.make_baseline(I, H),
                               settings=((torch.backends.cudnn, "allow_tf32", False),), **kw)]
                 if b.cuda and dtype == torch.float32:
-                    rows.append(b.row("cudnn", case, "cudnn fp32 TF32", lambda: torch_cls(I, H),
+                    rows.append(b.row("cudnn", case, "cudnn fp32 TF32", lambda: c.make_baseline(I, H),
                                       settings=((torch.backends.cudnn, "allow_tf32", True),), **kw))
                 for mode in ("never", "always") if small else ("never",):
                     impl = f"revrnn triton {fp}" + (f" persistent={mode}" if small else "")
-                    rows.append(b.row("cudnn", case, impl, lambda: ours(I, H, backend="triton"),
+                    rows.append(b.row("cudnn", case, impl, lambda: c.make(I, H, backend="triton"),
                                       settings=((b.triton, "persistent", mode),), target=("<=", 1.2), **kw))
-                compare(rows)
+                b.compare(rows)
 
 
 def cells_group(b: Bench) -> None:
     from revrnn.cells import cases
-    from revrnn.nn import LSTM
 
     a = b.args
-    # the catalog's benchmark cases, but the reversible ones (their own group)
-    cells: dict[str, Callable[[str], nn.Module]] = {
-        c.bench: (lambda be, c=c: c.make(a.input, a.hidden, backend=be))
-        for _, c in cases(bench=True) if "reversible" not in c.module_class().memory_modes}
-    kw = dict(B=a.batch, I=a.input, H=a.hidden)
-    for name, make in cells.items():
-        case = f"{name} B={a.batch} H={a.hidden}"
-        compare([b.row("cells", case, "revrnn triton", lambda: make("triton"), T=a.T, **kw),
-                 b.row("cells", case, "eager (reference)", lambda: make("reference"), T=a.eager_T,
-                       target=(">=", 20.0), **kw),
-                 b.row("cells", case, "torch.compile(reference)", lambda: make("reference"), T=a.eager_T,
-                       compiled=True, **kw)])
-    # the projecting LSTM: cuDNN implements it, so that is the baseline
-    P = max(a.hidden // 4, 1)
-    case = f"LSTM proj_size={P} B={a.batch} H={a.hidden}"
-    compare([b.row("cells", case, "cudnn" if b.cuda else "torch.nn (CPU)", lambda: nn.LSTM(a.input, a.hidden, proj_size=P),
-                   settings=((torch.backends.cudnn, "allow_tf32", False),), T=a.T, **kw),
-             b.row("cells", case, "revrnn triton", lambda: LSTM(a.input, a.hidden, proj_size=P, backend="triton"),
-                   target=("<=", 1.2), T=a.T, **kw)])
+    kw = dict(T=a.T, B=a.batch, I=a.input, H=a.hidden)
+    for _, c in cases(bench=True):
+        if "reversible" in c.module_class().memory_modes:
+            continue  # their own group
+        case = f"{c.bench} B={a.batch} H={a.hidden}"
+        make = lambda backend, c=c: c.make(a.input, a.hidden, backend=backend)  # noqa: E731
+        if c.baseline:  # torch.nn computes it: cuDNN is the baseline
+            b.compare([b.row("cells", case, "cudnn" if b.cuda else "torch.nn (CPU)",
+                             lambda: c.make_baseline(a.input, a.hidden),
+                             settings=((torch.backends.cudnn, "allow_tf32", False),), **kw),
+                       b.row("cells", case, "revrnn triton", lambda: make("triton"), target=("<=", 1.2), **kw)])
+            continue
+        eager = {**kw, "T": a.eager_T}
+        b.compare([b.row("cells", case, "revrnn triton", lambda: make("triton"), **kw),
+                   b.row("cells", case, "eager (reference)", lambda: make("reference"), target=(">=", 20.0), **eager),
+                   b.row("cells", case, "torch.compile(reference)", lambda: make("reference"), compiled=True,
+                         **eager)])
 
 
 def reversible_group(b: Bench) -> None:
@@ -256,48 +250,25 @@ def reversible_group(b: Bench) -> None:
 
     a = b.args
     kw = dict(T=a.T, B=a.batch, I=a.input, H=a.hidden)
-    for cls in [c.module_class() for _, c in cases(bench=True) if "reversible" in c.module_class().memory_modes]:
-        case = f"{cls.__name__} B={a.batch} H={a.hidden}"
-        compare([b.row("reversible", case, "triton store", lambda: cls(a.input, a.hidden, backend="triton",
-                                                                        memory="store"), **kw),
-                 b.row("reversible", case, "triton reversible", lambda: cls(a.input, a.hidden, backend="triton"),
-                       target=("<=", 1.5), **kw)])
+    for _, c in cases(bench=True):
+        if "reversible" not in c.module_class().memory_modes:
+            continue
+        case = f"{c.bench} B={a.batch} H={a.hidden}"
+        b.compare([b.row("reversible", case, "triton store",
+                         lambda: c.make(a.input, a.hidden, backend="triton", memory="store"), **kw),
+                   b.row("reversible", case, "triton reversible", lambda: c.make(a.input, a.hidden, backend="triton"),
+                         target=("<=", 1.5), **kw)])
 
 
-def sigma_fraction_for(a: argparse.Namespace, goal: float) -> tuple[float, float]:
-    """The ``sigma_fraction`` (bisected on a log scale) whose g-LSTM, built from seed 0 as the
-    rows build it, has open fraction closest to ``goal``, and that fraction."""
-    from revrnn.nn import GLSTM
+def runners() -> dict[str, Callable[[Bench], None]]:
+    """Every group's function: the three above and the families' (``Family.bench_groups``)."""
+    import importlib
 
-    def fraction(s: float) -> float:
-        torch.manual_seed(0)
-        m = GLSTM(a.input, a.hidden, t_max=a.T, sigma_fraction=s)
-        return m.cells[0].open_fraction(m.cell_params(0), a.T)
+    from revrnn.cells import FAMILIES
 
-    lo, hi = 1e-5, 1.0  # open fraction grows with σ
-    for _ in range(30):
-        mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if fraction(mid) < goal else (lo, mid)
-    return min(((s, fraction(s)) for s in (lo, hi)), key=lambda sf: abs(sf[1] - goal))
-
-
-def sparse_group(b: Bench) -> None:
-    from revrnn.nn import GLSTM
-
-    a = b.args
-    s, open_fraction = sigma_fraction_for(a, OPEN_FRACTION)
-    case = f"GLSTM {open_fraction:.1%} open B={a.batch} H={a.hidden}"
-    make = lambda: GLSTM(a.input, a.hidden, t_max=a.T, sigma_fraction=s, backend="triton")  # noqa: E731
-    kw = dict(T=a.T, B=a.batch, I=a.input, H=a.hidden, sigma_fraction=s, open_fraction=open_fraction)
-    b.triton.sparse_work = type(b.triton.sparse_work)()
-    sparse = b.row("sparse", case, "triton sparse", make, settings=((b.triton, "glstm_sparse", "always"),), **kw)
-    sparse["skipped_fraction"] = b.triton.sparse_work.skipped_fraction
-    compare([sparse, b.row("sparse", case, "triton dense", make, settings=((b.triton, "glstm_sparse", "never"),),
-                           target=(">=", 4.0), **kw)])
-
-
-RUNNERS: dict[str, Callable[[Bench], None]] = {
-    "cudnn": cudnn_group, "cells": cells_group, "reversible": reversible_group, "sparse": sparse_group}
+    own = {f.name: importlib.import_module(f"{f.package}.bench") for f in FAMILIES if f.bench_groups}
+    return {"cudnn": cudnn_group, "cells": cells_group, "reversible": reversible_group,
+            **{g: getattr(own[f.name], g) for f in FAMILIES for g in f.bench_groups}}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -333,7 +304,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (Triton's interpreter)")
     ap.add_argument("--quick", action="store_true", help="toy sizes, 1 warmup, 2 repeats (smoke test)")
-    ap.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS), help="groups to run (default: all)")
+    ap.add_argument("--only", nargs="+", metavar="GROUP",
+                    help="groups to run: cudnn, cells, reversible and the families' own (default: all)")
     ap.add_argument("--out", type=Path, help="JSON path (default: bench/results/triton_<device>[_<groups>][_quick].json)")
     ap.add_argument("--repeats", type=int, help="timed steps per row, median reported (default 10)")
     ap.add_argument("--warmup", type=int, help="untimed steps first (default 3; at least 2 when compiled)")
@@ -360,16 +332,21 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["TRITON_INTERPRET"] = "1"  # read when revrnn's kernels are defined, at its import
     import triton
 
+    groups = runners()
+    unknown = sorted(set(args.only or ()) - set(groups))
+    if unknown:
+        raise SystemExit(f"--only: unknown group(s) {', '.join(unknown)}; choose from {', '.join(groups)}")
+    only = args.only or list(groups)
     bench = Bench(args)
     name = device_name(bench.device)
-    print(f"{name}: {', '.join(args.only)}", file=sys.stderr)
-    for group in args.only:
-        RUNNERS[group](bench)
+    print(f"{name}: {', '.join(only)}", file=sys.stderr)
+    for group in only:
+        groups[group](bench)
     print(table(bench.rows))
     print("ratio: time per step over that of the first row of its case (the baseline)")
 
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    part = "" if set(args.only) == set(GROUPS) else "_" + "-".join(args.only)
+    part = "" if set(only) == set(groups) else "_" + "-".join(only)
     out = args.out or ROOT / "bench" / "results" / f"triton_{slug}{part}{'_quick' if args.quick else ''}.json"
     dirty = git("status", "--porcelain", "--untracked-files=no")
     meta = {"device": name, "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,

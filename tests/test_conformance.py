@@ -125,3 +125,16 @@ def test_packed(case, backend, strategy, request, triton_settings):
     lengths = torch.tensor([9, 3, 7, 1])
     assert_close_all(packed_grads(other, x, lengths, seed=3), packed_grads(ref, x, lengths, seed=3),
                      tolerance(other, backend))
+
+
+@pytest.mark.parametrize("case", [c for _, c in cases(baseline=True)], ids=lambda c: c.name)
+def test_baseline_is_the_same_function(case, request):
+    """A case's benchmark baseline (``Case.baseline``, a torch.nn class) computes what the case
+    computes: same arguments, same state_dict, outputs and gradients equal (two layers, both
+    directions), so the benchmark compares like with like."""
+    seed(request)
+    theirs = case.make_baseline(I, H, num_layers=2, bidirectional=True, dtype=F64)
+    ours = case.make(I, H, num_layers=2, bidirectional=True, dtype=F64)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(T, B, I, dtype=F64)
+    assert_close_all(grads(ours, x), grads(theirs, x), TOLERANCE["reference"])

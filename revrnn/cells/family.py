@@ -32,9 +32,14 @@ class Case:
     * ``compile`` — the dtypes of the sm_90 compile sweep (``tests/gpu_compile.py``): ``"every"``,
       ``"some"`` (float32 only unless ``--full``), ``"low"`` (no float64), ``"float"`` (float32
       and float64) or None; ``full`` — only in the sweep's ``--full`` run;
-    * ``bench`` — the row label in ``bench/triton_cells.py``'s comparison with the eager loop;
+    * ``bench`` — the row label in ``bench/triton_cells.py``'s ``cells`` group;
+    * ``baseline`` — the :mod:`torch.nn` class that computes the same function from the same
+      arguments: the benchmark compares the case with it (cuDNN on a GPU) instead of with the
+      eager loop; a case with a baseline but no ``bench`` label is one of the ``cudnn`` group's
+      comparisons (two sizes, float32 and float16, with and without persistent kernels);
     * ``triton`` — settings of the Triton backend while the case runs (persistent kernels,
-      sparse paths); ``hidden`` — a hidden size the case needs instead of the suite's.
+      sparse paths); ``hidden`` — a hidden size the case needs instead of the suite's;
+      ``scaled`` — keywords set to that fraction of the hidden size (at least 1).
     """
 
     name: str
@@ -47,15 +52,29 @@ class Case:
     compile: str | None = None
     full: bool = False
     bench: str | None = None
+    baseline: str | None = None
+    scaled: Mapping[str, float] = field(default_factory=dict)
     triton: Mapping[str, Any] = field(default_factory=dict)
 
     def module_class(self) -> type:
         from .. import nn
         return getattr(nn, self.module)
 
+    def arguments(self, hidden_size: int) -> tuple[int, dict[str, Any]]:
+        """The hidden size and keywords the case's modules are built with."""
+        hidden = self.hidden or hidden_size
+        return hidden, {**self.kwargs, **{k: max(1, int(f * hidden)) for k, f in self.scaled.items()}}
+
     def make(self, input_size: int, hidden_size: int, **kwargs: Any):
         """The module of this case (``hidden`` overrides ``hidden_size``)."""
-        return self.module_class()(input_size, self.hidden or hidden_size, **{**self.kwargs, **kwargs})
+        hidden, own = self.arguments(hidden_size)
+        return self.module_class()(input_size, hidden, **{**own, **kwargs})
+
+    def make_baseline(self, input_size: int, hidden_size: int, **kwargs: Any):
+        """The :attr:`baseline` module, built as :meth:`make` builds the case's."""
+        from torch import nn
+        hidden, own = self.arguments(hidden_size)
+        return getattr(nn, self.baseline)(input_size, hidden, **{**own, **kwargs})
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,9 @@ class Family:
     #: backends with glue modules in the family's package
     backends: tuple[str, ...] = ()
     cases: tuple[Case, ...] = ()
+    #: benchmark groups of ``bench/triton_cells.py`` that the family's ``<package>.bench``
+    #: module defines, each a function of that script's ``Bench`` named for the group
+    bench_groups: tuple[str, ...] = ()
     #: for reversible families: command-line name of a module -> that of its reversible
     #: counterpart (the profiler's ``reversible`` strategy)
     reversible_of: Mapping[str, str] = field(default_factory=dict)

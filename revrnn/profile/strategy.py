@@ -50,7 +50,7 @@ class Strategy:
 
     @classmethod
     def reversible(cls) -> "Strategy":
-        """``memory="reversible"`` of RevGRU/RevLSTM: states reconstructed in backward."""
+        """``memory="reversible"`` of the reversible cells: states reconstructed in backward."""
         return cls("reversible")
 
     @classmethod

@@ -32,7 +32,7 @@ def cell_factory(cell: str, input_size: int, hidden_size: int, num_layers: int =
                  backend: str = "auto") -> Callable[[Strategy], nn.Module]:
     """A ``make_model`` for :func:`memory_sweep` from a cell name of :data:`revrnn.nn.MODULES`.
 
-    ``reversible`` runs the reversible counterpart (``gru`` → RevGRU, ``lstm`` → RevLSTM); its
+    ``reversible`` runs the reversible counterpart that the catalog names (``reversible_of``); its
     gradient error is measured against that cell's own ``store``.
     """
     if cell not in MODULES:

@@ -63,14 +63,14 @@ def weight_grad(dpre: Tensor, operand: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 class SigmoidGates:
-    """The gate hooks of the LSTM and reset-after GRU runners for σ gates; the KAF family's
-    runners override them (:mod:`revrnn.cells.kaf.triton`)."""
+    """The gate hooks of the LSTM and reset-after GRU runners for σ gates; a family whose gates
+    are learned functions overrides them in its own glue."""
 
     def gate_operands(self, cell: CellSpec, p: Params, sdtype: torch.dtype) -> list[Tensor]:
-        """The kernels' ``kaf`` operands: empty for σ gates."""
+        """The kernels' gate-function operands: empty for σ gates."""
         return []
 
-    def gate_grads(self, p: Params, operands: list[Tensor], act: Tensor, dkaf: Tensor, hidden: int,
+    def gate_grads(self, p: Params, operands: list[Tensor], act: Tensor, dgate_fn: Tensor, hidden: int,
                    skip: int) -> dict:
         """Parameter gradients of the :meth:`gate_operands`."""
         return {}

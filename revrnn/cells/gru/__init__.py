@@ -14,6 +14,7 @@ FAMILY = Family(
                compile="every" if v == 0 else "some", bench="GRU variant=1" if (v, ra) == (1, True) else None)
           for v in range(4) for ra in (True, False)),
         Case("gru0-nobias", "GRU", dict(bias=False), compile="some"),
+        Case("gru", "GRU", conformance=False, baseline="GRU"),  # gru0-after in torch.nn's words
         *(Case(f"persistent-gru-h{h}", "GRU", hidden=h, conformance=False, compile="low", full=h == 45,
                triton=dict(persistent="always")) for h in (5, 45, 128)),
         *(Case(f"persistent-gru-nobias-h{h}", "GRU", dict(bias=False), hidden=h, conformance=False,

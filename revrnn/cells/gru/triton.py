@@ -48,13 +48,13 @@ class GRURunner(SigmoidGates, Runner):
         (hs,) = run.states
         w_t = p["weight_hh"].t()
         gb, bhn = cell.gate_bias(p), p["bias_hh"][-H:] if cell.bias else None
-        kaf = self.gate_operands(cell, p, run.sdtype)
+        gate_fn = self.gate_operands(cell, p, run.sdtype)
         act = run.new(K, B, 4 * H, dtype=run.dtype) if keep else None
         y, rec = run.new(K, B, H, dtype=run.dtype), run.new(B, w_t.shape[1], dtype=run.dtype)
         for i in range(K):
             r, w = run.rows(i)
             torch.mm(hs[r].to(run.dtype), w_t, out=rec)
-            kernels.gru.gru_forward_step(run.xp[i], rec, gb, bhn, hs[r], run.mask_at(i), kaf, hs[w], y[i],
+            kernels.gru.gru_forward_step(run.xp[i], rec, gb, bhn, hs[r], run.mask_at(i), gate_fn, hs[w], y[i],
                                  None if act is None else act[i])
         return y, run.end(), ((act, hs) if keep else None)
 
@@ -72,18 +72,18 @@ class GRURunner(SigmoidGates, Runner):
         mask = chunk_mask(chunk)
         (dh,) = grad_buffers(grad_state, sdtype)
         dpre = common.new((K, B, 4 * H), sdtype, act.device)
-        kaf = self.gate_operands(cell, p, sdtype)
-        dkaf = common.new((K, B, 2 * H), sdtype, act.device) if kaf else None
+        gate_fn = self.gate_operands(cell, p, sdtype)
+        dgate_fn = common.new((K, B, 2 * H), sdtype, act.device) if gate_fn else None
         dy = grad_out.contiguous()
         for i in range(K - 1, -1, -1):
-            kernels.gru.gru_backward_step(act[i], hs[i], None if mask is None else mask[i], kaf, dy[i], dh, dpre[i],
-                                          None if dkaf is None else dkaf[i])
+            kernels.gru.gru_backward_step(act[i], hs[i], None if mask is None else mask[i], gate_fn, dy[i], dh, dpre[i],
+                                          None if dgate_fn is None else dgate_fn[i])
             dh += dpre[i, :, rec].to(dtype) @ w.to(dtype)
         grads = {"weight_hh": weight_grad(dpre[..., rec], hs[:K], dtype) if w.requires_grad else None}
         grads.update(bias_sums(cell, p, dpre, {"bias_gates": slice(0, 2 * H),
                                                "bias_hh": slice(0, 3 * H) if "x" in cell.terms else slice(2 * H, 3 * H)}))
-        if kaf:
-            grads.update(self.gate_grads(p, kaf, act, dkaf, H, skip=2 * H))
+        if gate_fn:
+            grads.update(self.gate_grads(p, gate_fn, act, dgate_fn, H, skip=2 * H))
         gxp = torch.cat((dpre[..., :2 * H], dpre[..., 3 * H:]), -1) if "x" in cell.terms else dpre[..., 3 * H:]
         return gxp.to(dtype), (dh.to(dtype),), grads
 

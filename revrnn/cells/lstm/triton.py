@@ -74,7 +74,7 @@ class LSTMRunner(SigmoidGates, Runner):
         hs, cs = run.states
         w_t, w_hr = p["weight_hh"].t(), p.get("weight_hr")
         k = self.time_gate(cell, p, chunk, run.sdtype)
-        kaf = self.gate_operands(cell, p, run.sdtype)
+        gate_fn = self.gate_operands(cell, p, run.sdtype)
         act = run.new(K, B, G, dtype=run.dtype) if keep else None
         y, rec = run.new(K, B, hs.shape[-1], dtype=run.dtype), run.new(B, G, dtype=run.dtype)
         hc = None if w_hr is None else run.new(B, G // 4)
@@ -82,7 +82,7 @@ class LSTMRunner(SigmoidGates, Runner):
             r, w = run.rows(i)
             torch.mm(hs[r].to(run.dtype), w_t, out=rec)
             kernels.lstm.lstm_forward_step(run.xp[i], rec, None if hc is not None else hs[r], cs[r], run.mask_at(i),
-                                           None if k is None else k[i], kaf, hs[w] if hc is None else hc, cs[w],
+                                           None if k is None else k[i], gate_fn, hs[w] if hc is None else hc, cs[w],
                                            y[i] if hc is None else None, None if act is None else act[i])
             if hc is not None:
                 self.project(hc, w_hr, hs[r], hs[w], y[i], run.mask_at(i))
@@ -98,21 +98,21 @@ class LSTMRunner(SigmoidGates, Runner):
                                                                w.requires_grad)
             return gxp, (dh.to(dtype), dc.to(dtype)), {"weight_hh": dw}
         k = self.time_gate(cell, p, chunk, sdtype)
-        kaf = self.gate_operands(cell, p, sdtype)
+        gate_fn = self.gate_operands(cell, p, sdtype)
         mask = chunk_mask(chunk)
         dh, dc = grad_buffers(grad_state, sdtype)
         dgates = common.new((K, B, G), sdtype, act.device)
         dk = None if k is None else torch.empty_like(hs[1:])
-        dkaf = common.new((K, B, 3 * H), sdtype, act.device) if kaf else None
+        dgate_fn = common.new((K, B, 3 * H), sdtype, act.device) if gate_fn else None
         if w_hr is not None:  # per step: the gradient of the projection's output, and its input
             dproj, hcs, dhc = (common.new(shape, sdtype, act.device) for shape in ((K, *dh.shape), (K, B, H), (B, H)))
         dy = grad_out.contiguous()
         for i in range(K - 1, -1, -1):
             m = None if mask is None else mask[i]
             if w_hr is None:
-                kernels.lstm.lstm_backward_step(act[i], hs[i], cs[i], m, None if k is None else k[i], kaf, dy[i],
+                kernels.lstm.lstm_backward_step(act[i], hs[i], cs[i], m, None if k is None else k[i], gate_fn, dy[i],
                                                 dh, dc, dgates[i], None if dk is None else dk[i],
-                                                None if dkaf is None else dkaf[i], None)
+                                                None if dgate_fn is None else dgate_fn[i], None)
             else:
                 # valid rows send the gradient of their new h through the projection; masked
                 # rows pass it to the previous h
@@ -124,14 +124,14 @@ class LSTMRunner(SigmoidGates, Runner):
                     dh.copy_(dproj[i].masked_fill(valid, 0))
                     dproj[i].masked_fill_(~valid, 0)
                 dhc.copy_(dproj[i].to(dtype) @ w_hr.to(dtype))
-                kernels.lstm.lstm_backward_step(act[i], None, cs[i], m, None, kaf, None, dhc, dc, dgates[i], None,
-                                                None if dkaf is None else dkaf[i], hcs[i])
+                kernels.lstm.lstm_backward_step(act[i], None, cs[i], m, None, gate_fn, None, dhc, dc, dgates[i], None,
+                                                None if dgate_fn is None else dgate_fn[i], hcs[i])
             dh += dgates[i].to(dtype) @ w.to(dtype)  # the recurrent part of dh_{t-1}
         grads: dict[str, Tensor | None] = {"weight_hh": weight_grad(dgates, hs[:K], dtype) if w.requires_grad else None}
         if w_hr is not None:
             grads["weight_hr"] = weight_grad(dproj, hcs, dtype) if w_hr.requires_grad else None
         if k is not None:
             grads.update(self.time_gate_grads(cell, p, chunk, k, dk.sum(1)))
-        if kaf:
-            grads.update(self.gate_grads(p, kaf, act, dkaf, H, skip=2 * H))
+        if gate_fn:
+            grads.update(self.gate_grads(p, gate_fn, act, dgate_fn, H, skip=2 * H))
         return dgates.to(dtype), (dh.to(dtype), dc.to(dtype)), grads

@@ -1,0 +1,47 @@
+"""The g-LSTM's benchmark group of ``bench/triton_cells.py``.
+
+``sparse``: a g-LSTM whose ``sigma_fraction`` is set so that about 10 % of the unit-steps are
+open, the sparse open-unit path (baseline) against the dense one; the rows give the measured
+open fraction and the work the sparse path skipped. Target: dense ≥ 4.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+OPEN_FRACTION = 0.1
+
+
+def sigma_fraction_for(input_size: int, hidden_size: int, T: int, goal: float) -> tuple[float, float]:
+    """The ``sigma_fraction`` (bisected on a log scale) whose g-LSTM, built from seed 0 as the
+    rows build it, has open fraction closest to ``goal``, and that fraction."""
+    from ...nn import GLSTM
+
+    def fraction(s: float) -> float:
+        torch.manual_seed(0)
+        m = GLSTM(input_size, hidden_size, t_max=T, sigma_fraction=s)
+        return m.cells[0].open_fraction(m.cell_params(0), T)
+
+    lo, hi = 1e-5, 1.0  # open fraction grows with σ
+    for _ in range(30):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if fraction(mid) < goal else (lo, mid)
+    return min(((s, fraction(s)) for s in (lo, hi)), key=lambda sf: abs(sf[1] - goal))
+
+
+def sparse(b: Any) -> None:
+    """The ``sparse`` group on ``b``, the script's ``Bench``."""
+    from ...nn import GLSTM
+
+    a = b.args
+    s, open_fraction = sigma_fraction_for(a.input, a.hidden, a.T, OPEN_FRACTION)
+    case = f"GLSTM {open_fraction:.1%} open B={a.batch} H={a.hidden}"
+    make = lambda: GLSTM(a.input, a.hidden, t_max=a.T, sigma_fraction=s, backend="triton")  # noqa: E731
+    kw = dict(T=a.T, B=a.batch, I=a.input, H=a.hidden, sigma_fraction=s, open_fraction=open_fraction)
+    b.triton.sparse_work = type(b.triton.sparse_work)()
+    rows = [b.row("sparse", case, "triton sparse", make, settings=((b.triton, "glstm_sparse", "always"),), **kw)]
+    rows[0]["skipped_fraction"] = b.triton.sparse_work.skipped_fraction
+    rows.append(b.row("sparse", case, "triton dense", make, settings=((b.triton, "glstm_sparse", "never"),),
+                      target=(">=", 4.0), **kw))
+    b.compare(rows)
