@@ -65,7 +65,8 @@ def test_gradients_follow_the_float_model(cls):
     x = torch.randn(12, 3, 5, dtype=torch.float64)
     got = grads(rev, x)
     want = {k.removeprefix("rev."): v for k, v in grads(FloatModel(rev), x).items()}
-    assert_close_all(got, want, 2e-2)
+    # the gates' 2**-10 quanta shift every entry by that much of the tensor's scale: per tensor
+    assert_close_all(got, want, 2e-2, floor=1.0)
 
 
 class FloatModel(torch.nn.Module):

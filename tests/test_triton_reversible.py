@@ -338,8 +338,10 @@ def inputs(cls, layers: int, B: int, hidden: int, T: int, dtype: torch.dtype):
 #: an ulp or so, which moves a fixed-point update by an LSB (2**-23) at most and a quantised
 #: gate essentially never, so what remains is float rounding. float32: update LSBs differ
 #: often, and a gate within ~1e-4 of a rounding boundary can come out one quantum apart,
-#: changing that state by 2**-10 of itself: one such flip is allowed.
+#: changing that state by 2**-10 of itself: one such flip is allowed, and it moves what depends
+#: on that state by 2**-10 of the tensor's scale, so float32 is measured per tensor (FLOOR).
 CLOSE = {torch.float64: 1e-9, torch.float32: 2.0 ** -10}
+FLOOR = {torch.float64: None, torch.float32: 1.0}
 
 
 def compare_backends(cls, forget_bits: int, layers: int, dtype: torch.dtype, hidden: int = 10, T: int = 6,
@@ -350,7 +352,7 @@ def compare_backends(cls, forget_bits: int, layers: int, dtype: torch.dtype, hid
     B = 3 if lengths is None else len(lengths)
     x, hx = inputs(cls, layers, B, hidden, T, dtype)
     want, got = run(ref, x, hx, lengths), run(tri, x, hx, lengths)
-    assert_close_all(got, want, CLOSE[dtype])
+    assert_close_all(got, want, CLOSE[dtype], FLOOR[dtype])
     if dtype == torch.float64:  # the same quantised trajectory: the same spills
         assert tri.last_stats.used_bits == ref.last_stats.used_bits
     assert tri.last_stats.optimal_bits == pytest.approx(ref.last_stats.optimal_bits, rel=CLOSE[dtype], abs=1e-9)
@@ -487,6 +489,6 @@ def test_triton_matches_reference_on_cuda(cls):
     x = torch.randn(T, B, X, device="cuda")
     hx = tuple(torch.zeros(2, B, H, device="cuda") for _ in ref.state_sizes)
     want, got, stored = run(ref, x, hx, None), run(tri, x, hx, None), run(store, x, hx, None)
-    assert_close_all(got, want, CLOSE[torch.float32])
+    assert_close_all(got, want, CLOSE[torch.float32], FLOOR[torch.float32])
     assert torch.equal(stored["output"], got["output"])
     assert_close_all(stored, got, SAME[torch.float32])
