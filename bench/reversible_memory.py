@@ -15,12 +15,16 @@ import argparse
 import datetime
 import json
 import platform
-import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from revrnn import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/report.py
+from report import commit  # noqa: E402
 from revrnn.accounting import SavedTensorCounter
 from revrnn.cells import FAMILIES
 
@@ -75,8 +79,7 @@ def main() -> None:
         print(f"{r['cell']:8} {r['forget_bits']:>3} {r['store_bytes'] / 2**20:9.2f} {r['reversible_bytes'] / 2**20:8.3f} "
               f"{r['store_over_reversible']:9.1f} {r['float32_states_over_buffer']:10.1f} {r['buffer_over_optimum']:7.2f}")
     if args.out:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        meta = {"date": datetime.date.today().isoformat(), "commit": commit, "torch": torch.__version__,
+        meta = {"date": datetime.date.today().isoformat(), **commit(), "torch": torch.__version__,
                 "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(),
                 "machine": platform.processor() or platform.machine(), "threads": args.threads, "args": vars(args)}
         with open(args.out, "w") as f:

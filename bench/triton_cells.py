@@ -47,7 +47,6 @@ import platform
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -57,7 +56,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/report.py, also when loaded from a file
+from report import ROOT, align, commit  # noqa: E402
 FULL = dict(T=1000, batch=64, hidden=512, input=512, small_batch=16, small_hidden=128, eager_T=100,
             warmup=3, repeats=10)
 QUICK = dict(T=8, batch=2, hidden=8, input=8, small_batch=2, small_hidden=8, eager_T=4, warmup=1, repeats=2)
@@ -282,16 +282,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                       f"{r['ms_per_step']:.4g}" if "ms" in r else "-",
                       f"{r['ratio']:.3g}" if r.get("ratio") is not None else "-", target,
                       f"{r['peak_mib']:.1f}" if r.get("peak_mib") is not None else "-", notes])
-    widths = [max(len(x) for x in col) for col in zip(head, *lines)]
-    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *lines])
-
-
-def git(*cmd: str) -> str | None:
-    try:
-        done = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return align(head, lines)
 
 
 def device_name(device: torch.device) -> str:
@@ -348,12 +339,11 @@ def main(argv: list[str] | None = None) -> None:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     part = "" if set(only) == set(groups) else "_" + "-".join(only)
     out = args.out or ROOT / "bench" / "results" / f"triton_{slug}{part}{'_quick' if args.quick else ''}.json"
-    dirty = git("status", "--porcelain", "--untracked-files=no")
     meta = {"device": name, "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if bench.cuda else None,
             "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32, "python": platform.python_version(),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "commit": git("rev-parse", "HEAD"), "dirty": None if dirty is None else bool(dirty),
+            **commit(),
             "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     out.parent.mkdir(parents=True, exist_ok=True)

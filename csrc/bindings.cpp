@@ -1,7 +1,13 @@
 // pybind11 module revrnn._C: thin bindings of the CPU executor (see bindings.h for conventions).
 #include "bindings.h"
 
-#include "cpu/lstm.h"
+#include <pybind11/stl.h>
+
+#include <climits>
+#include <tuple>
+
+#include "cpu/blas.h"
+#include "cpu/executor.h"
 
 #ifndef REVRNN_VERSION
 #error "REVRNN_VERSION must be defined by the build (CMakeLists.txt)"
@@ -10,29 +16,65 @@
 namespace py = pybind11;
 using revrnn::bindings::DType;
 using revrnn::bindings::pointer;
+using revrnn::cpu::CellEntry;
 using std::uintptr_t;
+using Addresses = std::vector<uintptr_t>;
 
 namespace {
 
-template <typename T>
-void forward(int64_t B, int64_t H, uintptr_t gates, uintptr_t h_prev, uintptr_t c_prev,
-             uintptr_t mask, uintptr_t h, uintptr_t c, uintptr_t y) {
-  const char* fn = "lstm_forward";
-  revrnn::cpu::lstm_forward<T>(
-      B, H, pointer<T>(fn, "gates", gates), pointer<const T>(fn, "h_prev", h_prev),
-      pointer<const T>(fn, "c_prev", c_prev), pointer<const uint8_t>(fn, "mask", mask, true),
-      pointer<T>(fn, "h", h), pointer<T>(fn, "c", c), pointer<T>(fn, "y", y));
+const CellEntry& cell_entry(const char* fn, const std::string& name) {
+  const CellEntry* e = revrnn::cpu::find_cell(name);
+  if (!e)
+    throw std::invalid_argument(std::string(fn) + ": argument 'cell' must be one of " +
+                                revrnn::cpu::cell_names() + ", got '" + name + "'");
+  return *e;
+}
+
+// Sizes the executor passes to a 32-bit BLAS: every GEMM dimension and leading dimension.
+void check_chunk(const char* fn, const CellEntry& e, int64_t K, int64_t B, int64_t H, int threads,
+                 std::size_t n_states) {
+  revrnn::bindings::check_sizes(fn, B, H);
+  if (K < 0) throw std::invalid_argument(std::string(fn) + ": K must be >= 0, got " + std::to_string(K));
+  if (threads < 1)
+    throw std::invalid_argument(std::string(fn) + ": threads must be >= 1, got " + std::to_string(threads));
+  if (n_states != std::size_t(e.states))
+    throw std::invalid_argument(std::string(fn) + ": the " + e.name + " cell has " +
+                                std::to_string(e.states) + " state tensors, got " + std::to_string(n_states));
+  if (K * B > INT_MAX || e.gates * H > INT_MAX)
+    throw std::invalid_argument(std::string(fn) + ": K*B=" + std::to_string(K * B) + " or G=" +
+                                std::to_string(e.gates * H) + " exceeds the BLAS's 32-bit sizes");
+  if (!revrnn::cpu::blas_loaded())
+    throw std::runtime_error(std::string(fn) + ": no BLAS loaded (call load_blas first)");
 }
 
 template <typename T>
-void backward(int64_t B, int64_t H, uintptr_t act, uintptr_t c_prev, uintptr_t c,
-              uintptr_t grad_y, uintptr_t mask, uintptr_t dh, uintptr_t dc, uintptr_t dgates) {
-  const char* fn = "lstm_backward";
-  revrnn::cpu::lstm_backward<T>(
-      B, H, pointer<const T>(fn, "act", act), pointer<const T>(fn, "c_prev", c_prev),
-      pointer<const T>(fn, "c", c), pointer<const T>(fn, "grad_y", grad_y),
-      pointer<const uint8_t>(fn, "mask", mask, true), pointer<T>(fn, "dh", dh),
-      pointer<T>(fn, "dc", dc), pointer<T>(fn, "dgates", dgates));
+revrnn::ChunkForward<T> forward_args(int64_t K, int64_t B, int64_t H, uintptr_t xp, uintptr_t w_hh,
+                                     uintptr_t b_rec, uintptr_t mask, const Addresses& states,
+                                     uintptr_t act, uintptr_t y, uintptr_t rec, bool keep, uintptr_t aux) {
+  const char* fn = "forward_chunk";
+  revrnn::ChunkForward<T> c{K, B, H, pointer<const T>(fn, "xp", xp), pointer<const T>(fn, "w_hh", w_hh),
+                            pointer<const T>(fn, "b_rec", b_rec, true),
+                            pointer<const uint8_t>(fn, "mask", mask, true), {}, pointer<T>(fn, "act", act),
+                            pointer<T>(fn, "y", y), pointer<T>(fn, "rec", rec), keep,
+                            pointer<const T>(fn, "aux", aux, true)};
+  revrnn::bindings::states(fn, "states", states, c.states);
+  return c;
+}
+
+template <typename T>
+revrnn::ChunkBackward<T> backward_args(int64_t K, int64_t B, int64_t H, uintptr_t w_hh, uintptr_t mask,
+                                       uintptr_t act, const Addresses& states, uintptr_t grad_y,
+                                       const Addresses& dstate, uintptr_t dxp, uintptr_t drec, uintptr_t dw_hh,
+                                       uintptr_t aux) {
+  const char* fn = "backward_chunk";
+  revrnn::ChunkBackward<T> c{K, B, H, pointer<const T>(fn, "w_hh", w_hh),
+                             pointer<const uint8_t>(fn, "mask", mask, true), pointer<const T>(fn, "act", act),
+                             {}, pointer<const T>(fn, "grad_y", grad_y), {}, pointer<T>(fn, "dxp", dxp),
+                             pointer<T>(fn, "drec", drec), pointer<T>(fn, "dw_hh", dw_hh, true),
+                             pointer<const T>(fn, "aux", aux, true)};
+  revrnn::bindings::states(fn, "states", states, c.states);
+  revrnn::bindings::states(fn, "dstate", dstate, c.dstate);
+  return c;
 }
 
 }  // namespace
@@ -43,31 +85,57 @@ PYBIND11_MODULE(_C, m) {
         "Version of revrnn this extension was built from.");
   revrnn::bindings::add_dtype(m);
 
-  m.def(
-      "lstm_forward",
-      [](DType dtype, int64_t B, int64_t H, uintptr_t gates, uintptr_t h_prev, uintptr_t c_prev,
-         uintptr_t mask, uintptr_t h, uintptr_t c, uintptr_t y) {
-        revrnn::bindings::check_sizes("lstm_forward", B, H);
-        (dtype == DType::float32 ? forward<float> : forward<double>)(B, H, gates, h_prev, c_prev,
-                                                                     mask, h, c, y);
-      },
-      py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("gates"), py::arg("h_prev"),
-      py::arg("c_prev"), py::arg("mask"), py::arg("h"), py::arg("c"), py::arg("y"),
-      py::call_guard<py::gil_scoped_release>(),
-      "One LSTM step's pointwise forward on contiguous (B, 4H) gates and (B, H) states.\n"
-      "gates: pre-activations in, activations out. mask: (B) bytes or 0. Writes h, c, y.");
+  m.def("load_blas", &revrnn::cpu::load_blas, py::arg("path"), py::arg("prefix"),
+        "Load the BLAS shared library at `path` (symbols `<prefix>cblas_sgemm`, ...); returns '' or\n"
+        "why it failed.");
+  m.def("cell_layout",
+        [](const std::string& name) {
+          const CellEntry& e = cell_entry("cell_layout", name);
+          return std::make_tuple(e.states, e.gates, e.acts, e.rec_is_xp);
+        },
+        py::arg("cell"),
+        "(states, gates, acts, rec_is_xp) of a cell: its state tensors, G = gates*H columns of the\n"
+        "projection and the recurrent GEMM, A = acts*H columns kept per step, and whether d rec\n"
+        "is d xp (one buffer).");
 
   m.def(
-      "lstm_backward",
-      [](DType dtype, int64_t B, int64_t H, uintptr_t act, uintptr_t c_prev, uintptr_t c,
-         uintptr_t grad_y, uintptr_t mask, uintptr_t dh, uintptr_t dc, uintptr_t dgates) {
-        revrnn::bindings::check_sizes("lstm_backward", B, H);
-        (dtype == DType::float32 ? backward<float> : backward<double>)(B, H, act, c_prev, c,
-                                                                       grad_y, mask, dh, dc, dgates);
+      "forward_chunk",
+      [](const std::string& cell, DType dtype, int threads, int64_t K, int64_t B, int64_t H, uintptr_t xp,
+         uintptr_t w_hh, uintptr_t b_rec, uintptr_t mask, const Addresses& states, uintptr_t act, uintptr_t y,
+         uintptr_t rec, bool keep, uintptr_t aux) {
+        const CellEntry& e = cell_entry("forward_chunk", cell);
+        check_chunk("forward_chunk", e, K, B, H, threads, states.size());
+        if (dtype == DType::float32)
+          e.forward_f32(threads, forward_args<float>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux));
+        else
+          e.forward_f64(threads, forward_args<double>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux));
       },
-      py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("act"), py::arg("c_prev"),
-      py::arg("c"), py::arg("grad_y"), py::arg("mask"), py::arg("dh"), py::arg("dc"),
-      py::arg("dgates"), py::call_guard<py::gil_scoped_release>(),
-      "One LSTM step's pointwise backward. dh, dc: gradients of the state after the step in,\n"
-      "of the state before it out (dh without the dgates @ W_hh term). Writes dgates.");
+      py::arg("cell"), py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"),
+      py::arg("xp"), py::arg("w_hh"), py::arg("b_rec"), py::arg("mask"), py::arg("states"), py::arg("act"),
+      py::arg("y"), py::arg("rec"), py::arg("keep"), py::arg("aux") = 0, py::call_guard<py::gil_scoped_release>(),
+      "K steps of one layer and direction forward (revrnn/executor.h: ChunkForward); aux: (B, H)\n"
+      "per-sequence operand of the cell (a dropout mask) or 0.");
+
+  m.def(
+      "backward_chunk",
+      [](const std::string& cell, DType dtype, int threads, int64_t K, int64_t B, int64_t H, uintptr_t w_hh,
+         uintptr_t mask, uintptr_t act, const Addresses& states, uintptr_t grad_y, const Addresses& dstate,
+         uintptr_t dxp, uintptr_t drec, uintptr_t dw_hh, uintptr_t aux) {
+        const CellEntry& e = cell_entry("backward_chunk", cell);
+        check_chunk("backward_chunk", e, K, B, H, threads, states.size());
+        if (dstate.size() != states.size())
+          throw std::invalid_argument("backward_chunk: dstate and states must list as many addresses");
+        if (dtype == DType::float32)
+          e.backward_f32(threads, backward_args<float>(K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
+                                                       drec, dw_hh, aux));
+        else
+          e.backward_f64(threads, backward_args<double>(K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
+                                                        drec, dw_hh, aux));
+      },
+      py::arg("cell"), py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"),
+      py::arg("w_hh"), py::arg("mask"), py::arg("act"), py::arg("states"), py::arg("grad_y"),
+      py::arg("dstate"), py::arg("dxp"), py::arg("drec"), py::arg("dw_hh"), py::arg("aux") = 0,
+      py::call_guard<py::gil_scoped_release>(),
+      "The chunk's backward (revrnn/executor.h: ChunkBackward): dstate in and out, writes dxp,\n"
+      "drec and dw_hh.");
 }

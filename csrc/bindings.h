@@ -11,6 +11,10 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <vector>
+
+#include "revrnn/step.h"
 
 namespace revrnn {
 namespace bindings {
@@ -39,6 +43,17 @@ inline void check_sizes(const char* fn, int64_t B, int64_t H) {
   if (B < 0 || H < 0)
     throw std::invalid_argument(std::string(fn) + ": sizes must be >= 0, got B=" +
                                 std::to_string(B) + ", H=" + std::to_string(H));
+}
+
+// A cell's state tensors, one address each, into the executor's fixed-size array.
+template <typename P>
+void states(const char* fn, const char* name, const std::vector<std::uintptr_t>& addresses, P (&out)[kMaxStates]) {
+  if (addresses.empty() || addresses.size() > std::size_t(kMaxStates))
+    throw std::invalid_argument(std::string(fn) + ": argument '" + name + "' must list 1 to " +
+                                std::to_string(kMaxStates) + " addresses, got " +
+                                std::to_string(addresses.size()));
+  for (std::size_t i = 0; i < addresses.size(); ++i)
+    out[i] = pointer<std::remove_pointer_t<P>>(fn, name, addresses[i]);
 }
 
 }  // namespace bindings

@@ -2,7 +2,6 @@
 without a GPU) writes JSON rows with finite times and ratios."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from utils import load_script
+
 pytest.importorskip("triton")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "triton_cells.py"
 
 
 def test_sparse_group_quick(tmp_path):
-    spec = importlib.util.spec_from_file_location("triton_cells", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(SCRIPT)
     out = tmp_path / "bench.json"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bench.main(["--device", device, "--quick", "--only", "sparse", "--out", str(out)])

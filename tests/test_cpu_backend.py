@@ -55,19 +55,25 @@ class Packed(nn.Module):
         return pad_packed_sequence(out, total_length=x.shape[0])[0], state
 
 
-def pair(dtype, memory="store", checkpoint_every=None, lengths=None, **kw):
-    """The same LSTM (same state_dict) on backend 'cpu' and on 'reference'."""
-    ref = revrnn.nn.LSTM(I, H, dtype=dtype, backend="reference", **kw)
-    cpu = revrnn.nn.LSTM(I, H, dtype=dtype, backend="cpu", memory=memory,
-                         checkpoint_every=checkpoint_every, **kw)
+#: the modules the executor runs (default configurations), and those of them torch.nn has
+MODULES = ["LSTM", "GRU", "LiGRU"]
+TWINS = ["LSTM", "GRU"]
+
+
+def pair(module, dtype, memory="store", checkpoint_every=None, lengths=None, **kw):
+    """The same module (same state_dict) on backend 'cpu' and on 'reference'."""
+    cls = getattr(revrnn.nn, module)
+    ref = cls(I, H, dtype=dtype, backend="reference", **kw)
+    cpu = cls(I, H, dtype=dtype, backend="cpu", memory=memory, checkpoint_every=checkpoint_every, **kw)
     cpu.load_state_dict(ref.state_dict())
     if lengths is not None:
         return Packed(cpu, lengths), Packed(ref, lengths)
     return cpu, ref
 
 
-def initial_state(dtype, layers=1, directions=1):
-    return tuple(torch.randn(layers * directions, B, H, dtype=dtype) for _ in range(2))
+def initial_state(module, dtype, layers=1, directions=1):
+    state = tuple(torch.randn(layers * directions, B, H, dtype=dtype) for _ in range(2 if module == "LSTM" else 1))
+    return state if len(state) > 1 else state[0]
 
 
 CONFIGS = {
@@ -83,35 +89,40 @@ MEMORY = {"store": ("store", None), "store-chunked": ("store", 5),
 @pytest.mark.parametrize("memory", MEMORY)
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_matches_reference(dtype, config, memory, poison):
+@pytest.mark.parametrize("module", MODULES)
+def test_matches_reference(module, dtype, config, memory, poison):
     kw, lengths = CONFIGS[config]
-    cpu, ref = pair(dtype, *MEMORY[memory], lengths=lengths, **kw)
+    cpu, ref = pair(module, dtype, *MEMORY[memory], lengths=lengths, **kw)
     x = torch.randn(T, B, I, dtype=dtype)
-    hx = initial_state(dtype, kw.get("num_layers", 1), 2 if kw.get("bidirectional") else 1)
+    hx = initial_state(module, dtype, kw.get("num_layers", 1), 2 if kw.get("bidirectional") else 1)
     got, want = grads(cpu, x, hx), grads(ref, x, hx)
     assert_close_all(got, want, RTOL[dtype])
 
 
 @pytest.mark.parametrize("memory", ["store", "recompute"])
-def test_gradcheck(memory):
-    m = revrnn.nn.LSTM(3, 4, dtype=torch.float64, backend="cpu", memory=memory, checkpoint_every=2)
-    hx = tuple(torch.randn(1, 2, 4, dtype=torch.float64) for _ in range(2))
+@pytest.mark.parametrize("module", MODULES)
+def test_gradcheck(module, memory):
+    m = getattr(revrnn.nn, module)(3, 4, dtype=torch.float64, backend="cpu", memory=memory, checkpoint_every=2)
+    hx = tuple(torch.randn(1, 2, 4, dtype=torch.float64) for _ in range(2 if module == "LSTM" else 1))
     gradcheck_module(m, torch.randn(5, 2, 3, dtype=torch.float64), hx)
 
 
-def test_auto_prefers_cpu_and_matches_torch():
-    """backend='auto' runs LSTM on the compiled backend, exactly torch.nn.LSTM in float64."""
+@pytest.mark.parametrize("module", TWINS)
+def test_auto_prefers_cpu_and_matches_torch(module):
+    """backend='auto' runs the module on the compiled backend, exactly torch.nn's in float64."""
     assert type(resolve("auto", LSTMCell(I, H), torch.device("cpu"))).__name__ == "CpuBackend"
     assert resolve("auto", LSTMCell(I, H, proj_size=4), torch.device("cpu")).name == "reference"
-    ours = revrnn.nn.LSTM(I, H, num_layers=2, dtype=torch.float64)
-    theirs = nn.LSTM(I, H, num_layers=2, dtype=torch.float64)
+    ours = getattr(revrnn.nn, module)(I, H, num_layers=2, dtype=torch.float64)
+    assert ours.cells[0] is not None and resolve("auto", ours.cells[0], torch.device("cpu")).name == "cpu"
+    theirs = getattr(nn, module)(I, H, num_layers=2, dtype=torch.float64)
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(T, B, I, dtype=torch.float64)
     assert_close_all(grads(ours, x), grads(theirs, x), 1e-10)
 
 
 @pytest.mark.parametrize("make, cell", [
-    (lambda: revrnn.nn.GRU(I, H, backend="cpu"), "gru"),
+    (lambda: revrnn.nn.GRU(I, H, reset_after=False, backend="cpu"), "gru"),
+    (lambda: revrnn.nn.GRU(I, H, variant=1, backend="cpu"), "gru"),
     (lambda: revrnn.nn.LSTM(I, H, proj_size=4, backend="cpu"), "lstm"),
 ])
 def test_unsupported_cell_raises(make, cell):
@@ -154,8 +165,8 @@ def test_masked_chunk_matches_reference(poison):
 
 @pytest.mark.parametrize("breakage, message", [
     (lambda c, s: (Chunk(0, c.xp.half(), None), s), "got xp of dtype torch.float16"),
-    (lambda c, s: (c, (s[0][:2], s[1])), r"h0 must have shape \(3, 45\)"),
-    (lambda c, s: (c, (s[0], s[1].float())), "c0 must have dtype torch.float64"),
+    (lambda c, s: (c, (s[0][:2], s[1])), r"state\[0\] must have shape \(3, 45\)"),
+    (lambda c, s: (c, (s[0], s[1].float())), r"state\[1\] must have dtype torch.float64"),
     (lambda c, s: (Chunk(0, c.xp, torch.ones(4, B, dtype=torch.uint8)), s), "mask must have dtype torch.bool"),
 ])
 def test_bad_arguments_are_named(breakage, message):
@@ -166,13 +177,33 @@ def test_bad_arguments_are_named(breakage, message):
         backend.forward_chunk(cell, p, {}, chunk, state, keep=True)
 
 
-def test_extension_rejects_null_pointers():
+def forward_args(**change):
+    """Valid arguments of ``_C.forward_chunk`` for one LSTM step at B = H = 1, with ``change``."""
+    x, h = torch.zeros(1, 1, 4), torch.zeros(2, 1, 1)
+    args = dict(cell="lstm", dtype=_C().DType.float32, threads=1, K=1, B=1, H=1, xp=x.data_ptr(),
+                w_hh=x.data_ptr(), b_rec=0, mask=0, states=[h.data_ptr(), h.data_ptr()], act=x.data_ptr(),
+                y=h.data_ptr(), rec=x.data_ptr(), keep=False)
+    return {**args, **change}, (x, h)
+
+
+def _C():
     from revrnn import _C
-    x = torch.zeros(1, 4)
-    h = torch.zeros(1, 1)
-    with pytest.raises(ValueError, match="argument 'c_prev' is a null pointer"):
-        _C.lstm_forward(_C.DType.float32, 1, 1, x.data_ptr(), h.data_ptr(), 0, 0,
-                        h.data_ptr(), h.data_ptr(), h.data_ptr())
+    return _C
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(w_hh=0), "argument 'w_hh' is a null pointer"),
+    (dict(states=[0, 0]), "argument 'states' is a null pointer"),
+    (dict(states=[8]), "the lstm cell has 2 state tensors, got 1"),
+    (dict(cell="elman"), "argument 'cell' must be one of .*, got 'elman'"),
+    (dict(K=-1), "K must be >= 0, got -1"),
+    (dict(threads=0), "threads must be >= 1, got 0"),
+    (dict(B=2 ** 20, K=2 ** 12), "exceeds the BLAS's 32-bit sizes"),
+])
+def test_extension_rejects_bad_arguments(change, message):
+    args, _keep = forward_args(**change)
+    with pytest.raises(ValueError, match=message):
+        _C().forward_chunk(**args)
 
 
 class CountOps(TorchDispatchMode):
@@ -186,15 +217,44 @@ class CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_one_gemm_per_step_and_one_weight_gradient_gemm_per_chunk():
-    K = 6
-    cell, p, chunk, state = chunk_args(K=K)
+def test_the_time_loop_is_compiled():
+    """A chunk costs the same torch ops (allocations, copies; no GEMM) whatever its length: the
+    steps, their GEMMs included, run in C++ on buffers allocated once per chunk."""
     backend = get_backend("cpu", torch.device("cpu"))
-    with CountOps() as fwd:
-        _, _, res = backend.forward_chunk(cell, p, {}, chunk, state, keep=True)
-    with CountOps() as bwd:
-        backend.backward_chunk(cell, p, {}, chunk, res, torch.randn(K, B, H, dtype=torch.float64),
-                               tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(2)))
-    gemms = ("mm", "addmm", "addmm_", "matmul", "bmm")
-    assert {k: v for k, v in fwd.counts.items() if k in gemms} == {"addmm": K}
-    assert {k: v for k, v in bwd.counts.items() if k in gemms} == {"addmm_": K, "mm": 1}
+    counts = []
+    for K in (2, 9):
+        cell, p, chunk, state = chunk_args(K=K)
+        with CountOps() as fwd:
+            _, _, res = backend.forward_chunk(cell, p, {}, chunk, state, keep=True)
+        with CountOps() as bwd:
+            backend.backward_chunk(cell, p, {}, chunk, res, torch.randn(K, B, H, dtype=torch.float64),
+                                   tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(2)))
+        counts.append((fwd.counts, bwd.counts))
+    assert counts[0] == counts[1]
+    gemms = {"mm", "addmm", "addmm_", "matmul", "bmm"}
+    assert not gemms & {*counts[0][0], *counts[0][1]}
+
+
+def test_auto_leaves_autocast_to_the_reference():
+    """Under bfloat16 autocast the steps see bfloat16, which the executor does not run: ``auto``
+    picks the reference, and the module gives what backend='reference' gives."""
+    cell = LSTMCell(I, H)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert resolve("auto", cell, torch.device("cpu"), torch.float32).name == "reference"
+        ours = revrnn.nn.LSTM(I, H)
+        ref = revrnn.nn.LSTM(I, H, backend="reference")
+        ref.load_state_dict(ours.state_dict())
+        x = torch.randn(6, B, I)
+        assert torch.equal(ours(x)[0], ref(x)[0])
+    assert resolve("auto", cell, torch.device("cpu"), torch.float32).name == "cpu"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_auto_compiles_fullgraph(module):
+    """torch.compile(fullgraph=True) cannot trace the executor's raw pointers: ``auto`` gives the
+    compiled graph the reference, whose result equals the executor's eager one (float32)."""
+    m = getattr(revrnn.nn, module)(I, H)
+    x = torch.randn(6, B, I)
+    want = grads(m, x)
+    got = {k.replace("_orig_mod.", ""): v for k, v in grads(torch.compile(m, fullgraph=True), x).items()}
+    assert_close_all(got, want, RTOL[torch.float32])

@@ -80,8 +80,10 @@ def fixed_bits(k):
 
 def test_fitted_slopes():
     lens = [64, 256, 1024]
-    report = memory_sweep(cell_factory("gru", 4, 16), lens, 4, 4, ["bptt", "ckpt:sqrt", "revolve:4", "tbptt:16"],
-                          repeats=0)
+    # the reference backend: the theory column is fitted to its storage layout (per step what
+    # autograd saves); the compiled executor keeps less per re-run chunk than that model says
+    report = memory_sweep(cell_factory("gru", 4, 16, backend="reference"), lens, 4, 4,
+                          ["bptt", "ckpt:sqrt", "revolve:4", "tbptt:16"], repeats=0)
     slopes = report.slopes()
     assert slopes["bptt"] == pytest.approx(1.0, abs=0.02)
     assert slopes["ckpt(sqrt)"] == pytest.approx(0.5, abs=0.1)

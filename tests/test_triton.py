@@ -180,11 +180,27 @@ def test_unsupported_dtype():
                          ids=["lstm", "gru", "lstm-proj", "kaflstm", "nru"])
 def test_compile_fullgraph(cls, kw):
     """The kernels are torch.library custom ops: Dynamo traces the engine's loop around them
-    (unrolled over the steps) without a graph break, forward and backward."""
+    (unrolled over the steps) without a graph break, forward and backward. Static shapes: the
+    reset keeps an earlier compile of the engine at other sizes from making them dynamic (below)."""
+    torch._dynamo.reset()
     torch.manual_seed(8)
     eager = cls(5, 6, backend="triton", **kw)
     compiled = copy.deepcopy(eager)
     compiled.compile(fullgraph=True)  # in place: parameter names stay those of the eager module
+    x = torch.randn(4, 2, 5)
+    assert_close_all(grads(compiled, x), grads(eager, x), 1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: with dynamic shapes the compiled Triton path returns NaN "
+                                        "(seen under the interpreter; listed in the README)")
+def test_compile_dynamic_shapes():
+    """torch.compile(dynamic=True), or an automatic recompile at a new size, must give what eager
+    gives; today every output is NaN."""
+    torch._dynamo.reset()
+    torch.manual_seed(8)
+    eager = revrnn.nn.LSTM(5, 6, backend="triton")
+    compiled = copy.deepcopy(eager)
+    compiled.compile(fullgraph=True, dynamic=True)
     x = torch.randn(4, 2, 5)
     assert_close_all(grads(compiled, x), grads(eager, x), 1e-6)
 

@@ -2,11 +2,22 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script (e.g. a benchmark in bench/) imported as a module, to call its ``main``."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def rel_err(a: Tensor, b: Tensor, floor: float = 1.0) -> float:

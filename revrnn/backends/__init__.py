@@ -2,7 +2,8 @@
 
 A backend registers under a name with :func:`register`. ``auto`` picks, for the tensors'
 device, the first backend in :data:`AUTO_ORDER` that is available, meant for that device type
-(``Backend.auto_devices``: triton only on CUDA) and supports the cell;
+(``Backend.auto_devices``: triton only on CUDA) and supports the cell for the dtype the steps
+will see (autocast's, where it is on) — under ``torch.compile``, among those it can trace;
 the reference backend supports everything and is always available.
 """
 from __future__ import annotations
@@ -68,9 +69,16 @@ def resolve(name: str, cell: CellSpec, device: torch.device, dtype: torch.dtype 
                                      f"({type(cell).__name__}) for {dtype}{f': {reason}' if reason else ''}; "
                                      "use backend='reference' or 'auto'")
         return backend
+    # what the chunks will see: autocast turns the projection into its own dtype; and a backend
+    # that torch.compile cannot trace (raw pointers) would break the graph
+    if torch.is_autocast_enabled(device.type):
+        dtype = torch.get_autocast_dtype(device.type)
+    compiling = torch.compiler.is_compiling()
     for candidate in AUTO_ORDER:
         backend = _REGISTRY.get(candidate)
         if backend is None or (backend.auto_devices is not None and device.type not in backend.auto_devices):
+            continue
+        if compiling and not backend.traceable:
             continue
         if backend.availability(device) is None and backend.supports(cell, dtype):
             return backend

@@ -47,6 +47,8 @@ class Backend:
     autograd_steps: bool = False
     #: device types on which ``auto`` may pick this backend (None: wherever it is available)
     auto_devices: tuple[str, ...] | None = None
+    #: whether torch.compile can trace its chunks (``auto`` skips it while compiling if not)
+    traceable: bool = True
     #: input dtypes it runs
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
 

@@ -1,26 +1,44 @@
-"""The compiled CPU backend: per step one torch GEMM and one fused C++ pointwise call.
+"""The compiled CPU backend: the C++ executor runs a whole chunk per call, per step one BLAS
+GEMM and one fused, vectorised pointwise pass (``csrc/``, module ``revrnn._C``).
 
-The C++ core (``csrc/``, module ``revrnn._C``) is framework-free: it takes raw addresses,
-sizes and a dtype flag. The families' glue (``revrnn/cells/<family>/cpu.py``) owns everything
-torch: allocation, the GEMMs, and the checks that make handing out raw pointers safe (device,
-dtype, shape, contiguity, with the helpers here), done once per chunk so that the per-step loop
-is only a GEMM and a C++ call, with no host synchronisation.
+The C++ core is framework-free: it takes raw addresses, sizes and a dtype flag, and loads its
+BLAS at run time (by default the OpenBLAS of the ``scipy-openblas32`` package; ``REVRNN_BLAS``
+names another library and ``REVRNN_BLAS_PREFIX`` its symbols' prefix). Everything torch is here
+and in the families' glue (``revrnn/cells/<family>/cpu.py``): allocation and the checks that make
+handing out raw pointers safe (device, dtype, shape, contiguity), done once per chunk.
 """
 from __future__ import annotations
 
 import importlib
+import os
 
 import torch
 from torch import Tensor
 
-from .base import Backend, Chunk
+from ..cells.base import CellSpec, Params, State
+from .base import Backend, Chunk, Runner
 
-try:
-    _C = importlib.import_module("revrnn._C")
-    _REASON = None
-except ImportError as err:  # not built (no compiler, REVRNN_NO_EXT=1) or not loadable
-    _C, _REASON = None, (f"the compiled extension revrnn._C is not built: {err} "
-                         "(see docs/build.md; `pip install -v .` shows why the build was skipped)")
+
+def _load() -> tuple[object | None, str | None]:
+    """The extension with its BLAS loaded, or None and why not."""
+    try:
+        C = importlib.import_module("revrnn._C")
+    except ImportError as err:  # not built (no compiler, REVRNN_NO_EXT=1) or not loadable
+        return None, (f"the compiled extension revrnn._C is not built: {err} "
+                      "(see docs/build.md; `pip install -v .` shows why the build was skipped)")
+    path, prefix = os.environ.get("REVRNN_BLAS"), os.environ.get("REVRNN_BLAS_PREFIX", "")
+    if not path:
+        try:
+            import scipy_openblas32 as openblas
+        except ImportError:
+            return None, ("its BLAS is missing: install scipy-openblas32 (a dependency of revrnn), "
+                          "or name a BLAS library in REVRNN_BLAS")
+        path, prefix = os.path.join(openblas.get_lib_dir(), openblas.get_library(True)), "scipy_"
+    error = C.load_blas(path, prefix)
+    return (None, f"its BLAS did not load: {error}") if error else (C, None)
+
+
+_C, _REASON = _load()
 
 
 def flag(name: str, dtype: torch.dtype):
@@ -34,7 +52,7 @@ def flag(name: str, dtype: torch.dtype):
 
 
 def check(name: str, t: Tensor, shape: tuple[int, ...], dtype: torch.dtype,
-           contiguous: bool = True) -> None:
+          contiguous: bool = True) -> None:
     """Raise unless ``t`` is what the C++ side will read or write through its address."""
     if t.device.type != "cpu":
         raise ValueError(f"backend 'cpu': {name} must be a CPU tensor, got device {t.device}")
@@ -58,11 +76,125 @@ def mask_address(chunk: Chunk, K: int, B: int) -> tuple[Tensor | None, int]:
     return mask, mask.data_ptr()
 
 
+def address(t: Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+class Executor(Runner):
+    """The chunk contract through the C++ executor for one cell of ``csrc/include/revrnn/cells.h``
+    (``cell``: its name there). Families subclass it for the parameters their step reads
+    besides ``weight_hh`` (:meth:`rec_bias`) and their gradients, and for a per-sequence
+    operand from the cell's extras (:meth:`aux`).
+
+    Residuals of a chunk of K steps: ``(act, *states)``, the kept activations (K, B, A) and every
+    state tensor before and after each step (K+1, B, H).
+    """
+
+    #: the cell's name in the executor
+    cell: str = ""
+
+    def __init__(self) -> None:
+        try:
+            self.states, self.gates, self.acts, self.rec_is_xp = _C.cell_layout(self.cell)
+            self.missing = None
+        except ValueError as err:  # an extension built from older sources: rebuild it
+            self.missing = f"the compiled extension revrnn._C has no {self.cell!r} cell ({err}); rebuild it"
+
+    def refusal(self, cell: CellSpec) -> str | None:
+        return self.missing
+
+    def rec_bias(self, cell: CellSpec, p: Params) -> Tensor | None:
+        """The (G) bias the step adds to ``h W_hh^T``, or None."""
+        return None
+
+    def rec_bias_grads(self, cell: CellSpec, p: Params, drec: Tensor) -> dict[str, Tensor | None]:
+        """Gradients of the parameters behind :meth:`rec_bias`, from ``d rec`` (K, B, G)."""
+        return {}
+
+    def aux(self, cell: CellSpec, extras: Params) -> Tensor | None:
+        """The (B, H) operand the step reads besides the states (a dropout mask), or None."""
+        return None
+
+    def checked_aux(self, cell: CellSpec, extras: Params, B: int, dtype: torch.dtype) -> Tensor | None:
+        aux = self.aux(cell, extras)
+        if aux is not None:
+            aux = aux.to(dtype).contiguous()
+            check("aux", aux, (B, cell.hidden_size), dtype)
+        return aux
+
+    # The steps are not differentiable torch ops (raw pointers); the engine differentiates the
+    # chunk through backward, so no graph is ever wanted here, whatever the grad mode.
+    @torch.no_grad()
+    def forward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
+                state: State, keep: bool) -> tuple[Tensor, State, tuple[Tensor, ...] | None]:
+        xp = chunk.xp.contiguous()
+        K, B, G = xp.shape
+        H, dtype = cell.hidden_size, xp.dtype
+        dt = flag("xp", dtype)
+        check("xp", xp, (K, B, self.gates * H), dtype)
+        w = p["weight_hh"].contiguous()
+        check("weight_hh", w, (G, H), dtype)
+        bias = self.rec_bias(cell, p)
+        if bias is not None:
+            bias = bias.contiguous()
+            check("recurrent bias", bias, (G,), dtype)
+        for k, s in enumerate(state):
+            check(f"state[{k}]", s, (B, H), dtype, contiguous=False)  # copied below: any layout will do
+        mask, mask_ptr = mask_address(chunk, K, B)
+        # Backward needs every step's activations and states; without `keep` two rows of
+        # states used alternately and one row of activations are enough.
+        rows = K + 1 if keep else 2
+        states = [xp.new_empty(rows, B, H) for _ in range(self.states)]
+        for buffer, s in zip(states, state):
+            buffer[0] = s
+        act = xp.new_empty(K if keep else 1, B, self.acts * H)
+        y, rec = xp.new_empty(K, B, H), xp.new_empty(B, G)
+        aux = self.checked_aux(cell, extras, B, dtype)
+        _C.forward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, xp.data_ptr(), w.data_ptr(),
+                         address(bias), mask_ptr, [s.data_ptr() for s in states], act.data_ptr(), y.data_ptr(),
+                         rec.data_ptr(), keep, address(aux))
+        last = K if keep else K % 2
+        # Clones: the end state is returned to the caller and must not alias the residuals.
+        end = tuple(s[last].clone() for s in states)
+        return y, end, ((act, *states) if keep else None)
+
+    @torch.no_grad()
+    def backward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
+                 residuals: tuple[Tensor, ...], grad_out: Tensor, grad_state: State
+                 ) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        act, *states = residuals
+        K, B, _ = act.shape
+        H, dtype = cell.hidden_size, act.dtype
+        G = self.gates * H
+        dt = flag("act", dtype)
+        check("act", act, (K, B, self.acts * H), dtype)
+        for k, s in enumerate(states):
+            check(f"residual state[{k}]", s, (K + 1, B, H), dtype)
+        w = p["weight_hh"].contiguous()
+        check("weight_hh", w, (G, H), dtype)
+        grad_y = grad_out.contiguous()
+        check("grad_out", grad_y, (K, B, H), dtype)
+        # Updated in place step by step, so always fresh buffers.
+        dstate = [g.to(dtype, memory_format=torch.contiguous_format, copy=True) for g in grad_state]
+        for k, g in enumerate(dstate):
+            check(f"grad_state[{k}]", g, (B, H), dtype)
+        mask, mask_ptr = mask_address(chunk, K, B)
+        dxp = act.new_empty(K, B, G)
+        drec = dxp if self.rec_is_xp else act.new_empty(K, B, G)
+        dw = act.new_empty(G, H) if p["weight_hh"].requires_grad else None
+        aux = self.checked_aux(cell, extras, B, dtype)
+        _C.backward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, w.data_ptr(), mask_ptr, act.data_ptr(),
+                          [s.data_ptr() for s in states], grad_y.data_ptr(), [g.data_ptr() for g in dstate],
+                          dxp.data_ptr(), drec.data_ptr(), address(dw), address(aux))
+        return dxp, tuple(dstate), {"weight_hh": dw, **self.rec_bias_grads(cell, p, drec)}
+
+
 class CpuBackend(Backend):
     """The compiled executor on CPU tensors, float32 and float64, for the cells whose family has
     glue for it."""
 
     name = "cpu"
+    traceable = False  # raw pointers into a C++ call
 
     def availability(self, device: torch.device) -> str | None:
         if _C is None:

@@ -1,12 +1,12 @@
 """The GRU family: torch.nn.GRU (reset-after), reset-before (Cho v3) and the gate variants
 GRU1–3. Spec :mod:`.spec`; Triton glue :mod:`.triton` (kernels ``revrnn.kernels.gru``,
-``persistent``)."""
+``persistent``); compiled-executor glue :mod:`.cpu` (torch.nn's GRU)."""
 from ..family import Case, Family
 from .spec import GATE_TERMS, GRUCell, check_variant
 
 _LOW, _GRADCHECK = {"gru0-after", "gru1-before"}, {"gru1-after", "gru2-before"}
 FAMILY = Family(
-    name="gru", package=__name__, cells=(GRUCell,), modules={"gru": "GRU"}, backends=("triton",),
+    name="gru", package=__name__, cells=(GRUCell,), modules={"gru": "GRU"}, backends=("triton", "cpu"),
     cases=(
         *(Case(f"gru{v}-{'after' if ra else 'before'}", "GRU", dict(variant=v, reset_after=ra),
                low_precision=f"gru{v}-{'after' if ra else 'before'}" in _LOW,

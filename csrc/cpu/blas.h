@@ -1,0 +1,27 @@
+// The BLAS the CPU executor calls, loaded at run time from a shared library (dlopen), so the
+// build needs no BLAS and the extension links against none: Python hands in the library's path
+// and its symbols' prefix (revrnn/backends/cpu.py; by default the OpenBLAS of the
+// scipy-openblas32 package, whose symbols are scipy_cblas_sgemm, ...).
+#pragma once
+
+#include <stdint.h>
+
+#include <string>
+
+namespace revrnn {
+namespace cpu {
+
+// Loads `path` and resolves `<prefix>cblas_sgemm`, `<prefix>cblas_dgemm`, and sets the BLAS to
+// one thread where it has `<prefix>openblas_set_num_threads`. Returns "" on success, else why it
+// failed. A second library replaces the first for later calls.
+std::string load_blas(const std::string& path, const std::string& prefix);
+bool blas_loaded();
+
+// Row-major C = alpha op(A) op(B) + beta C, op = transpose where asked; 32-bit BLAS sizes
+// (callers check that sizes fit, revrnn/backends/cpu.py).
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+}  // namespace cpu
+}  // namespace revrnn

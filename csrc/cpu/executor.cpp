@@ -1,0 +1,48 @@
+// The executor instantiated for every cell with a CPU implementation, float and double.
+#include "cpu/executor.h"
+
+#include "cpu/device.h"
+#include "revrnn/cells.h"
+
+namespace revrnn {
+namespace cpu {
+namespace {
+
+template <class Cell, typename T>
+void forward(int threads, const ChunkForward<T>& c) {
+  CpuDevice dev{threads};
+  forward_chunk<Cell>(dev, c);
+}
+
+template <class Cell, typename T>
+void backward(int threads, const ChunkBackward<T>& c) {
+  CpuDevice dev{threads};
+  backward_chunk<Cell>(dev, c);
+}
+
+template <class Cell>
+constexpr CellEntry entry(const char* name) {
+  return {name, Cell::kStates, Cell::kGates, Cell::kActs, Cell::kRecIsXp,
+          forward<Cell, float>, forward<Cell, double>, backward<Cell, float>, backward<Cell, double>};
+}
+
+#define REVRNN_ENTRY(name, Cell) entry<Cell>(#name),
+const CellEntry kCells[] = {REVRNN_CELLS(REVRNN_ENTRY)};
+#undef REVRNN_ENTRY
+
+}  // namespace
+
+const CellEntry* find_cell(const std::string& name) {
+  for (const CellEntry& e : kCells)
+    if (name == e.name) return &e;
+  return nullptr;
+}
+
+std::string cell_names() {
+  std::string out;
+  for (const CellEntry& e : kCells) out += (out.empty() ? "" : ", ") + std::string(e.name);
+  return out;
+}
+
+}  // namespace cpu
+}  // namespace revrnn

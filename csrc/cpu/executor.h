@@ -1,0 +1,29 @@
+// The CPU executor's entry points: a cell by name (the families' headers in revrnn/), a dtype,
+// and one chunk's buffers. Framework-free: pointers and sizes only.
+#pragma once
+
+#include <string>
+
+#include "revrnn/executor.h"
+
+namespace revrnn {
+namespace cpu {
+
+// A cell the executor runs and the shape of its buffers (the constants of its header).
+struct CellEntry {
+  const char* name;
+  int states, gates, acts;  // state tensors; G = gates * H; A = acts * H kept per step
+  bool rec_is_xp;           // d rec and d xp are one buffer
+  void (*forward_f32)(int threads, const ChunkForward<float>&);
+  void (*forward_f64)(int threads, const ChunkForward<double>&);
+  void (*backward_f32)(int threads, const ChunkBackward<float>&);
+  void (*backward_f64)(int threads, const ChunkBackward<double>&);
+};
+
+// The entry of `name`, or null.
+const CellEntry* find_cell(const std::string& name);
+// Every cell's name, comma-separated (for error messages).
+std::string cell_names();
+
+}  // namespace cpu
+}  // namespace revrnn

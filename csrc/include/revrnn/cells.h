@@ -1,0 +1,13 @@
+// Every cell the compiled executors run, as X(name, Cell): the name is the one its family's glue
+// passes (revrnn/cells/<family>/cpu.py), Cell the struct of per-element math in its header.
+// Adding a cell to the executors is one header and one entry here.
+#pragma once
+
+#include "revrnn/gru.h"
+#include "revrnn/ligru.h"
+#include "revrnn/lstm.h"
+
+#define REVRNN_CELLS(X) \
+  X(lstm, LSTM)         \
+  X(gru, GRU)           \
+  X(ligru, LiGRU)

@@ -1,0 +1,54 @@
+// GRU pointwise math (torch.nn.GRU: reset-after, gate blocks r, z, n), one element (row b,
+// unit j), shared by the CPU executor and the CUDA kernels. rec = h W_hh^T, plus b_rec = bias_hh
+// where the GRU has biases; the candidate is tanh(xp_n + r (rec_n + b_hn)). h' = z h + (1 - z) n.
+#pragma once
+
+#include "revrnn/step.h"
+
+namespace revrnn {
+
+struct GRU {
+  static constexpr int kStates = 1;
+  static constexpr int kGates = 3;  // G = 3H
+  static constexpr int kActs = 4;   // r, z, n and rec_n + b_hn
+  static constexpr bool kRecIsXp = false;  // d rec_n = r d xp_n
+
+  template <typename T>
+  REVRNN_HD static void forward(const StepForward<T>& s, int64_t b, int64_t j, bool valid) {
+    const int64_t H = s.H, g = b * 3 * H + j, k = b * H + j;
+    const T* x = s.xp + g;
+    const T* rc = s.rec + g;
+    const T br = s.b_rec ? s.b_rec[j] : T(0), bz = s.b_rec ? s.b_rec[H + j] : T(0);
+    const T bn = s.b_rec ? s.b_rec[2 * H + j] : T(0);
+    const T r = sigmoid(x[0] + rc[0] + br), z = sigmoid(x[H] + rc[H] + bz);
+    const T hn = rc[2 * H] + bn;
+    const T n = tanh_(x[2 * H] + r * hn);
+    T* a = s.act + b * 4 * H + j;
+    a[0] = r;
+    a[H] = z;
+    a[2 * H] = n;
+    a[3 * H] = hn;
+    keep_gate_update(s, k, z, n, valid);
+  }
+
+  template <typename T>
+  REVRNN_HD static void backward(const StepBackward<T>& s, int64_t b, int64_t j, bool valid) {
+    const int64_t H = s.H, g = b * 3 * H + j, k = b * H + j;
+    const T* a = s.act + b * 4 * H + j;
+    const T r = a[0], z = a[H], n = a[2 * H], hn = a[3 * H];
+    const T hp = s.prev[0][k];
+    const T dh = s.dstate[0][k] + s.grad_y[k];
+    const T dz = dh * (hp - n) * z * (T(1) - z);
+    const T dn = dh * (T(1) - z) * (T(1) - n * n);
+    const T dr = dn * hn * r * (T(1) - r);
+    T* dx = s.dxp + g;
+    T* drc = s.drec + g;
+    dx[0] = drc[0] = valid ? dr : T(0);
+    dx[H] = drc[H] = valid ? dz : T(0);
+    dx[2 * H] = valid ? dn : T(0);
+    drc[2 * H] = valid ? dn * r : T(0);
+    s.dstate[0][k] = valid ? dh * z : s.dstate[0][k];  // the executor adds d rec W_hh
+  }
+};
+
+}  // namespace revrnn
