@@ -55,16 +55,21 @@ class Packed(nn.Module):
         return pad_packed_sequence(out, total_length=x.shape[0])[0], state
 
 
-#: the modules the executor runs (default configurations), and those of them torch.nn has
-MODULES = ["LSTM", "GRU", "LiGRU"]
+#: the configurations the executor runs: id -> (revrnn.nn class, keywords); and those torch.nn has
+MODULES = {"LSTM": ("LSTM", {}), "GRU": ("GRU", {}), "GRU-reset-before": ("GRU", dict(reset_after=False)),
+           "LiGRU": ("LiGRU", {}), "MGU": ("MGU", {})}
 TWINS = ["LSTM", "GRU"]
+
+
+def make(module: str, *args, **kw):
+    name, own = MODULES[module]
+    return getattr(revrnn.nn, name)(*args, **own, **kw)
 
 
 def pair(module, dtype, memory="store", checkpoint_every=None, lengths=None, **kw):
     """The same module (same state_dict) on backend 'cpu' and on 'reference'."""
-    cls = getattr(revrnn.nn, module)
-    ref = cls(I, H, dtype=dtype, backend="reference", **kw)
-    cpu = cls(I, H, dtype=dtype, backend="cpu", memory=memory, checkpoint_every=checkpoint_every, **kw)
+    ref = make(module, I, H, dtype=dtype, backend="reference", **kw)
+    cpu = make(module, I, H, dtype=dtype, backend="cpu", memory=memory, checkpoint_every=checkpoint_every, **kw)
     cpu.load_state_dict(ref.state_dict())
     if lengths is not None:
         return Packed(cpu, lengths), Packed(ref, lengths)
@@ -102,7 +107,7 @@ def test_matches_reference(module, dtype, config, memory, poison):
 @pytest.mark.parametrize("memory", ["store", "recompute"])
 @pytest.mark.parametrize("module", MODULES)
 def test_gradcheck(module, memory):
-    m = getattr(revrnn.nn, module)(3, 4, dtype=torch.float64, backend="cpu", memory=memory, checkpoint_every=2)
+    m = make(module, 3, 4, dtype=torch.float64, backend="cpu", memory=memory, checkpoint_every=2)
     hx = tuple(torch.randn(1, 2, 4, dtype=torch.float64) for _ in range(2 if module == "LSTM" else 1))
     gradcheck_module(m, torch.randn(5, 2, 3, dtype=torch.float64), hx)
 
@@ -112,7 +117,7 @@ def test_auto_prefers_cpu_and_matches_torch(module):
     """backend='auto' runs the module on the compiled backend, exactly torch.nn's in float64."""
     assert type(resolve("auto", LSTMCell(I, H), torch.device("cpu"))).__name__ == "CpuBackend"
     assert resolve("auto", LSTMCell(I, H, proj_size=4), torch.device("cpu")).name == "reference"
-    ours = getattr(revrnn.nn, module)(I, H, num_layers=2, dtype=torch.float64)
+    ours = make(module, I, H, num_layers=2, dtype=torch.float64)
     assert ours.cells[0] is not None and resolve("auto", ours.cells[0], torch.device("cpu")).name == "cpu"
     theirs = getattr(nn, module)(I, H, num_layers=2, dtype=torch.float64)
     theirs.load_state_dict(ours.state_dict())
@@ -121,8 +126,8 @@ def test_auto_prefers_cpu_and_matches_torch(module):
 
 
 @pytest.mark.parametrize("make, cell", [
-    (lambda: revrnn.nn.GRU(I, H, reset_after=False, backend="cpu"), "gru"),
     (lambda: revrnn.nn.GRU(I, H, variant=1, backend="cpu"), "gru"),
+    (lambda: revrnn.nn.MGU(I, H, variant=2, backend="cpu"), "mgu"),
     (lambda: revrnn.nn.LSTM(I, H, proj_size=4, backend="cpu"), "lstm"),
 ])
 def test_unsupported_cell_raises(make, cell):
@@ -253,8 +258,30 @@ def test_auto_leaves_autocast_to_the_reference():
 def test_auto_compiles_fullgraph(module):
     """torch.compile(fullgraph=True) cannot trace the executor's raw pointers: ``auto`` gives the
     compiled graph the reference, whose result equals the executor's eager one (float32)."""
-    m = getattr(revrnn.nn, module)(I, H)
+    m = make(module, I, H)
     x = torch.randn(6, B, I)
     want = grads(m, x)
     got = {k.replace("_orig_mod.", ""): v for k, v in grads(torch.compile(m, fullgraph=True), x).items()}
     assert_close_all(got, want, RTOL[torch.float32])
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_threads_split_the_units(module, two_threads, poison):
+    """Big enough a step for a team of two threads (csrc/cpu/device.h: kParallelWork), each with
+    a slice of the units, H = 100 so that the slices are uneven (64 and 36): the same as the
+    reference, packed rows included, so no slice misses a unit or a barrier."""
+    Hb, Bb = 100, 16  # B G H >= 2^18 for every cell here (G >= 2H)
+    ref = make(module, I, Hb, dtype=torch.float64, backend="reference", bidirectional=True)
+    cpu = make(module, I, Hb, dtype=torch.float64, backend="cpu", bidirectional=True)
+    cpu.load_state_dict(ref.state_dict())
+    x = torch.randn(7, Bb, I, dtype=torch.float64)
+    lengths = [7, 3, 6, 1, 7, 5, 2, 7, 4, 7, 6, 1, 2, 7, 3, 5]
+    assert_close_all(grads(Packed(cpu, lengths), x), grads(Packed(ref, lengths), x), RTOL[torch.float64])

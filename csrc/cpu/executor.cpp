@@ -22,7 +22,7 @@ void backward(int threads, const ChunkBackward<T>& c) {
 
 template <class Cell>
 constexpr CellEntry entry(const char* name) {
-  return {name, Cell::kStates, Cell::kGates, Cell::kActs, Cell::kRecIsXp,
+  return {name, Cell::kStates, Cell::kPhases, Cell::kGates, Cell::kActs, Cell::kRecIsXp,
           forward<Cell, float>, forward<Cell, double>, backward<Cell, float>, backward<Cell, double>};
 }
 

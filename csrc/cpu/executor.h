@@ -12,7 +12,8 @@ namespace cpu {
 // A cell the executor runs and the shape of its buffers (the constants of its header).
 struct CellEntry {
   const char* name;
-  int states, gates, acts;  // state tensors; G = gates * H; A = acts * H kept per step
+  int states, phases, gates, acts;  // state tensors; GEMM phases per step (revrnn/executor.h);
+                                    // G = gates * H; A = acts * H kept per step
   bool rec_is_xp;           // d rec and d xp are one buffer
   void (*forward_f32)(int threads, const ChunkForward<float>&);
   void (*forward_f64)(int threads, const ChunkForward<double>&);

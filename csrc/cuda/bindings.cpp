@@ -20,32 +20,34 @@ void check(const char* fn, cudaError_t err) {
 }
 
 template <typename T>
-void forward(const std::string& cell, int64_t B, int64_t H, uintptr_t xp, uintptr_t rec,
+void forward(const std::string& cell, int phase, int64_t B, int64_t H, uintptr_t xp, uintptr_t rec,
              uintptr_t b_rec, const std::vector<uintptr_t>& prev, const std::vector<uintptr_t>& next,
-             uintptr_t y, uintptr_t act, uintptr_t aux, uintptr_t mask, uintptr_t stream) {
+             uintptr_t y, uintptr_t act, uintptr_t aux, uintptr_t mid, uintptr_t mask, uintptr_t stream) {
   const char* fn = "forward_step";
   revrnn::StepForward<T> s{H, pointer<const T>(fn, "xp", xp), pointer<const T>(fn, "rec", rec),
                            pointer<const T>(fn, "b_rec", b_rec, true), {}, {}, pointer<T>(fn, "y", y),
-                           pointer<T>(fn, "act", act), pointer<const T>(fn, "aux", aux, true)};
+                           pointer<T>(fn, "act", act), pointer<const T>(fn, "aux", aux, true),
+                           pointer<T>(fn, "mid", mid, true)};
   revrnn::bindings::states(fn, "prev", prev, s.prev);
   revrnn::bindings::states(fn, "next", next, s.next);
-  check(fn, revrnn::cuda::forward_step<T>(cell, B, pointer<const uint8_t>(fn, "mask", mask, true), s,
+  check(fn, revrnn::cuda::forward_step<T>(cell, phase, B, pointer<const uint8_t>(fn, "mask", mask, true), s,
                                           reinterpret_cast<cudaStream_t>(stream)));
 }
 
 template <typename T>
-void backward(const std::string& cell, int64_t B, int64_t H, uintptr_t act,
+void backward(const std::string& cell, int phase, int64_t B, int64_t H, uintptr_t act,
               const std::vector<uintptr_t>& prev, const std::vector<uintptr_t>& next,
               uintptr_t grad_y, const std::vector<uintptr_t>& dstate, uintptr_t dxp, uintptr_t drec,
-              uintptr_t aux, uintptr_t mask, uintptr_t stream) {
+              uintptr_t aux, uintptr_t mid, uintptr_t dmid, uintptr_t mask, uintptr_t stream) {
   const char* fn = "backward_step";
   revrnn::StepBackward<T> s{H, pointer<const T>(fn, "act", act), {}, {},
                             pointer<const T>(fn, "grad_y", grad_y), {}, pointer<T>(fn, "dxp", dxp),
-                            pointer<T>(fn, "drec", drec), pointer<const T>(fn, "aux", aux, true)};
+                            pointer<T>(fn, "drec", drec), pointer<const T>(fn, "aux", aux, true),
+                            pointer<const T>(fn, "mid", mid, true), pointer<T>(fn, "dmid", dmid, true)};
   revrnn::bindings::states(fn, "prev", prev, s.prev);
   revrnn::bindings::states(fn, "next", next, s.next);
   revrnn::bindings::states(fn, "dstate", dstate, s.dstate);
-  check(fn, revrnn::cuda::backward_step<T>(cell, B, pointer<const uint8_t>(fn, "mask", mask, true), s,
+  check(fn, revrnn::cuda::backward_step<T>(cell, phase, B, pointer<const uint8_t>(fn, "mask", mask, true), s,
                                            reinterpret_cast<cudaStream_t>(stream)));
 }
 
@@ -57,27 +59,27 @@ PYBIND11_MODULE(_C_cuda, m) {
   revrnn::bindings::add_dtype(m);
   m.def(
       "forward_step",
-      [](const std::string& cell, DType dtype, int64_t B, int64_t H, uintptr_t xp, uintptr_t rec,
+      [](const std::string& cell, int phase, DType dtype, int64_t B, int64_t H, uintptr_t xp, uintptr_t rec,
          uintptr_t b_rec, const std::vector<uintptr_t>& prev, const std::vector<uintptr_t>& next,
-         uintptr_t y, uintptr_t act, uintptr_t aux, uintptr_t mask, uintptr_t stream) {
+         uintptr_t y, uintptr_t act, uintptr_t aux, uintptr_t mid, uintptr_t mask, uintptr_t stream) {
         revrnn::bindings::check_sizes("forward_step", B, H);
-        (dtype == DType::float32 ? forward<float> : forward<double>)(cell, B, H, xp, rec, b_rec, prev,
-                                                                     next, y, act, aux, mask, stream);
+        (dtype == DType::float32 ? forward<float> : forward<double>)(cell, phase, B, H, xp, rec, b_rec, prev,
+                                                                     next, y, act, aux, mid, mask, stream);
       },
-      py::arg("cell"), py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("xp"), py::arg("rec"),
-      py::arg("b_rec"), py::arg("prev"), py::arg("next"), py::arg("y"), py::arg("act"), py::arg("aux"),
+      py::arg("cell"), py::arg("phase"), py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("xp"), py::arg("rec"),
+      py::arg("b_rec"), py::arg("prev"), py::arg("next"), py::arg("y"), py::arg("act"), py::arg("aux"), py::arg("mid"),
       py::arg("mask"), py::arg("stream"), "One step's pointwise forward (revrnn/step.h).");
   m.def(
       "backward_step",
-      [](const std::string& cell, DType dtype, int64_t B, int64_t H, uintptr_t act,
+      [](const std::string& cell, int phase, DType dtype, int64_t B, int64_t H, uintptr_t act,
          const std::vector<uintptr_t>& prev, const std::vector<uintptr_t>& next, uintptr_t grad_y,
          const std::vector<uintptr_t>& dstate, uintptr_t dxp, uintptr_t drec, uintptr_t aux,
-         uintptr_t mask, uintptr_t stream) {
+         uintptr_t mid, uintptr_t dmid, uintptr_t mask, uintptr_t stream) {
         revrnn::bindings::check_sizes("backward_step", B, H);
         (dtype == DType::float32 ? backward<float> : backward<double>)(
-            cell, B, H, act, prev, next, grad_y, dstate, dxp, drec, aux, mask, stream);
+            cell, phase, B, H, act, prev, next, grad_y, dstate, dxp, drec, aux, mid, dmid, mask, stream);
       },
-      py::arg("cell"), py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("act"), py::arg("prev"),
+      py::arg("cell"), py::arg("phase"), py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("act"), py::arg("prev"),
       py::arg("next"), py::arg("grad_y"), py::arg("dstate"), py::arg("dxp"), py::arg("drec"), py::arg("aux"),
-      py::arg("mask"), py::arg("stream"), "One step's pointwise backward (revrnn/step.h).");
+      py::arg("mid"), py::arg("dmid"), py::arg("mask"), py::arg("stream"), "One step's pointwise backward (revrnn/step.h).");
 }

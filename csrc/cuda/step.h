@@ -12,12 +12,13 @@
 namespace revrnn {
 namespace cuda {
 
-// cudaErrorInvalidValue for a cell without CUDA math (the names are the CPU executor's).
+// `phase`: 0 or 1 for a two-phase cell (revrnn/executor.h), 0 for the others.
+// cudaErrorInvalidValue for an unknown cell or phase (the names are the CPU executor's).
 template <typename T>
-cudaError_t forward_step(const std::string& cell, int64_t B, const uint8_t* mask,
+cudaError_t forward_step(const std::string& cell, int phase, int64_t B, const uint8_t* mask,
                          const StepForward<T>& s, cudaStream_t stream);
 template <typename T>
-cudaError_t backward_step(const std::string& cell, int64_t B, const uint8_t* mask,
+cudaError_t backward_step(const std::string& cell, int phase, int64_t B, const uint8_t* mask,
                           const StepBackward<T>& s, cudaStream_t stream);
 
 }  // namespace cuda

@@ -87,7 +87,8 @@ class Executor(Runner):
     operand from the cell's extras (:meth:`aux`).
 
     Residuals of a chunk of K steps: ``(act, *states)``, the kept activations (K, B, A) and every
-    state tensor before and after each step (K+1, B, H).
+    state tensor before and after each step (K+1, B, H); two-phase cells (a second GEMM per step
+    on ``mid``, e.g. the reset gate times h) keep ``mid`` (K, B, H) after ``act``.
     """
 
     #: the cell's name in the executor
@@ -95,7 +96,7 @@ class Executor(Runner):
 
     def __init__(self) -> None:
         try:
-            self.states, self.gates, self.acts, self.rec_is_xp = _C.cell_layout(self.cell)
+            self.states, self.phases, self.gates, self.acts, self.rec_is_xp = _C.cell_layout(self.cell)
             self.missing = None
         except ValueError as err:  # an extension built from older sources: rebuild it
             self.missing = f"the compiled extension revrnn._C has no {self.cell!r} cell ({err}); rebuild it"
@@ -148,21 +149,25 @@ class Executor(Runner):
         for buffer, s in zip(states, state):
             buffer[0] = s
         act = xp.new_empty(K if keep else 1, B, self.acts * H)
+        mid = xp.new_empty(K if keep else 1, B, H) if self.phases == 2 else None
         y, rec = xp.new_empty(K, B, H), xp.new_empty(B, G)
         aux = self.checked_aux(cell, extras, B, dtype)
         _C.forward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, xp.data_ptr(), w.data_ptr(),
                          address(bias), mask_ptr, [s.data_ptr() for s in states], act.data_ptr(), y.data_ptr(),
-                         rec.data_ptr(), keep, address(aux))
+                         rec.data_ptr(), keep, address(aux), address(mid))
         last = K if keep else K % 2
         # Clones: the end state is returned to the caller and must not alias the residuals.
         end = tuple(s[last].clone() for s in states)
-        return y, end, ((act, *states) if keep else None)
+        if not keep:
+            return y, end, None
+        return y, end, (act, *((mid,) if mid is not None else ()), *states)
 
     @torch.no_grad()
     def backward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                  residuals: tuple[Tensor, ...], grad_out: Tensor, grad_state: State
                  ) -> tuple[Tensor, State, dict[str, Tensor | None]]:
         act, *states = residuals
+        mid = states.pop(0) if self.phases == 2 else None
         K, B, _ = act.shape
         H, dtype = cell.hidden_size, act.dtype
         G = self.gates * H
@@ -170,6 +175,8 @@ class Executor(Runner):
         check("act", act, (K, B, self.acts * H), dtype)
         for k, s in enumerate(states):
             check(f"residual state[{k}]", s, (K + 1, B, H), dtype)
+        if mid is not None:
+            check("mid", mid, (K, B, H), dtype)
         w = p["weight_hh"].contiguous()
         check("weight_hh", w, (G, H), dtype)
         grad_y = grad_out.contiguous()
@@ -183,9 +190,10 @@ class Executor(Runner):
         drec = dxp if self.rec_is_xp else act.new_empty(K, B, G)
         dw = act.new_empty(G, H) if p["weight_hh"].requires_grad else None
         aux = self.checked_aux(cell, extras, B, dtype)
+        dmid = act.new_empty(B, H) if mid is not None else None
         _C.backward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, w.data_ptr(), mask_ptr, act.data_ptr(),
                           [s.data_ptr() for s in states], grad_y.data_ptr(), [g.data_ptr() for g in dstate],
-                          dxp.data_ptr(), drec.data_ptr(), address(dw), address(aux))
+                          dxp.data_ptr(), drec.data_ptr(), address(dw), address(aux), address(mid), address(dmid))
         return dxp, tuple(dstate), {"weight_hh": dw, **self.rec_bias_grads(cell, p, drec)}
 
 

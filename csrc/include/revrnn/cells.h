@@ -6,8 +6,11 @@
 #include "revrnn/gru.h"
 #include "revrnn/ligru.h"
 #include "revrnn/lstm.h"
+#include "revrnn/reset_before.h"
 
 #define REVRNN_CELLS(X) \
   X(lstm, LSTM)         \
   X(gru, GRU)           \
-  X(ligru, LiGRU)
+  X(ligru, LiGRU)       \
+  X(gru_reset_before, ResetBeforeGRU) \
+  X(mgu, MGU)

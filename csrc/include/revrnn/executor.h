@@ -11,6 +11,11 @@
 //   pointwise(B, slice, mask_or_null, f)   f(b, j, valid) for the slice's elements
 // (csrc/cpu/device.h; csrc/cuda/device.cuh). Nothing here allocates: the caller hands in
 // every buffer.
+//
+// Two-phase cells (Cell::kPhases == 2: the reset-before GRU, the MGU) have a second, dependent
+// GEMM per step: phase 0 runs the gates from rec[:, :G0] = h W_0^T (W_0: the first G0 rows of
+// W_hh) and writes mid = (reset gate) h; phase 1 runs the candidate from rec[:, G0:] = mid W_1^T
+// (W_1: the last H rows). Backward: phase 1, then d mid = d rec[:, G0:] W_1, then phase 0.
 #pragma once
 
 #include "revrnn/step.h"
@@ -31,6 +36,7 @@ struct ChunkForward {
   T* rec;                // (B, G) scratch
   bool keep;
   const T* aux;          // (B, H) or null: StepForward::aux
+  T* mid;                // two-phase cells: (K, B, H) with keep, else (B, H)
 };
 
 template <typename T>
@@ -46,6 +52,8 @@ struct ChunkBackward {
   T* drec;               // (K, B, G); the same buffer as dxp where Cell::kRecIsXp
   T* dw_hh;              // (G, H), or null when the weight needs no gradient
   const T* aux;          // (B, H) or null
+  const T* mid;          // two-phase cells: (K, B, H) from the forward with keep
+  T* dmid;               // two-phase cells: (B, H) scratch
 };
 
 // Adapters from the executor's pointwise call to a cell's per-element functions.
@@ -61,33 +69,61 @@ struct BackwardElement {
   REVRNN_HD void operator()(int64_t b, int64_t j, bool valid) const { Cell::backward(s, b, j, valid); }
 };
 
-// rec[:, gate columns of the slice] = h W_hh[those rows]^T: one GEMM per gate block, or one
-// for all of them when the slice is every unit.
+// Phase 0 of a two-phase cell (phase 1 is the cell's forward/backward above).
+template <class Cell, typename T>
+struct ForwardGates {
+  StepForward<T> s;
+  REVRNN_HD void operator()(int64_t b, int64_t j, bool valid) const { Cell::forward_gates(s, b, j, valid); }
+};
+
+template <class Cell, typename T>
+struct BackwardGates {
+  StepBackward<T> s;
+  REVRNN_HD void operator()(int64_t b, int64_t j, bool valid) const { Cell::backward_gates(s, b, j, valid); }
+};
+
+// rec[:, columns c0 + gate blocks q0..q1 of the slice] = in W[those rows]^T, in: (B, H), W: the
+// rows of W_hh from c0 on; one GEMM for all of them when the slice is every unit.
 template <class Device, typename T>
-void recurrent_gemm(Device& dev, Slice u, int gates, int64_t B, int64_t H, const T* h, const T* w_hh, T* rec) {
-  const int64_t G = gates * H;
+void recurrent_gemm(Device& dev, Slice u, int q0, int q1, int64_t B, int64_t H, int64_t G, const T* in,
+                    const T* w_hh, T* rec) {
   if (u.j0 == 0 && u.j1 == H) {
-    dev.gemm(false, true, B, G, H, T(1), h, H, w_hh, H, T(0), rec, G);
+    dev.gemm(false, true, B, (q1 - q0) * H, H, T(1), in, H, w_hh + q0 * H * H, H, T(0), rec + q0 * H, G);
     return;
   }
-  for (int q = 0; q < gates; ++q)
-    dev.gemm(false, true, B, u.size(), H, T(1), h, H, w_hh + (q * H + u.j0) * H, H, T(0), rec + q * H + u.j0, G);
+  for (int q = q0; q < q1; ++q)
+    dev.gemm(false, true, B, u.size(), H, T(1), in, H, w_hh + (q * H + u.j0) * H, H, T(0), rec + q * H + u.j0, G);
+}
+
+// dW[rows of gate blocks q0..q1 of the slice] = sum over the chunk of d rec^T in: (units, K B) x (K B, H)
+template <class Device, typename T>
+void weight_gemm(Device& dev, Slice u, int q0, int q1, int64_t KB, int64_t H, int64_t G, const T* drec,
+                 const T* in, T* dw) {
+  for (int q = q0; q < q1; ++q)
+    dev.gemm(true, false, u.size(), H, KB, T(1), drec + q * H + u.j0, G, in, H, T(0), dw + (q * H + u.j0) * H, H);
 }
 
 template <class Cell, class Device, typename T>
 void forward_chunk(Device& dev, const ChunkForward<T>& c) {
-  const int64_t G = Cell::kGates * c.H, A = Cell::kActs * c.H, n = c.B * c.H;
+  constexpr int gates = Cell::kGates, phase0 = Cell::kPhases == 2 ? Cell::kGates - 1 : Cell::kGates;
+  const int64_t G = gates * c.H, A = Cell::kActs * c.H, n = c.B * c.H;
   dev.parallel(c.H, c.B * G * c.H, [&](Slice u) {
     for (int64_t t = 0; t < c.K; ++t) {
       const int64_t r = c.keep ? t : t % 2, w = c.keep ? t + 1 : (t + 1) % 2;
-      recurrent_gemm(dev, u, Cell::kGates, c.B, c.H, c.states[0] + r * n, c.w_hh, c.rec);
       StepForward<T> s{c.H, c.xp + t * c.B * G, c.rec, c.b_rec, {}, {}, c.y + t * n,
-                       c.act + (c.keep ? t * c.B * A : 0), c.aux};
+                       c.act + (c.keep ? t * c.B * A : 0), c.aux, c.mid + (c.keep ? t * n : 0)};
       for (int i = 0; i < Cell::kStates; ++i) {
         s.prev[i] = c.states[i] + r * n;
         s.next[i] = c.states[i] + w * n;
       }
-      dev.pointwise(c.B, u, c.mask ? c.mask + t * c.B : nullptr, ForwardElement<Cell, T>{s});
+      const uint8_t* mask = c.mask ? c.mask + t * c.B : nullptr;
+      recurrent_gemm(dev, u, 0, phase0, c.B, c.H, G, s.prev[0], c.w_hh, c.rec);
+      if constexpr (Cell::kPhases == 2) {
+        dev.pointwise(c.B, u, mask, ForwardGates<Cell, T>{s});
+        dev.barrier();  // phase 1's GEMM reads every unit of mid
+        recurrent_gemm(dev, u, phase0, gates, c.B, c.H, G, static_cast<const T*>(s.mid), c.w_hh, c.rec);
+      }
+      dev.pointwise(c.B, u, mask, ForwardElement<Cell, T>{s});
       dev.barrier();  // the next step's GEMM reads every unit of h
     }
   });
@@ -95,27 +131,34 @@ void forward_chunk(Device& dev, const ChunkForward<T>& c) {
 
 template <class Cell, class Device, typename T>
 void backward_chunk(Device& dev, const ChunkBackward<T>& c) {
-  const int64_t G = Cell::kGates * c.H, A = Cell::kActs * c.H, n = c.B * c.H;
+  constexpr int gates = Cell::kGates, phase0 = Cell::kPhases == 2 ? Cell::kGates - 1 : Cell::kGates;
+  const int64_t G = gates * c.H, G0 = phase0 * c.H, A = Cell::kActs * c.H, n = c.B * c.H;
   dev.parallel(c.H, c.B * G * c.H, [&](Slice u) {
     for (int64_t t = c.K - 1; t >= 0; --t) {
       StepBackward<T> s{c.H, c.act + t * c.B * A, {}, {}, c.grad_y + t * n, {}, c.dxp + t * c.B * G,
-                        c.drec + t * c.B * G, c.aux};
+                        c.drec + t * c.B * G, c.aux, c.mid ? c.mid + t * n : nullptr, c.dmid};
       for (int i = 0; i < Cell::kStates; ++i) {
         s.prev[i] = c.states[i] + t * n;
         s.next[i] = c.states[i] + (t + 1) * n;
         s.dstate[i] = c.dstate[i];
       }
-      dev.pointwise(c.B, u, c.mask ? c.mask + t * c.B : nullptr, BackwardElement<Cell, T>{s});
-      dev.barrier();  // the GEMM reads every column of d rec
+      const uint8_t* mask = c.mask ? c.mask + t * c.B : nullptr;
+      dev.pointwise(c.B, u, mask, BackwardElement<Cell, T>{s});
+      if constexpr (Cell::kPhases == 2) {
+        dev.barrier();  // the GEMM reads every column of d rec's candidate block
+        dev.gemm(false, false, c.B, u.size(), c.H, T(1), s.drec + G0, G, c.w_hh + G0 * c.H + u.j0, c.H, T(0),
+                 c.dmid + u.j0, c.H);
+        dev.pointwise(c.B, u, mask, BackwardGates<Cell, T>{s});
+      }
+      dev.barrier();  // the GEMM reads every column of d rec's gate blocks
       // the recurrent part of dh_{t-1} for the slice's units; rows that ended have d rec = 0
       // and keep their dh
-      dev.gemm(false, false, c.B, u.size(), G, T(1), s.drec, G, c.w_hh + u.j0, c.H, T(1), c.dstate[0] + u.j0, c.H);
+      dev.gemm(false, false, c.B, u.size(), G0, T(1), s.drec, G, c.w_hh + u.j0, c.H, T(1), c.dstate[0] + u.j0, c.H);
     }
-    // dW_hh = sum over steps of d rec_t^T h_{t-1}, the slice's rows: (units, K B) x (K B, H)
-    if (c.dw_hh)
-      for (int q = 0; q < Cell::kGates; ++q)
-        dev.gemm(true, false, u.size(), c.H, c.K * c.B, T(1), c.drec + q * c.H + u.j0, G, c.states[0], c.H,
-                 T(0), c.dw_hh + (q * c.H + u.j0) * c.H, c.H);
+    if (c.dw_hh) {
+      weight_gemm(dev, u, 0, phase0, c.K * c.B, c.H, G, c.drec, c.states[0], c.dw_hh);
+      if constexpr (Cell::kPhases == 2) weight_gemm(dev, u, phase0, gates, c.K * c.B, c.H, G, c.drec, c.mid, c.dw_hh);
+    }
   });
 }
 

@@ -9,6 +9,7 @@ namespace revrnn {
 
 struct GRU {
   static constexpr int kStates = 1;
+  static constexpr int kPhases = 1;
   static constexpr int kGates = 3;  // G = 3H
   static constexpr int kActs = 4;   // r, z, n and rec_n + b_hn
   static constexpr bool kRecIsXp = false;  // d rec_n = r d xp_n

@@ -10,6 +10,7 @@ namespace revrnn {
 
 struct LiGRU {
   static constexpr int kStates = 1;
+  static constexpr int kPhases = 1;
   static constexpr int kGates = 2;  // G = 2H
   static constexpr int kActs = 2;   // the candidate's pre-activation and z
   static constexpr bool kRecIsXp = true;

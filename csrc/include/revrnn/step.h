@@ -28,6 +28,7 @@ struct StepForward {
   T* y;                     // (B, H) the step's output
   T* act;                   // (B, A) what the backward needs (the cell says A)
   const T* aux;             // (B, H) a per-sequence operand fixed over time (a dropout mask), or null
+  T* mid;                   // (B, H) two-phase cells: phase 0's output, the input of phase 1's GEMM
 };
 
 template <typename T>
@@ -42,6 +43,8 @@ struct StepBackward {
   T* dxp;                   // (B, G) gradient of the projection
   T* drec;                  // (B, G) gradient of rec (may alias dxp)
   const T* aux;             // as in StepForward
+  const T* mid;             // (B, H) two-phase cells: the forward's mid of this step
+  T* dmid;                  // (B, H) two-phase cells: d mid, from phase 1's GEMM
 };
 
 // The keep-gate update of the GRU-like cells on element k: h' = z h + (1 - z) n on a valid row

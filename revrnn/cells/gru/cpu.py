@@ -1,7 +1,8 @@
-"""Glue of the GRU family for the compiled executor (backend ``cpu``): torch.nn's GRU
-(reset-after, variant 0; ``gru`` in ``csrc/include/revrnn/cells.h``). ``bias_hh`` is added to
-``h W_hh^T`` inside the step (b_hn sits inside ``r (W_hn h + b_hn)``), so its gradient is the
-sum of ``d rec`` over the chunk."""
+"""Glue of the GRU family for the compiled executor (backend ``cpu``), variant 0: torch.nn's GRU
+(reset-after, ``gru`` in ``csrc/include/revrnn/cells.h``), whose ``bias_hh`` is added to
+``h W_hh^T`` inside the step (b_hn sits inside ``r (W_hn h + b_hn)``), so its gradient is the sum
+of ``d rec`` over the chunk; and the reset-before GRU (``gru_reset_before``, biases in the
+projection, two GEMMs per step)."""
 from __future__ import annotations
 
 from ...backends.cpu import Executor
@@ -20,6 +21,15 @@ class GRUExecutor(Executor):
         return {"bias_hh": drec.sum((0, 1)) if p["bias_hh"].requires_grad else None}
 
 
+class ResetBeforeExecutor(Executor):
+    cell = "gru_reset_before"
+
+
 def runners(backend):
-    runner = GRUExecutor()
-    return lambda cell: runner if type(cell) is GRUCell and cell.reset_after and cell.variant == 0 else None
+    after, before = GRUExecutor(), ResetBeforeExecutor()
+
+    def pick(cell):
+        if type(cell) is not GRUCell or cell.variant != 0:
+            return None
+        return after if cell.reset_after else before
+    return pick
