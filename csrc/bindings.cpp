@@ -51,13 +51,14 @@ template <typename T>
 revrnn::ChunkForward<T> forward_args(int64_t K, int64_t B, int64_t H, uintptr_t xp, uintptr_t w_hh,
                                      uintptr_t b_rec, uintptr_t mask, const Addresses& states,
                                      uintptr_t act, uintptr_t y, uintptr_t rec, bool keep, uintptr_t aux,
-                                     uintptr_t mid) {
+                                     uintptr_t mid, uintptr_t unit) {
   const char* fn = "forward_chunk";
   revrnn::ChunkForward<T> c{K, B, H, pointer<const T>(fn, "xp", xp), pointer<const T>(fn, "w_hh", w_hh),
                             pointer<const T>(fn, "b_rec", b_rec, true),
                             pointer<const uint8_t>(fn, "mask", mask, true), {}, pointer<T>(fn, "act", act),
                             pointer<T>(fn, "y", y), pointer<T>(fn, "rec", rec), keep,
-                            pointer<const T>(fn, "aux", aux, true), pointer<T>(fn, "mid", mid, true)};
+                            pointer<const T>(fn, "aux", aux, true), pointer<T>(fn, "mid", mid, true),
+                            pointer<const T>(fn, "unit", unit, true)};
   revrnn::bindings::states(fn, "states", states, c.states);
   return c;
 }
@@ -66,14 +67,16 @@ template <typename T>
 revrnn::ChunkBackward<T> backward_args(int64_t K, int64_t B, int64_t H, uintptr_t w_hh, uintptr_t mask,
                                        uintptr_t act, const Addresses& states, uintptr_t grad_y,
                                        const Addresses& dstate, uintptr_t dxp, uintptr_t drec, uintptr_t dw_hh,
-                                       uintptr_t aux, uintptr_t mid, uintptr_t dmid) {
+                                       uintptr_t aux, uintptr_t mid, uintptr_t dmid, uintptr_t unit,
+                                       uintptr_t dunit) {
   const char* fn = "backward_chunk";
   revrnn::ChunkBackward<T> c{K, B, H, pointer<const T>(fn, "w_hh", w_hh),
                              pointer<const uint8_t>(fn, "mask", mask, true), pointer<const T>(fn, "act", act),
                              {}, pointer<const T>(fn, "grad_y", grad_y), {}, pointer<T>(fn, "dxp", dxp),
                              pointer<T>(fn, "drec", drec), pointer<T>(fn, "dw_hh", dw_hh, true),
                              pointer<const T>(fn, "aux", aux, true), pointer<const T>(fn, "mid", mid, true),
-                             pointer<T>(fn, "dmid", dmid, true)};
+                             pointer<T>(fn, "dmid", dmid, true), pointer<const T>(fn, "unit", unit, true),
+                             pointer<T>(fn, "dunit", dunit, unit == 0)};
   revrnn::bindings::states(fn, "states", states, c.states);
   revrnn::bindings::states(fn, "dstate", dstate, c.dstate);
   return c;
@@ -93,30 +96,34 @@ PYBIND11_MODULE(_C, m) {
   m.def("cell_layout",
         [](const std::string& name) {
           const CellEntry& e = cell_entry("cell_layout", name);
-          return std::make_tuple(e.states, e.phases, e.gates, e.acts, e.rec_is_xp);
+          return std::make_tuple(e.states, e.phases, e.gates, e.acts, e.rec_is_xp, e.unit);
         },
         py::arg("cell"),
-        "(states, phases, gates, acts, rec_is_xp) of a cell: its state tensors, GEMM phases per\n"
-        "step, G = gates*H columns of the projection and the recurrent GEMMs, A = acts*H columns\n"
-        "kept per step, and whether d rec is d xp (one buffer).");
+        "(states, phases, gates, acts, rec_is_xp, unit) of a cell: its state tensors, GEMM phases\n"
+        "per step, G = gates*H columns of the projection and the recurrent GEMMs, A = acts*H\n"
+        "columns kept per step, whether d rec is d xp (one buffer), and whether it reads a\n"
+        "per-step, per-unit operand (unit, (K, H)) and writes its rows' gradients (dunit).");
 
   m.def(
       "forward_chunk",
       [](const std::string& cell, DType dtype, int threads, int64_t K, int64_t B, int64_t H, uintptr_t xp,
          uintptr_t w_hh, uintptr_t b_rec, uintptr_t mask, const Addresses& states, uintptr_t act, uintptr_t y,
-         uintptr_t rec, bool keep, uintptr_t aux, uintptr_t mid) {
+         uintptr_t rec, bool keep, uintptr_t aux, uintptr_t mid, uintptr_t unit) {
         const CellEntry& e = cell_entry("forward_chunk", cell);
         check_chunk("forward_chunk", e, K, B, H, threads, states.size());
         if (e.phases == 2 && mid == 0)
           throw std::invalid_argument("forward_chunk: argument 'mid' is a null pointer (two-phase cell)");
+        if (e.unit && unit == 0)
+          throw std::invalid_argument(std::string("forward_chunk: argument 'unit' is a null pointer (the ") +
+                                      e.name + " cell reads it)");
         if (dtype == DType::float32)
-          e.forward_f32(threads, forward_args<float>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid));
+          e.forward_f32(threads, forward_args<float>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit));
         else
-          e.forward_f64(threads, forward_args<double>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid));
+          e.forward_f64(threads, forward_args<double>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit));
       },
       py::arg("cell"), py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"),
       py::arg("xp"), py::arg("w_hh"), py::arg("b_rec"), py::arg("mask"), py::arg("states"), py::arg("act"),
-      py::arg("y"), py::arg("rec"), py::arg("keep"), py::arg("aux") = 0, py::arg("mid") = 0, py::call_guard<py::gil_scoped_release>(),
+      py::arg("y"), py::arg("rec"), py::arg("keep"), py::arg("aux") = 0, py::arg("mid") = 0, py::arg("unit") = 0, py::call_guard<py::gil_scoped_release>(),
       "K steps of one layer and direction forward (revrnn/executor.h: ChunkForward); aux: (B, H)\n"
       "per-sequence operand of the cell (a dropout mask) or 0.");
 
@@ -124,23 +131,28 @@ PYBIND11_MODULE(_C, m) {
       "backward_chunk",
       [](const std::string& cell, DType dtype, int threads, int64_t K, int64_t B, int64_t H, uintptr_t w_hh,
          uintptr_t mask, uintptr_t act, const Addresses& states, uintptr_t grad_y, const Addresses& dstate,
-         uintptr_t dxp, uintptr_t drec, uintptr_t dw_hh, uintptr_t aux, uintptr_t mid, uintptr_t dmid) {
+         uintptr_t dxp, uintptr_t drec, uintptr_t dw_hh, uintptr_t aux, uintptr_t mid, uintptr_t dmid,
+         uintptr_t unit, uintptr_t dunit) {
         const CellEntry& e = cell_entry("backward_chunk", cell);
         check_chunk("backward_chunk", e, K, B, H, threads, states.size());
         if (e.phases == 2 && (mid == 0 || dmid == 0))
           throw std::invalid_argument("backward_chunk: arguments 'mid' and 'dmid' are needed (two-phase cell)");
+        if (e.unit && (unit == 0 || dunit == 0))
+          throw std::invalid_argument(std::string("backward_chunk: arguments 'unit' and 'dunit' are needed (the ") +
+                                      e.name + " cell reads them)");
         if (dstate.size() != states.size())
           throw std::invalid_argument("backward_chunk: dstate and states must list as many addresses");
         if (dtype == DType::float32)
           e.backward_f32(threads, backward_args<float>(K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
-                                                       drec, dw_hh, aux, mid, dmid));
+                                                       drec, dw_hh, aux, mid, dmid, unit, dunit));
         else
           e.backward_f64(threads, backward_args<double>(K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
-                                                        drec, dw_hh, aux, mid, dmid));
+                                                        drec, dw_hh, aux, mid, dmid, unit, dunit));
       },
       py::arg("cell"), py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"),
       py::arg("w_hh"), py::arg("mask"), py::arg("act"), py::arg("states"), py::arg("grad_y"),
-      py::arg("dstate"), py::arg("dxp"), py::arg("drec"), py::arg("dw_hh"), py::arg("aux") = 0, py::arg("mid") = 0, py::arg("dmid") = 0,
+      py::arg("dstate"), py::arg("dxp"), py::arg("drec"), py::arg("dw_hh"), py::arg("aux") = 0, py::arg("mid") = 0, py::arg("dmid") = 0, py::arg("unit") = 0,
+      py::arg("dunit") = 0,
       py::call_guard<py::gil_scoped_release>(),
       "The chunk's backward (revrnn/executor.h: ChunkBackward): dstate in and out, writes dxp,\n"
       "drec and dw_hh.");

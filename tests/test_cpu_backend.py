@@ -57,8 +57,13 @@ class Packed(nn.Module):
 
 #: the configurations the executor runs: id -> (revrnn.nn class, keywords); and those torch.nn has
 MODULES = {"LSTM": ("LSTM", {}), "GRU": ("GRU", {}), "GRU-reset-before": ("GRU", dict(reset_after=False)),
-           "LiGRU": ("LiGRU", {}), "MGU": ("MGU", {})}
+           "LiGRU": ("LiGRU", {}), "MGU": ("MGU", {}),
+           "GLSTM": ("GLSTM", dict(t_max=12.0, sigma_fraction=0.2))}  # gates open and closed within T
 TWINS = ["LSTM", "GRU"]
+
+
+def n_states(module: str) -> int:
+    return 2 if "LSTM" in module else 1
 
 
 def make(module: str, *args, **kw):
@@ -77,7 +82,7 @@ def pair(module, dtype, memory="store", checkpoint_every=None, lengths=None, **k
 
 
 def initial_state(module, dtype, layers=1, directions=1):
-    state = tuple(torch.randn(layers * directions, B, H, dtype=dtype) for _ in range(2 if module == "LSTM" else 1))
+    state = tuple(torch.randn(layers * directions, B, H, dtype=dtype) for _ in range(n_states(module)))
     return state if len(state) > 1 else state[0]
 
 
@@ -108,7 +113,7 @@ def test_matches_reference(module, dtype, config, memory, poison):
 @pytest.mark.parametrize("module", MODULES)
 def test_gradcheck(module, memory):
     m = make(module, 3, 4, dtype=torch.float64, backend="cpu", memory=memory, checkpoint_every=2)
-    hx = tuple(torch.randn(1, 2, 4, dtype=torch.float64) for _ in range(2 if module == "LSTM" else 1))
+    hx = tuple(torch.randn(1, 2, 4, dtype=torch.float64) for _ in range(n_states(module)))
     gradcheck_module(m, torch.randn(5, 2, 3, dtype=torch.float64), hx)
 
 
@@ -201,6 +206,7 @@ def _C():
     (dict(states=[0, 0]), "argument 'states' is a null pointer"),
     (dict(states=[8]), "the lstm cell has 2 state tensors, got 1"),
     (dict(cell="elman"), "argument 'cell' must be one of .*, got 'elman'"),
+    (dict(cell="glstm"), "argument 'unit' is a null pointer"),
     (dict(K=-1), "K must be >= 0, got -1"),
     (dict(threads=0), "threads must be >= 1, got 0"),
     (dict(B=2 ** 20, K=2 ** 12), "exceeds the BLAS's 32-bit sizes"),

@@ -1,6 +1,8 @@
 // The executor instantiated for every cell with a CPU implementation, float and double.
 #include "cpu/executor.h"
 
+#include <type_traits>
+
 #include "cpu/device.h"
 #include "revrnn/cells.h"
 
@@ -20,9 +22,15 @@ void backward(int threads, const ChunkBackward<T>& c) {
   backward_chunk<Cell>(dev, c);
 }
 
+// Cell::kUnit where the cell declares it, else false.
+template <class Cell, class = void>
+struct NeedsUnit : std::false_type {};
+template <class Cell>
+struct NeedsUnit<Cell, std::void_t<decltype(Cell::kUnit)>> : std::bool_constant<Cell::kUnit> {};
+
 template <class Cell>
 constexpr CellEntry entry(const char* name) {
-  return {name, Cell::kStates, Cell::kPhases, Cell::kGates, Cell::kActs, Cell::kRecIsXp,
+  return {name, Cell::kStates, Cell::kPhases, Cell::kGates, Cell::kActs, Cell::kRecIsXp, NeedsUnit<Cell>::value,
           forward<Cell, float>, forward<Cell, double>, backward<Cell, float>, backward<Cell, double>};
 }
 

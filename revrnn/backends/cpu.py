@@ -83,8 +83,8 @@ def address(t: Tensor | None) -> int:
 class Executor(Runner):
     """The chunk contract through the C++ executor for one cell of ``csrc/include/revrnn/cells.h``
     (``cell``: its name there). Families subclass it for the parameters their step reads
-    besides ``weight_hh`` (:meth:`rec_bias`) and their gradients, and for a per-sequence
-    operand from the cell's extras (:meth:`aux`).
+    besides ``weight_hh`` (:meth:`rec_bias`) and their gradients, for a per-sequence operand
+    from the cell's extras (:meth:`aux`), and for a per-step, per-unit one (:meth:`unit`).
 
     Residuals of a chunk of K steps: ``(act, *states)``, the kept activations (K, B, A) and every
     state tensor before and after each step (K+1, B, H); two-phase cells (a second GEMM per step
@@ -96,7 +96,7 @@ class Executor(Runner):
 
     def __init__(self) -> None:
         try:
-            self.states, self.phases, self.gates, self.acts, self.rec_is_xp = _C.cell_layout(self.cell)
+            self.states, self.phases, self.gates, self.acts, self.rec_is_xp, self.reads_unit = _C.cell_layout(self.cell)
             self.missing = None
         except ValueError as err:  # an extension built from older sources: rebuild it
             self.missing = f"the compiled extension revrnn._C has no {self.cell!r} cell ({err}); rebuild it"
@@ -115,6 +115,23 @@ class Executor(Runner):
     def aux(self, cell: CellSpec, extras: Params) -> Tensor | None:
         """The (B, H) operand the step reads besides the states (a dropout mask), or None."""
         return None
+
+    def unit(self, cell: CellSpec, p: Params, chunk: Chunk, dtype: torch.dtype) -> Tensor:
+        """Cells that read a per-step, per-unit operand (``unit`` in ``cell_layout``): that
+        operand for the chunk's steps, (K, H) — the g-LSTM's time gates."""
+        raise NotImplementedError
+
+    def unit_grads(self, cell: CellSpec, p: Params, chunk: Chunk, unit: Tensor, dunit: Tensor
+                   ) -> dict[str, Tensor | None]:
+        """The parameter gradients behind :meth:`unit`, from ``d unit`` (K, H)."""
+        raise NotImplementedError
+
+    def checked_unit(self, cell: CellSpec, p: Params, chunk: Chunk, K: int, dtype: torch.dtype) -> Tensor | None:
+        if not self.reads_unit:
+            return None
+        unit = self.unit(cell, p, chunk, dtype).contiguous()
+        check("unit", unit, (K, cell.hidden_size), dtype)
+        return unit
 
     def checked_aux(self, cell: CellSpec, extras: Params, B: int, dtype: torch.dtype) -> Tensor | None:
         aux = self.aux(cell, extras)
@@ -152,9 +169,10 @@ class Executor(Runner):
         mid = xp.new_empty(K if keep else 1, B, H) if self.phases == 2 else None
         y, rec = xp.new_empty(K, B, H), xp.new_empty(B, G)
         aux = self.checked_aux(cell, extras, B, dtype)
+        unit = self.checked_unit(cell, p, chunk, K, dtype)
         _C.forward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, xp.data_ptr(), w.data_ptr(),
                          address(bias), mask_ptr, [s.data_ptr() for s in states], act.data_ptr(), y.data_ptr(),
-                         rec.data_ptr(), keep, address(aux), address(mid))
+                         rec.data_ptr(), keep, address(aux), address(mid), address(unit))
         last = K if keep else K % 2
         # Clones: the end state is returned to the caller and must not alias the residuals.
         end = tuple(s[last].clone() for s in states)
@@ -191,10 +209,16 @@ class Executor(Runner):
         dw = act.new_empty(G, H) if p["weight_hh"].requires_grad else None
         aux = self.checked_aux(cell, extras, B, dtype)
         dmid = act.new_empty(B, H) if mid is not None else None
+        unit = self.checked_unit(cell, p, chunk, K, dtype)
+        dunit = act.new_empty(K, B, H) if unit is not None else None
         _C.backward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, w.data_ptr(), mask_ptr, act.data_ptr(),
                           [s.data_ptr() for s in states], grad_y.data_ptr(), [g.data_ptr() for g in dstate],
-                          dxp.data_ptr(), drec.data_ptr(), address(dw), address(aux), address(mid), address(dmid))
-        return dxp, tuple(dstate), {"weight_hh": dw, **self.rec_bias_grads(cell, p, drec)}
+                          dxp.data_ptr(), drec.data_ptr(), address(dw), address(aux), address(mid), address(dmid),
+                          address(unit), address(dunit))
+        grads = {"weight_hh": dw, **self.rec_bias_grads(cell, p, drec)}
+        if unit is not None:
+            grads.update(self.unit_grads(cell, p, chunk, unit, dunit.sum(1)))
+        return dxp, tuple(dstate), grads
 
 
 class CpuBackend(Backend):

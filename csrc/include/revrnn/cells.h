@@ -3,6 +3,7 @@
 // Adding a cell to the executors is one header and one entry here.
 #pragma once
 
+#include "revrnn/glstm.h"
 #include "revrnn/gru.h"
 #include "revrnn/ligru.h"
 #include "revrnn/lstm.h"
@@ -13,4 +14,5 @@
   X(gru, GRU)           \
   X(ligru, LiGRU)       \
   X(gru_reset_before, ResetBeforeGRU) \
-  X(mgu, MGU)
+  X(mgu, MGU)           \
+  X(glstm, GLSTM)

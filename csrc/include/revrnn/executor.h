@@ -37,6 +37,7 @@ struct ChunkForward {
   bool keep;
   const T* aux;          // (B, H) or null: StepForward::aux
   T* mid;                // two-phase cells: (K, B, H) with keep, else (B, H)
+  const T* unit;         // (K, H) or null: StepForward::unit
 };
 
 template <typename T>
@@ -54,6 +55,8 @@ struct ChunkBackward {
   const T* aux;          // (B, H) or null
   const T* mid;          // two-phase cells: (K, B, H) from the forward with keep
   T* dmid;               // two-phase cells: (B, H) scratch
+  const T* unit;         // (K, H) or null
+  T* dunit;              // (K, B, H) where unit is given: StepBackward::dunit
 };
 
 // Adapters from the executor's pointwise call to a cell's per-element functions.
@@ -111,7 +114,8 @@ void forward_chunk(Device& dev, const ChunkForward<T>& c) {
     for (int64_t t = 0; t < c.K; ++t) {
       const int64_t r = c.keep ? t : t % 2, w = c.keep ? t + 1 : (t + 1) % 2;
       StepForward<T> s{c.H, c.xp + t * c.B * G, c.rec, c.b_rec, {}, {}, c.y + t * n,
-                       c.act + (c.keep ? t * c.B * A : 0), c.aux, c.mid + (c.keep ? t * n : 0)};
+                       c.act + (c.keep ? t * c.B * A : 0), c.aux, c.mid + (c.keep ? t * n : 0),
+                       c.unit ? c.unit + t * c.H : nullptr};
       for (int i = 0; i < Cell::kStates; ++i) {
         s.prev[i] = c.states[i] + r * n;
         s.next[i] = c.states[i] + w * n;
@@ -136,7 +140,8 @@ void backward_chunk(Device& dev, const ChunkBackward<T>& c) {
   dev.parallel(c.H, c.B * G * c.H, [&](Slice u) {
     for (int64_t t = c.K - 1; t >= 0; --t) {
       StepBackward<T> s{c.H, c.act + t * c.B * A, {}, {}, c.grad_y + t * n, {}, c.dxp + t * c.B * G,
-                        c.drec + t * c.B * G, c.aux, c.mid ? c.mid + t * n : nullptr, c.dmid};
+                        c.drec + t * c.B * G, c.aux, c.mid ? c.mid + t * n : nullptr, c.dmid,
+                        c.unit ? c.unit + t * c.H : nullptr, c.dunit ? c.dunit + t * n : nullptr};
       for (int i = 0; i < Cell::kStates; ++i) {
         s.prev[i] = c.states[i] + t * n;
         s.next[i] = c.states[i] + (t + 1) * n;

@@ -16,20 +16,52 @@ struct LSTM {
   static constexpr bool kRecIsXp = true;  // d rec == d xp: one buffer
 
   template <typename T>
-  REVRNN_HD static void forward(const StepForward<T>& s, int64_t b, int64_t j, bool valid) {
-    const int64_t H = s.H, g = b * 4 * H + j, k = b * H + j;
+  struct Gates {
+    T i, f, g, o;
+  };
+
+  // The gates of element (b, j) from xp + rec, kept in act; shared with the g-LSTM.
+  template <typename T>
+  REVRNN_HD static Gates<T> gates(const StepForward<T>& s, int64_t b, int64_t j) {
+    const int64_t H = s.H, g = b * 4 * H + j;
     const T* x = s.xp + g;
     const T* r = s.rec + g;
-    const T i = sigmoid(x[0] + r[0]), f = sigmoid(x[H] + r[H]);
-    const T gg = tanh_(x[2 * H] + r[2 * H]), o = sigmoid(x[3 * H] + r[3 * H]);
+    const Gates<T> q{sigmoid(x[0] + r[0]), sigmoid(x[H] + r[H]), tanh_(x[2 * H] + r[2 * H]),
+                     sigmoid(x[3 * H] + r[3 * H])};
     T* a = s.act + g;
-    a[0] = i;
-    a[H] = f;
-    a[2 * H] = gg;
-    a[3 * H] = o;
+    a[0] = q.i;
+    a[H] = q.f;
+    a[2 * H] = q.g;
+    a[3 * H] = q.o;
+    return q;
+  }
+
+  // The gates' pre-activation gradients of element (b, j) from d c_new and d h_new (0 where
+  // `keep` is false), with tc = tanh(c_new) and cp = c_{t-1}; shared with the g-LSTM.
+  template <typename T>
+  REVRNN_HD static void gate_grads(const StepBackward<T>& s, int64_t b, int64_t j, const Gates<T>& q, T dc,
+                                   T dh, T tc, T cp, bool keep) {
+    const int64_t H = s.H;
+    T* d = s.dxp + b * 4 * H + j;
+    d[0] = keep ? dc * q.g * q.i * (T(1) - q.i) : T(0);
+    d[H] = keep ? dc * cp * q.f * (T(1) - q.f) : T(0);
+    d[2 * H] = keep ? dc * q.i * (T(1) - q.g * q.g) : T(0);
+    d[3 * H] = keep ? dh * tc * q.o * (T(1) - q.o) : T(0);
+  }
+
+  template <typename T>
+  REVRNN_HD static Gates<T> kept_gates(const StepBackward<T>& s, int64_t b, int64_t j) {
+    const T* a = s.act + b * 4 * s.H + j;
+    return {a[0], a[s.H], a[2 * s.H], a[3 * s.H]};
+  }
+
+  template <typename T>
+  REVRNN_HD static void forward(const StepForward<T>& s, int64_t b, int64_t j, bool valid) {
+    const int64_t k = b * s.H + j;
+    const Gates<T> q = gates(s, b, j);
     const T hp = s.prev[0][k], cp = s.prev[1][k];
-    const T c = f * cp + i * gg;
-    const T h = o * tanh_(c);
+    const T c = q.f * cp + q.i * q.g;
+    const T h = q.o * tanh_(c);
     s.next[0][k] = valid ? h : hp;
     s.next[1][k] = valid ? c : cp;
     s.y[k] = valid ? h : T(0);
@@ -37,18 +69,13 @@ struct LSTM {
 
   template <typename T>
   REVRNN_HD static void backward(const StepBackward<T>& s, int64_t b, int64_t j, bool valid) {
-    const int64_t H = s.H, g = b * 4 * H + j, k = b * H + j;
-    const T* a = s.act + g;
-    const T i = a[0], f = a[H], gg = a[2 * H], o = a[3 * H];
+    const int64_t k = b * s.H + j;
+    const Gates<T> q = kept_gates(s, b, j);
     const T tc = tanh_(s.next[1][k]);
     const T dh = s.dstate[0][k] + s.grad_y[k];
-    const T dc = s.dstate[1][k] + dh * o * (T(1) - tc * tc);
-    T* d = s.dxp + g;
-    d[0] = valid ? dc * gg * i * (T(1) - i) : T(0);
-    d[H] = valid ? dc * s.prev[1][k] * f * (T(1) - f) : T(0);
-    d[2 * H] = valid ? dc * i * (T(1) - gg * gg) : T(0);
-    d[3 * H] = valid ? dh * tc * o * (T(1) - o) : T(0);
-    s.dstate[1][k] = valid ? dc * f : s.dstate[1][k];
+    const T dc = s.dstate[1][k] + dh * q.o * (T(1) - tc * tc);
+    gate_grads(s, b, j, q, dc, dh, tc, s.prev[1][k], valid);
+    s.dstate[1][k] = valid ? dc * q.f : s.dstate[1][k];
     s.dstate[0][k] = valid ? T(0) : s.dstate[0][k];  // the executor adds d rec W_hh
   }
 };

@@ -29,6 +29,7 @@ struct StepForward {
   T* act;                   // (B, A) what the backward needs (the cell says A)
   const T* aux;             // (B, H) a per-sequence operand fixed over time (a dropout mask), or null
   T* mid;                   // (B, H) two-phase cells: phase 0's output, the input of phase 1's GEMM
+  const T* unit;            // (H) a per-step, per-unit operand (the g-LSTM's time gate), or null
 };
 
 template <typename T>
@@ -45,6 +46,8 @@ struct StepBackward {
   const T* aux;             // as in StepForward
   const T* mid;             // (B, H) two-phase cells: the forward's mid of this step
   T* dmid;                  // (B, H) two-phase cells: d mid, from phase 1's GEMM
+  const T* unit;            // as in StepForward
+  T* dunit;                 // (B, H) each row's part of d unit (the caller sums the rows)
 };
 
 // The keep-gate update of the GRU-like cells on element k: h' = z h + (1 - z) n on a valid row

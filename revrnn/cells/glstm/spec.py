@@ -103,3 +103,19 @@ class GLSTMCell(LSTMCell):
         """Fraction of the T·H neuron-steps whose gate is open (``k > 0``)."""
         with torch.no_grad():
             return (self.time_gate(p, torch.arange(T, device=p["mu"].device)) > 0).double().mean().item()
+
+
+def time_gate_grads(p: Params, t0: int, k: Tensor, dk: Tensor) -> dict[str, Tensor]:
+    """Gradients of ``mu`` and ``sigma`` from those of the time gates ``k`` (K, H) of steps
+    ``t0 .. t0 + K - 1``, as the backends' glue computes them:
+    ``∂k/∂μ = k (t − μ)/v`` and ``∂k/∂σ = k (t − μ)² σ / v²`` with ``v = max(σ², SIGMA_MIN²)``
+    (zero where the clamp holds, and where the gate is closed since k = 0 there)."""
+    mu, sigma = p["mu"], p["sigma"]
+    t = torch.arange(t0, t0 + k.shape[0], device=k.device, dtype=k.dtype)[:, None]
+    s = sigma.to(k.dtype)
+    var = s.square()
+    v = var.clamp_min(SIGMA_MIN ** 2)
+    d = t - mu.to(k.dtype)
+    g = dk * k
+    dsigma = (g * d.square() / v.square()).sum(0) * s * (var >= SIGMA_MIN ** 2)
+    return {"mu": (g * d / v).sum(0).to(mu.dtype), "sigma": dsigma.to(sigma.dtype)}

@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ...backends.base import Chunk
 from ...backends.triton.runner import ChunkBuffers, chunk_mask, common, grad_buffers, kernels
 from ..base import CellSpec, Params
 from ..lstm.triton import LSTMRunner
-from .spec import SIGMA_MIN
+from .spec import time_gate_grads
 
 if TYPE_CHECKING:
     from ...backends.triton import TritonBackend
@@ -37,7 +36,7 @@ class GLSTMRunner(LSTMRunner):
         return cell.time_gate(p, t).to(sdtype).contiguous()
 
     def time_gate_grads(self, cell, p, chunk, k, dk):
-        return time_gate_grads(p, chunk, k, dk)
+        return time_gate_grads(p, chunk.t0, k, dk)
 
 
 @dataclass
@@ -162,18 +161,3 @@ class SparseGLSTMRunner(GLSTMRunner):
                 dw.index_add_(0, rows, (dgates.t().to(dtype) @ h.to(dtype)).to(w.dtype))
         grads = {"weight_hh": dw, **self.time_gate_grads(cell, p, chunk, k, dk)}
         return gxp, (dh.to(dtype), dc.to(dtype)), grads
-
-
-def time_gate_grads(p: Params, chunk: Chunk, k: Tensor, dk: Tensor) -> dict[str, Tensor]:
-    """Gradients of ``mu`` and ``sigma`` from those of the chunk's time gates ``k`` (K, H):
-    ``∂k/∂μ = k (t − μ)/v`` and ``∂k/∂σ = k (t − μ)² σ / v²`` with ``v = max(σ², SIGMA_MIN²)``
-    (zero where the clamp holds, and where the gate is closed since k = 0 there)."""
-    mu, sigma = p["mu"], p["sigma"]
-    t = torch.arange(chunk.t0, chunk.t0 + k.shape[0], device=k.device, dtype=k.dtype)[:, None]
-    s = sigma.to(k.dtype)
-    var = s.square()
-    v = var.clamp_min(SIGMA_MIN ** 2)
-    d = t - mu.to(k.dtype)
-    g = dk * k
-    dsigma = (g * d.square() / v.square()).sum(0) * s * (var >= SIGMA_MIN ** 2)
-    return {"mu": (g * d / v).sum(0).to(mu.dtype), "sigma": dsigma.to(sigma.dtype)}
