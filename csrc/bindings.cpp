@@ -96,13 +96,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("cell_layout",
         [](const std::string& name) {
           const CellEntry& e = cell_entry("cell_layout", name);
-          return std::make_tuple(e.states, e.phases, e.gates, e.acts, e.rec_is_xp, e.unit);
+          return std::make_tuple(e.states, e.phases, e.gates, e.acts, e.rec_is_xp, e.aux, e.unit);
         },
         py::arg("cell"),
-        "(states, phases, gates, acts, rec_is_xp, unit) of a cell: its state tensors, GEMM phases\n"
-        "per step, G = gates*H columns of the projection and the recurrent GEMMs, A = acts*H\n"
-        "columns kept per step, whether d rec is d xp (one buffer), and whether it reads a\n"
-        "per-step, per-unit operand (unit, (K, H)) and writes its rows' gradients (dunit).");
+        "(states, phases, gates, acts, rec_is_xp, aux, unit) of a cell: its state tensors, GEMM\n"
+        "phases per step, G = gates*H columns of the projection and the recurrent GEMMs, A = acts*H\n"
+        "columns kept per step, whether d rec is d xp (one buffer), whether it reads a per-sequence\n"
+        "operand (aux, (B, H)), and whether it reads a per-step, per-unit operand (unit, (K, H))\n"
+        "and writes its rows' gradients (dunit).");
 
   m.def(
       "forward_chunk",
@@ -115,6 +116,9 @@ PYBIND11_MODULE(_C, m) {
           throw std::invalid_argument("forward_chunk: argument 'mid' is a null pointer (two-phase cell)");
         if (e.unit && unit == 0)
           throw std::invalid_argument(std::string("forward_chunk: argument 'unit' is a null pointer (the ") +
+                                      e.name + " cell reads it)");
+        if (e.aux && aux == 0)
+          throw std::invalid_argument(std::string("forward_chunk: argument 'aux' is a null pointer (the ") +
                                       e.name + " cell reads it)");
         if (dtype == DType::float32)
           e.forward_f32(threads, forward_args<float>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit));
@@ -140,6 +144,9 @@ PYBIND11_MODULE(_C, m) {
         if (e.unit && (unit == 0 || dunit == 0))
           throw std::invalid_argument(std::string("backward_chunk: arguments 'unit' and 'dunit' are needed (the ") +
                                       e.name + " cell reads them)");
+        if (e.aux && aux == 0)
+          throw std::invalid_argument(std::string("backward_chunk: argument 'aux' is a null pointer (the ") +
+                                      e.name + " cell reads it)");
         if (dstate.size() != states.size())
           throw std::invalid_argument("backward_chunk: dstate and states must list as many addresses");
         if (dtype == DType::float32)

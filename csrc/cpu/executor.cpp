@@ -22,7 +22,11 @@ void backward(int threads, const ChunkBackward<T>& c) {
   backward_chunk<Cell>(dev, c);
 }
 
-// Cell::kUnit where the cell declares it, else false.
+// Cell::kAux and Cell::kUnit where the cell declares them, else false.
+template <class Cell, class = void>
+struct NeedsAux : std::false_type {};
+template <class Cell>
+struct NeedsAux<Cell, std::void_t<decltype(Cell::kAux)>> : std::bool_constant<Cell::kAux> {};
 template <class Cell, class = void>
 struct NeedsUnit : std::false_type {};
 template <class Cell>
@@ -30,7 +34,8 @@ struct NeedsUnit<Cell, std::void_t<decltype(Cell::kUnit)>> : std::bool_constant<
 
 template <class Cell>
 constexpr CellEntry entry(const char* name) {
-  return {name, Cell::kStates, Cell::kPhases, Cell::kGates, Cell::kActs, Cell::kRecIsXp, NeedsUnit<Cell>::value,
+  return {name, Cell::kStates, Cell::kPhases, Cell::kGates, Cell::kActs, Cell::kRecIsXp, NeedsAux<Cell>::value,
+          NeedsUnit<Cell>::value,
           forward<Cell, float>, forward<Cell, double>, backward<Cell, float>, backward<Cell, double>};
 }
 

@@ -15,6 +15,7 @@ struct CellEntry {
   int states, phases, gates, acts;  // state tensors; GEMM phases per step (revrnn/executor.h);
                                     // G = gates * H; A = acts * H kept per step
   bool rec_is_xp;           // d rec and d xp are one buffer
+  bool aux;                 // reads a per-sequence operand (ChunkForward::aux)
   bool unit;                // reads a per-step, per-unit operand (ChunkForward::unit)
   void (*forward_f32)(int threads, const ChunkForward<float>&);
   void (*forward_f64)(int threads, const ChunkForward<double>&);

@@ -96,7 +96,8 @@ class Executor(Runner):
 
     def __init__(self) -> None:
         try:
-            self.states, self.phases, self.gates, self.acts, self.rec_is_xp, self.reads_unit = _C.cell_layout(self.cell)
+            (self.states, self.phases, self.gates, self.acts, self.rec_is_xp, self.reads_aux,
+             self.reads_unit) = _C.cell_layout(self.cell)
             self.missing = None
         except ValueError as err:  # an extension built from older sources: rebuild it
             self.missing = f"the compiled extension revrnn._C has no {self.cell!r} cell ({err}); rebuild it"
@@ -112,9 +113,10 @@ class Executor(Runner):
         """Gradients of the parameters behind :meth:`rec_bias`, from ``d rec`` (K, B, G)."""
         return {}
 
-    def aux(self, cell: CellSpec, extras: Params) -> Tensor | None:
-        """The (B, H) operand the step reads besides the states (a dropout mask), or None."""
-        return None
+    def aux(self, cell: CellSpec, extras: Params, B: int, like: Tensor) -> Tensor:
+        """Cells that read a per-sequence operand (``aux`` in ``cell_layout``): that operand,
+        (B, H) — the LiGRU's dropout mask."""
+        raise NotImplementedError
 
     def unit(self, cell: CellSpec, p: Params, chunk: Chunk, dtype: torch.dtype) -> Tensor:
         """Cells that read a per-step, per-unit operand (``unit`` in ``cell_layout``): that
@@ -133,11 +135,11 @@ class Executor(Runner):
         check("unit", unit, (K, cell.hidden_size), dtype)
         return unit
 
-    def checked_aux(self, cell: CellSpec, extras: Params, B: int, dtype: torch.dtype) -> Tensor | None:
-        aux = self.aux(cell, extras)
-        if aux is not None:
-            aux = aux.to(dtype).contiguous()
-            check("aux", aux, (B, cell.hidden_size), dtype)
+    def checked_aux(self, cell: CellSpec, extras: Params, B: int, like: Tensor) -> Tensor | None:
+        if not self.reads_aux:
+            return None
+        aux = self.aux(cell, extras, B, like).to(like.dtype).contiguous()
+        check("aux", aux, (B, cell.hidden_size), like.dtype)
         return aux
 
     # The steps are not differentiable torch ops (raw pointers); the engine differentiates the
@@ -168,7 +170,7 @@ class Executor(Runner):
         act = xp.new_empty(K if keep else 1, B, self.acts * H)
         mid = xp.new_empty(K if keep else 1, B, H) if self.phases == 2 else None
         y, rec = xp.new_empty(K, B, H), xp.new_empty(B, G)
-        aux = self.checked_aux(cell, extras, B, dtype)
+        aux = self.checked_aux(cell, extras, B, xp)
         unit = self.checked_unit(cell, p, chunk, K, dtype)
         _C.forward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, xp.data_ptr(), w.data_ptr(),
                          address(bias), mask_ptr, [s.data_ptr() for s in states], act.data_ptr(), y.data_ptr(),
@@ -207,7 +209,7 @@ class Executor(Runner):
         dxp = act.new_empty(K, B, G)
         drec = dxp if self.rec_is_xp else act.new_empty(K, B, G)
         dw = act.new_empty(G, H) if p["weight_hh"].requires_grad else None
-        aux = self.checked_aux(cell, extras, B, dtype)
+        aux = self.checked_aux(cell, extras, B, act)
         dmid = act.new_empty(B, H) if mid is not None else None
         unit = self.checked_unit(cell, p, chunk, K, dtype)
         dunit = act.new_empty(K, B, H) if unit is not None else None

@@ -55,16 +55,21 @@ struct LSTM {
     return {a[0], a[s.H], a[2 * s.H], a[3 * s.H]};
   }
 
+  // The state after the step on a valid row, kept on an ended one; the output h or 0.
+  template <typename T>
+  REVRNN_HD static void write(const StepForward<T>& s, int64_t k, T h, T c, bool valid) {
+    const T hp = s.prev[0][k], cp = s.prev[1][k];
+    s.next[0][k] = valid ? h : hp;
+    s.next[1][k] = valid ? c : cp;
+    s.y[k] = valid ? h : T(0);
+  }
+
   template <typename T>
   REVRNN_HD static void forward(const StepForward<T>& s, int64_t b, int64_t j, bool valid) {
     const int64_t k = b * s.H + j;
     const Gates<T> q = gates(s, b, j);
-    const T hp = s.prev[0][k], cp = s.prev[1][k];
-    const T c = q.f * cp + q.i * q.g;
-    const T h = q.o * tanh_(c);
-    s.next[0][k] = valid ? h : hp;
-    s.next[1][k] = valid ? c : cp;
-    s.y[k] = valid ? h : T(0);
+    const T c = q.f * s.prev[1][k] + q.i * q.g;
+    write(s, k, q.o * tanh_(c), c, valid);
   }
 
   template <typename T>

@@ -10,8 +10,9 @@ from .ligru import LiGRUCell
 class LiGRUExecutor(Executor):
     cell = "ligru"
 
-    def aux(self, cell, extras):
-        return extras.get("drop_mask")
+    def aux(self, cell, extras, B, like):
+        mask = extras.get("drop_mask")
+        return like.new_ones(B, cell.hidden_size) if mask is None else mask
 
 
 def runners(backend):
