@@ -96,12 +96,15 @@ PYBIND11_MODULE(_C, m) {
   m.def("cell_layout",
         [](const std::string& name) {
           const CellEntry& e = cell_entry("cell_layout", name);
-          return std::make_tuple(e.states, e.phases, e.gates, e.acts, e.rec_is_xp, e.aux, e.unit);
+          return std::make_tuple(e.states, e.phases, e.gates, e.xp_gates, e.acts, e.rec_is_xp, e.rec_bias, e.aux,
+                                 e.unit);
         },
         py::arg("cell"),
-        "(states, phases, gates, acts, rec_is_xp, aux, unit) of a cell: its state tensors, GEMM\n"
-        "phases per step, G = gates*H columns of the projection and the recurrent GEMMs, A = acts*H\n"
-        "columns kept per step, whether d rec is d xp (one buffer), whether it reads a per-sequence\n"
+        "(states, phases, gates, xp_gates, acts, rec_is_xp, rec_bias, aux, unit) of a cell: its state\n"
+        "tensors, GEMM phases per step, G = gates*H columns of the recurrent GEMMs and xp_gates*H of\n"
+        "the projection, A = acts*H\n"
+        "columns kept per step, whether d rec is d xp (one buffer), whether it needs b_rec (G), whether\n"
+        "it reads a per-sequence\n"
         "operand (aux, (B, H)), and whether it reads a per-step, per-unit operand (unit, (K, H))\n"
         "and writes its rows' gradients (dunit).");
 
@@ -119,6 +122,9 @@ PYBIND11_MODULE(_C, m) {
                                       e.name + " cell reads it)");
         if (e.aux && aux == 0)
           throw std::invalid_argument(std::string("forward_chunk: argument 'aux' is a null pointer (the ") +
+                                      e.name + " cell reads it)");
+        if (e.rec_bias && b_rec == 0)
+          throw std::invalid_argument(std::string("forward_chunk: argument 'b_rec' is a null pointer (the ") +
                                       e.name + " cell reads it)");
         if (dtype == DType::float32)
           e.forward_f32(threads, forward_args<float>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit));

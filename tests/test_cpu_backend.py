@@ -1,10 +1,13 @@
 """The compiled CPU backend (revrnn._C) against the reference backend.
 
-Tolerances: both backends evaluate the same formulas; they differ only in rounding (addmm's
-fused add, libm's exp/tanh vs torch's vectorised ones, GEMM summation order), accumulated over
-37 steps and two layers. In float64 that is ~1e-15 relative, so 1e-10 leaves a wide margin while
-any real error (a wrong gate, a missed mask) is O(1). In float32 we see ~1e-6 (a few ulps of
-2^-24 ≈ 6e-8 compounded by the recurrence), so 1e-5 is the tightest bound that is not flaky.
+Tolerances (per entry, tests/utils.rel_err): both backends evaluate the same formulas; they
+differ only in rounding (libmvec's exp/tanh vs torch's, GEMM summation order, the order of the
+sums over steps), accumulated over 37 steps and two layers. In float64 that is ~1e-15 relative,
+so 1e-10 leaves a wide margin while any real error (a wrong gate, a missed mask) is O(1). In
+float32 an element carries ~1e-6 (a few ulps of 2^-24 ≈ 6e-8 compounded by the recurrence); a
+bias gradient entry is a sum of T·B = 111 such terms, added in another order here (one reduction
+per chunk) than by autograd (step by step), so where they partly cancel it shows up to
+~√111 · 1e-6 ≈ 1e-5 of itself: 3e-5.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ REASON = revrnn.available_backends()["cpu"]
 pytestmark = pytest.mark.skipif(REASON is not None and os.environ.get("REVRNN_REQUIRE_EXT") != "1",
                                 reason=f"backend 'cpu' unavailable: {REASON}")
 
-RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+RTOL = {torch.float64: 1e-10, torch.float32: 3e-5}
 T, B, I, H = 37, 3, 5, 45  # odd sizes: nothing lines up with a vector width
 
 
@@ -57,6 +60,10 @@ class Packed(nn.Module):
 
 #: the configurations the executor runs: id -> (revrnn.nn class, keywords); and those torch.nn has
 MODULES = {"LSTM": ("LSTM", {}), "GRU": ("GRU", {}), "GRU-reset-before": ("GRU", dict(reset_after=False)),
+           "GRU1-nobias": ("GRU", dict(variant=1, bias=False)), "GRU2": ("GRU", dict(variant=2)),
+           "GRU1-reset-before": ("GRU", dict(variant=1, reset_after=False)),
+           "GRU2-reset-before-nobias": ("GRU", dict(variant=2, reset_after=False, bias=False)),
+           "MGU1": ("MGU", dict(variant=1)), "MGU2-nobias": ("MGU", dict(variant=2, bias=False)),
            "LiGRU": ("LiGRU", {}), "MGU": ("MGU", {}),
            "GLSTM": ("GLSTM", dict(t_max=12.0, sigma_fraction=0.2))}  # gates open and closed within T
 TWINS = ["LSTM", "GRU"]
@@ -131,8 +138,8 @@ def test_auto_prefers_cpu_and_matches_torch(module):
 
 
 @pytest.mark.parametrize("make, cell", [
-    (lambda: revrnn.nn.GRU(I, H, variant=1, backend="cpu"), "gru"),
-    (lambda: revrnn.nn.MGU(I, H, variant=2, backend="cpu"), "mgu"),
+    (lambda: revrnn.nn.GRU(I, H, variant=3, backend="cpu"), "gru"),
+    (lambda: revrnn.nn.MGU(I, H, variant=3, backend="cpu"), "mgu"),
     (lambda: revrnn.nn.LSTM(I, H, proj_size=4, backend="cpu"), "lstm"),
 ])
 def test_unsupported_cell_raises(make, cell):
@@ -265,6 +272,7 @@ def test_auto_leaves_autocast_to_the_reference():
 def test_auto_compiles_fullgraph(module):
     """torch.compile(fullgraph=True) cannot trace the executor's raw pointers: ``auto`` gives the
     compiled graph the reference, whose result equals the executor's eager one (float32)."""
+    torch._dynamo.reset()  # each configuration compiles the engine afresh (no recompile limit)
     m = make(module, I, H)
     x = torch.randn(6, B, I)
     want = grads(m, x)

@@ -22,7 +22,11 @@ void backward(int threads, const ChunkBackward<T>& c) {
   backward_chunk<Cell>(dev, c);
 }
 
-// Cell::kAux and Cell::kUnit where the cell declares them, else false.
+// Cell::kRecBias, Cell::kAux and Cell::kUnit where the cell declares them, else false.
+template <class Cell, class = void>
+struct NeedsRecBias : std::false_type {};
+template <class Cell>
+struct NeedsRecBias<Cell, std::void_t<decltype(Cell::kRecBias)>> : std::bool_constant<Cell::kRecBias> {};
 template <class Cell, class = void>
 struct NeedsAux : std::false_type {};
 template <class Cell>
@@ -34,7 +38,8 @@ struct NeedsUnit<Cell, std::void_t<decltype(Cell::kUnit)>> : std::bool_constant<
 
 template <class Cell>
 constexpr CellEntry entry(const char* name) {
-  return {name, Cell::kStates, Cell::kPhases, Cell::kGates, Cell::kActs, Cell::kRecIsXp, NeedsAux<Cell>::value,
+  return {name, Cell::kStates, Cell::kPhases, Cell::kGates, Cell::kXpGates, Cell::kActs, Cell::kRecIsXp, NeedsRecBias<Cell>::value,
+          NeedsAux<Cell>::value,
           NeedsUnit<Cell>::value,
           forward<Cell, float>, forward<Cell, double>, backward<Cell, float>, backward<Cell, double>};
 }

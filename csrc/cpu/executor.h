@@ -12,9 +12,12 @@ namespace cpu {
 // A cell the executor runs and the shape of its buffers (the constants of its header).
 struct CellEntry {
   const char* name;
-  int states, phases, gates, acts;  // state tensors; GEMM phases per step (revrnn/executor.h);
-                                    // G = gates * H; A = acts * H kept per step
+  int states, phases, gates, xp_gates, acts;  // state tensors; GEMM phases per step
+                                              // (revrnn/executor.h); G = gates * H columns of the
+                                              // recurrent GEMMs, xp_gates * H of the projection;
+                                              // A = acts * H kept per step
   bool rec_is_xp;           // d rec and d xp are one buffer
+  bool rec_bias;            // reads b_rec, which must not be null
   bool aux;                 // reads a per-sequence operand (ChunkForward::aux)
   bool unit;                // reads a per-step, per-unit operand (ChunkForward::unit)
   void (*forward_f32)(int threads, const ChunkForward<float>&);

@@ -82,7 +82,7 @@ def address(t: Tensor | None) -> int:
 
 class Executor(Runner):
     """The chunk contract through the C++ executor for one cell of ``csrc/include/revrnn/cells.h``
-    (``cell``: its name there). Families subclass it for the parameters their step reads
+    (``cell``: its name there, the class attribute or the constructor's argument). Families subclass it for the parameters their step reads
     besides ``weight_hh`` (:meth:`rec_bias`) and their gradients, for a per-sequence operand
     from the cell's extras (:meth:`aux`), and for a per-step, per-unit one (:meth:`unit`).
 
@@ -94,10 +94,11 @@ class Executor(Runner):
     #: the cell's name in the executor
     cell: str = ""
 
-    def __init__(self) -> None:
+    def __init__(self, cell: str | None = None) -> None:
+        self.cell = cell or self.cell
         try:
-            (self.states, self.phases, self.gates, self.acts, self.rec_is_xp, self.reads_aux,
-             self.reads_unit) = _C.cell_layout(self.cell)
+            (self.states, self.phases, self.gates, self.xp_gates, self.acts, self.rec_is_xp, self.reads_rec_bias,
+             self.reads_aux, self.reads_unit) = _C.cell_layout(self.cell)
             self.missing = None
         except ValueError as err:  # an extension built from older sources: rebuild it
             self.missing = f"the compiled extension revrnn._C has no {self.cell!r} cell ({err}); rebuild it"
@@ -148,13 +149,16 @@ class Executor(Runner):
     def forward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                 state: State, keep: bool) -> tuple[Tensor, State, tuple[Tensor, ...] | None]:
         xp = chunk.xp.contiguous()
-        K, B, G = xp.shape
+        K, B, _ = xp.shape
         H, dtype = cell.hidden_size, xp.dtype
+        G = self.gates * H
         dt = flag("xp", dtype)
-        check("xp", xp, (K, B, self.gates * H), dtype)
+        check("xp", xp, (K, B, self.xp_gates * H), dtype)
         w = p["weight_hh"].contiguous()
         check("weight_hh", w, (G, H), dtype)
         bias = self.rec_bias(cell, p)
+        if bias is None and self.reads_rec_bias:  # zeros: the cell's loops do not branch on it
+            bias = xp.new_zeros(G)
         if bias is not None:
             bias = bias.contiguous()
             check("recurrent bias", bias, (G,), dtype)
@@ -206,7 +210,7 @@ class Executor(Runner):
         for k, g in enumerate(dstate):
             check(f"grad_state[{k}]", g, (B, H), dtype)
         mask, mask_ptr = mask_address(chunk, K, B)
-        dxp = act.new_empty(K, B, G)
+        dxp = act.new_empty(K, B, self.xp_gates * H)
         drec = dxp if self.rec_is_xp else act.new_empty(K, B, G)
         dw = act.new_empty(G, H) if p["weight_hh"].requires_grad else None
         aux = self.checked_aux(cell, extras, B, act)

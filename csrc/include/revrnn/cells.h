@@ -11,8 +11,14 @@
 
 #define REVRNN_CELLS(X) \
   X(lstm, LSTM)         \
-  X(gru, GRU)           \
+  X(gru, GRUv<0>)       \
+  X(gru1, GRUv<1>)      \
+  X(gru2, GRUv<2>)      \
   X(ligru, LiGRU)       \
-  X(gru_reset_before, ResetBeforeGRU) \
-  X(mgu, MGU)           \
+  X(gru_reset_before, ResetBeforeGRUv<0>) \
+  X(gru1_reset_before, ResetBeforeGRUv<1>) \
+  X(gru2_reset_before, ResetBeforeGRUv<2>) \
+  X(mgu, MGUv<0>)       \
+  X(mgu1, MGUv<1>)      \
+  X(mgu2, MGUv<2>)      \
   X(glstm, GLSTM)

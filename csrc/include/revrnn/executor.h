@@ -25,7 +25,7 @@ namespace revrnn {
 template <typename T>
 struct ChunkForward {
   int64_t K, B, H;
-  const T* xp;           // (K, B, G)
+  const T* xp;           // (K, B, Gx): Gx = Cell::kXpGates H, the projection's columns
   const T* w_hh;         // (G, H): rec = h W_hh^T
   const T* b_rec;        // (G) or null
   const uint8_t* mask;   // (K, B) or null
@@ -49,7 +49,7 @@ struct ChunkBackward {
   const T* states[kMaxStates];  // (K + 1, B, H) each
   const T* grad_y;       // (K, B, H)
   T* dstate[kMaxStates];  // (B, H): in, gradients of the end state; out, of the initial one
-  T* dxp;                // (K, B, G)
+  T* dxp;                // (K, B, Gx)
   T* drec;               // (K, B, G); the same buffer as dxp where Cell::kRecIsXp
   T* dw_hh;              // (G, H), or null when the weight needs no gradient
   const T* aux;          // (B, H) or null
@@ -109,11 +109,11 @@ void weight_gemm(Device& dev, Slice u, int q0, int q1, int64_t KB, int64_t H, in
 template <class Cell, class Device, typename T>
 void forward_chunk(Device& dev, const ChunkForward<T>& c) {
   constexpr int gates = Cell::kGates, phase0 = Cell::kPhases == 2 ? Cell::kGates - 1 : Cell::kGates;
-  const int64_t G = gates * c.H, A = Cell::kActs * c.H, n = c.B * c.H;
+  const int64_t G = gates * c.H, Gx = Cell::kXpGates * c.H, A = Cell::kActs * c.H, n = c.B * c.H;
   dev.parallel(c.H, c.B * G * c.H, [&](Slice u) {
     for (int64_t t = 0; t < c.K; ++t) {
       const int64_t r = c.keep ? t : t % 2, w = c.keep ? t + 1 : (t + 1) % 2;
-      StepForward<T> s{c.H, c.xp + t * c.B * G, c.rec, c.b_rec, {}, {}, c.y + t * n,
+      StepForward<T> s{c.H, c.xp + t * c.B * Gx, c.rec, c.b_rec, {}, {}, c.y + t * n,
                        c.act + (c.keep ? t * c.B * A : 0), c.aux, c.mid + (c.keep ? t * n : 0),
                        c.unit ? c.unit + t * c.H : nullptr};
       for (int i = 0; i < Cell::kStates; ++i) {
@@ -136,10 +136,11 @@ void forward_chunk(Device& dev, const ChunkForward<T>& c) {
 template <class Cell, class Device, typename T>
 void backward_chunk(Device& dev, const ChunkBackward<T>& c) {
   constexpr int gates = Cell::kGates, phase0 = Cell::kPhases == 2 ? Cell::kGates - 1 : Cell::kGates;
-  const int64_t G = gates * c.H, G0 = phase0 * c.H, A = Cell::kActs * c.H, n = c.B * c.H;
+  const int64_t G = gates * c.H, G0 = phase0 * c.H, Gx = Cell::kXpGates * c.H, A = Cell::kActs * c.H,
+                n = c.B * c.H;
   dev.parallel(c.H, c.B * G * c.H, [&](Slice u) {
     for (int64_t t = c.K - 1; t >= 0; --t) {
-      StepBackward<T> s{c.H, c.act + t * c.B * A, {}, {}, c.grad_y + t * n, {}, c.dxp + t * c.B * G,
+      StepBackward<T> s{c.H, c.act + t * c.B * A, {}, {}, c.grad_y + t * n, {}, c.dxp + t * c.B * Gx,
                         c.drec + t * c.B * G, c.aux, c.mid ? c.mid + t * n : nullptr, c.dmid,
                         c.unit ? c.unit + t * c.H : nullptr, c.dunit ? c.dunit + t * n : nullptr};
       for (int i = 0; i < Cell::kStates; ++i) {

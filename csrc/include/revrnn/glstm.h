@@ -13,6 +13,7 @@ struct GLSTM {
   static constexpr int kStates = 2;
   static constexpr int kPhases = 1;
   static constexpr int kGates = 4;
+  static constexpr int kXpGates = kGates;  // columns of xp: Gx = kXpGates * H
   static constexpr int kActs = 4;
   static constexpr bool kRecIsXp = true;
   static constexpr bool kUnit = true;  // reads StepForward::unit, writes StepBackward::dunit

@@ -1,29 +1,36 @@
-// GRU pointwise math (torch.nn.GRU: reset-after, gate blocks r, z, n), one element (row b,
-// unit j), shared by the CPU executor and the CUDA kernels. rec = h W_hh^T, plus b_rec = bias_hh
-// where the GRU has biases; the candidate is tanh(xp_n + r (rec_n + b_hn)). h' = z h + (1 - z) n.
+// Reset-after GRU pointwise math (torch.nn.GRU for variant 0; gate blocks r, z, n), one element
+// (row b, unit j), shared by the CPU executor and the CUDA kernels. rec = h W_hh^T (3H), b_rec
+// the (3H) bias added to it — [b_r, b_z, b_hn] — or null; the candidate is
+// tanh(xp_n + r (rec_n + b_hn)), h' = z h + (1 - z) n. The variant V says what feeds the gates
+// (revrnn/cells/gru/spec.py, Dey & Salem): 0 the input too (xp holds r, z, n), 1 and 2 only
+// rec + b_rec (xp holds the candidate's block alone; variant 2's gate biases are 0).
 #pragma once
 
 #include "revrnn/step.h"
 
 namespace revrnn {
 
-struct GRU {
+template <int V>
+struct GRUv {
+  static_assert(V >= 0 && V <= 2, "variant 3 (gates from the bias alone) has no executor yet");
   static constexpr int kStates = 1;
   static constexpr int kPhases = 1;
-  static constexpr int kGates = 3;  // G = 3H
-  static constexpr int kActs = 4;   // r, z, n and rec_n + b_hn
-  static constexpr bool kRecIsXp = false;  // d rec_n = r d xp_n
+  static constexpr int kGates = 3;                // rec: G = 3H
+  static constexpr int kXpGates = V == 0 ? 3 : 1;  // xp: the gates' input terms only in variant 0
+  static constexpr int kActs = 4;                 // r, z, n and rec_n + b_hn
+  static constexpr bool kRecIsXp = false;         // d rec_n = r d xp_n
 
   template <typename T>
   REVRNN_HD static void forward(const StepForward<T>& s, int64_t b, int64_t j, bool valid) {
     const int64_t H = s.H, g = b * 3 * H + j, k = b * H + j;
-    const T* x = s.xp + g;
+    const T* x = s.xp + b * kXpGates * H + j;
     const T* rc = s.rec + g;
     const T br = s.b_rec ? s.b_rec[j] : T(0), bz = s.b_rec ? s.b_rec[H + j] : T(0);
     const T bn = s.b_rec ? s.b_rec[2 * H + j] : T(0);
-    const T r = sigmoid(x[0] + rc[0] + br), z = sigmoid(x[H] + rc[H] + bz);
+    const T r = sigmoid((V == 0 ? x[0] + rc[0] : rc[0]) + br);
+    const T z = sigmoid((V == 0 ? x[H] + rc[H] : rc[H]) + bz);
     const T hn = rc[2 * H] + bn;
-    const T n = tanh_(x[2 * H] + r * hn);
+    const T n = tanh_(x[(kXpGates - 1) * H] + r * hn);
     T* a = s.act + b * 4 * H + j;
     a[0] = r;
     a[H] = z;
@@ -42,14 +49,20 @@ struct GRU {
     const T dz = dh * (hp - n) * z * (T(1) - z);
     const T dn = dh * (T(1) - z) * (T(1) - n * n);
     const T dr = dn * hn * r * (T(1) - r);
-    T* dx = s.dxp + g;
+    T* dx = s.dxp + b * kXpGates * H + j;
     T* drc = s.drec + g;
-    dx[0] = drc[0] = valid ? dr : T(0);
-    dx[H] = drc[H] = valid ? dz : T(0);
-    dx[2 * H] = valid ? dn : T(0);
+    drc[0] = valid ? dr : T(0);
+    drc[H] = valid ? dz : T(0);
     drc[2 * H] = valid ? dn * r : T(0);
+    if (V == 0) {
+      dx[0] = drc[0];
+      dx[H] = drc[H];
+    }
+    dx[(kXpGates - 1) * H] = valid ? dn : T(0);
     s.dstate[0][k] = valid ? dh * z : s.dstate[0][k];  // the executor adds d rec W_hh
   }
 };
+
+using GRU = GRUv<0>;
 
 }  // namespace revrnn

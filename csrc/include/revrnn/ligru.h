@@ -13,6 +13,7 @@ struct LiGRU {
   static constexpr int kStates = 1;
   static constexpr int kPhases = 1;
   static constexpr int kGates = 2;  // G = 2H
+  static constexpr int kXpGates = kGates;  // columns of xp: Gx = kXpGates * H
   static constexpr int kActs = 2;   // the candidate's pre-activation and z
   static constexpr bool kRecIsXp = true;
   static constexpr bool kAux = true;  // reads StepForward::aux

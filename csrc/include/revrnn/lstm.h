@@ -12,6 +12,7 @@ struct LSTM {
   static constexpr int kStates = 2;
   static constexpr int kPhases = 1;
   static constexpr int kGates = 4;  // G = 4H
+  static constexpr int kXpGates = kGates;  // columns of xp: Gx = kXpGates * H
   static constexpr int kActs = 4;   // activations i, f, g, o kept per step
   static constexpr bool kRecIsXp = true;  // d rec == d xp: one buffer
 

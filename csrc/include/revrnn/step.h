@@ -20,7 +20,7 @@ struct Slice {
 template <typename T>
 struct StepForward {
   int64_t H;
-  const T* xp;              // (B, G) the input projection of step t, biases included
+  const T* xp;              // (B, Gx) the input projection of step t, biases included
   const T* rec;             // (B, G) h_{t-1} W_hh^T
   const T* b_rec;           // (G) bias added to rec, or null (the GRU's bias_hh)
   const T* prev[kMaxStates];  // states before the step
@@ -41,7 +41,7 @@ struct StepBackward {
   const T* grad_y;          // (B, H)
   T* dstate[kMaxStates];    // in: gradients of the states after the step; out: of those
                             // before it, but for the recurrent GEMM term the executor adds
-  T* dxp;                   // (B, G) gradient of the projection
+  T* dxp;                   // (B, Gx) gradient of the projection
   T* drec;                  // (B, G) gradient of rec (may alias dxp)
   const T* aux;             // as in StepForward
   const T* mid;             // (B, H) two-phase cells: the forward's mid of this step

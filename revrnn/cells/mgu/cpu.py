@@ -1,15 +1,12 @@
-"""Glue of the MGU family for the compiled executor (backend ``cpu``): variant 0 (``mgu`` in
-``csrc/include/revrnn/cells.h``; biases in the projection, two GEMMs per step)."""
+"""Glue of the MGU family for the compiled executor (backend ``cpu``): variants 0–2 (``mgu``,
+``mgu1``, ``mgu2`` in ``csrc/include/revrnn/cells.h``), the GRU family's reset-before executor
+with one gate. Variant 3 has no executor yet."""
 from __future__ import annotations
 
-from ...backends.cpu import Executor
+from ..gru.cpu import ResetBeforeExecutor, variant_name
 from .spec import MGUCell
 
 
-class MGUExecutor(Executor):
-    cell = "mgu"
-
-
 def runners(backend):
-    runner = MGUExecutor()
-    return lambda cell: runner if type(cell) is MGUCell and cell.variant == 0 else None
+    by_variant = {v: ResetBeforeExecutor(variant_name("mgu", v)) for v in (0, 1, 2)}
+    return lambda cell: by_variant.get(cell.variant) if type(cell) is MGUCell else None
