@@ -59,6 +59,30 @@ def test_cpu_backend_available_iff_extension_built():
         assert _C.version() == revrnn.__version__
 
 
+def test_missing_blas_makes_the_backend_unavailable_with_the_reason():
+    """Without its BLAS the executor reports why, ``auto`` runs the reference instead, and
+    ``backend="cpu"`` raises BackendUnavailable naming the library."""
+    if importlib.util.find_spec("revrnn._C") is None:
+        pytest.skip("the extension is not built (test_cpu_backend_available_iff_extension_built says why)")
+    code = """
+import torch, revrnn
+from revrnn.backends import resolve
+from revrnn.cells import LSTMCell
+print(revrnn.available_backends()["cpu"])
+print(resolve("auto", LSTMCell(3, 4), torch.device("cpu")).name)
+try:
+    revrnn.nn.LSTM(3, 4, backend="cpu")(torch.randn(2, 1, 3))
+except revrnn.BackendUnavailable as err:
+    print(type(err).__name__)
+"""
+    env = {**os.environ, "REVRNN_BLAS": "/nonexistent/libblas.so"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stderr
+    reason, auto, raised = run.stdout.strip().splitlines()
+    assert reason.startswith("its BLAS did not load: cannot load /nonexistent/libblas.so")
+    assert auto == "reference" and raised == "BackendUnavailable"
+
+
 def build_wheel(tmp_path: Path, **env: str) -> tuple[list[str], str]:
     """Build a wheel of a copy of the project without build isolation; its file names and log."""
     pytest.importorskip("setuptools")
