@@ -116,12 +116,12 @@ class Executor(Runner):
 
     def aux(self, cell: CellSpec, extras: Params, B: int, like: Tensor) -> Tensor:
         """Cells that read a per-sequence operand (``aux`` in ``cell_layout``): that operand,
-        (B, H) — the LiGRU's dropout mask."""
+        (B, H), e.g. a recurrent-dropout mask."""
         raise NotImplementedError
 
     def unit(self, cell: CellSpec, p: Params, chunk: Chunk, dtype: torch.dtype) -> Tensor:
         """Cells that read a per-step, per-unit operand (``unit`` in ``cell_layout``): that
-        operand for the chunk's steps, (K, H) — the g-LSTM's time gates."""
+        operand for the chunk's steps, (K, H), e.g. per-unit time gates."""
         raise NotImplementedError
 
     def unit_grads(self, cell: CellSpec, p: Params, chunk: Chunk, unit: Tensor, dunit: Tensor

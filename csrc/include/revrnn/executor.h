@@ -12,7 +12,7 @@
 // (csrc/cpu/device.h; csrc/cuda/device.cuh). Nothing here allocates: the caller hands in
 // every buffer.
 //
-// Two-phase cells (Cell::kPhases == 2: the reset-before GRU, the MGU) have a second, dependent
+// Two-phase cells (Cell::kPhases == 2: the reset-before gated units) have a second, dependent
 // GEMM per step: phase 0 runs the gates from rec[:, :G0] = h W_0^T (W_0: the first G0 rows of
 // W_hh) and writes mid = (reset gate) h; phase 1 runs the candidate from rec[:, G0:] = mid W_1^T
 // (W_1: the last H rows). Backward: phase 1, then d mid = d rec[:, G0:] W_1, then phase 0.

@@ -29,7 +29,7 @@ struct StepForward {
   T* act;                   // (B, A) what the backward needs (the cell says A)
   const T* aux;             // (B, H) a per-sequence operand fixed over time (a dropout mask), or null
   T* mid;                   // (B, H) two-phase cells: phase 0's output, the input of phase 1's GEMM
-  const T* unit;            // (H) a per-step, per-unit operand (the g-LSTM's time gate), or null
+  const T* unit;            // (H) a per-step, per-unit operand (a time gate), or null
 };
 
 template <typename T>
