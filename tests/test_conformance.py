@@ -138,3 +138,28 @@ def test_baseline_is_the_same_function(case, request):
     ours.load_state_dict(theirs.state_dict())
     x = torch.randn(T, B, I, dtype=F64)
     assert_close_all(grads(ours, x), grads(theirs, x), TOLERANCE["reference"])
+
+
+def empty_batch_matrix() -> list:
+    return [pytest.param(case, name, id=f"{case.name}-{name}") for _, case in cases(conformance=True)
+            for name in backends() if get_backend(name, torch.device("cpu")).supports(case.make(I, H).cells[0], F64)]
+
+
+@pytest.mark.parametrize("case,backend", empty_batch_matrix())
+def test_empty_batch(case, backend, request, triton_settings):
+    """A batch of 0 rows gives what torch.nn gives: an empty output and final state, and zero
+    gradients (batch norm in training refuses it, as torch's does)."""
+    triton_settings(case)
+    seed(request)
+    module = case.make(I, H, dtype=F64, backend=backend, num_layers=2)
+    x = torch.randn(T, 0, I, dtype=F64, requires_grad=True)
+    if getattr(module.cells[0], "batch_norm", False):
+        with pytest.raises(ValueError, match="more than 1 value per channel"):
+            module(x)
+        return
+    out, state = module(x)
+    assert out.shape[:2] == (T, 0) and all(s.shape[1] == 0 for s in (state if isinstance(state, tuple) else (state,)))
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    for name, p in module.named_parameters():
+        assert p.grad is None or not p.grad.any(), name

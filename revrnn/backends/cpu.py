@@ -165,6 +165,12 @@ class Executor(Runner):
         for k, s in enumerate(state):
             check(f"state[{k}]", s, (B, H), dtype, contiguous=False)  # copied below: any layout will do
         mask, mask_ptr = mask_address(chunk, K, B)
+        if B == 0 or H == 0:  # nothing to run, and empty tensors have no address to hand out
+            states = [s.new_empty(K + 1, B, H) for s in state]
+            act = xp.new_empty(K, B, self.acts * H)
+            mids = (xp.new_empty(K, B, H),) if self.phases == 2 else ()
+            end = tuple(s.clone() for s in state)
+            return xp.new_zeros(K, B, H), end, ((act, *mids, *states) if keep else None)
         # Backward needs every step's activations and states; without `keep` two rows of
         # states used alternately and one row of activations are enough.
         rows = K + 1 if keep else 2
@@ -210,6 +216,13 @@ class Executor(Runner):
         for k, g in enumerate(dstate):
             check(f"grad_state[{k}]", g, (B, H), dtype)
         mask, mask_ptr = mask_address(chunk, K, B)
+        if B == 0 or H == 0:  # no rows: zero gradients, none passes through a step
+            grads = {"weight_hh": act.new_zeros(G, H) if p["weight_hh"].requires_grad else None,
+                     **self.rec_bias_grads(cell, p, act.new_zeros(K, B, G))}
+            if self.reads_unit:
+                unit = self.checked_unit(cell, p, chunk, K, dtype)
+                grads.update(self.unit_grads(cell, p, chunk, unit, unit.new_zeros(unit.shape)))
+            return act.new_zeros(K, B, self.xp_gates * H), tuple(dstate), grads
         dxp = act.new_empty(K, B, self.xp_gates * H)
         drec = dxp if self.rec_is_xp else act.new_empty(K, B, G)
         dw = act.new_empty(G, H) if p["weight_hh"].requires_grad else None

@@ -111,8 +111,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def flat_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``linear`` over a (T, B, I) sequence as one (T·B, I) GEMM."""
-    T, B, _ = x.shape
-    return linear(x.reshape(T * B, -1), weight, bias).reshape(T, B, -1)
+    T, B, I = x.shape  # sizes, not -1: a batch of 0 rows makes -1 ambiguous
+    return linear(x.reshape(T * B, I), weight, bias).reshape(T, B, weight.shape[0])
 
 
 def check_positive(**values: int) -> None:

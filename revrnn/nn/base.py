@@ -223,7 +223,7 @@ class RecurrentBase(nn.Module):
         LD = self.num_layers * self.num_directions
         if hx is None:
             init = self.cells[0].initial_state(B * LD, x)
-            return tuple(s.view(LD, B, -1) for s in init)
+            return tuple(s.view(LD, B, s.shape[-1]) for s in init)  # -1 is ambiguous when B = 0
         hx = (hx,) if isinstance(hx, Tensor) else tuple(hx)
         if len(hx) != n:
             raise RuntimeError(f"{type(self).__name__}: expected a state of {n} tensor(s), got {len(hx)}")

@@ -59,7 +59,7 @@ def grad_buffers(grad_state: State, sdtype: torch.dtype) -> list[Tensor]:
 def weight_grad(dpre: Tensor, operand: Tensor, dtype: torch.dtype) -> Tensor:
     """``Σ_steps dpreᵀ · operand`` as one GEMM: dpre (K, B, G), operand (K, B, H) -> (G, H)."""
     K, B, G = dpre.shape
-    return dpre.reshape(K * B, G).t().to(dtype) @ operand.reshape(K * B, -1).to(dtype)
+    return dpre.reshape(K * B, G).t().to(dtype) @ operand.reshape(K * B, operand.shape[-1]).to(dtype)
 
 
 class SigmoidGates:

@@ -97,7 +97,7 @@ def l5_heads(p: Tensor, q: Tensor, heads: int, relu: bool) -> Tensor:
     """
     p, sp = _unit_max(p)
     q, sq = _unit_max(q)
-    v = (p[:, :, None] * q[:, None, :]).reshape(p.shape[0], heads, -1)
+    v = (p[:, :, None] * q[:, None, :]).reshape(p.shape[0], heads, p.shape[1] * q.shape[1] // heads)
     if relu:
         v = torch.relu(v)
     w, a = _unit_max(v)

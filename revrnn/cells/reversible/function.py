@@ -356,7 +356,8 @@ class Reversible(torch.autograd.Function):
                     da_all.append(da)
                 if layer == 0 and dx is not None:
                     p = params[0]
-                    dx[s:e] = (da_all[0].matmul(p["weight_ih1"]) + da_all[1].matmul(p["weight_ih2"])).view(e - s, B, -1)
+                    dx[s:e] = (da_all[0].matmul(p["weight_ih1"]) + da_all[1].matmul(p["weight_ih2"])).view(
+                        e - s, B, p["weight_ih1"].shape[1])
 
         if buf is not None:
             buf.check_empty()
