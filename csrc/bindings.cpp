@@ -51,14 +51,14 @@ template <typename T>
 revrnn::ChunkForward<T> forward_args(int64_t K, int64_t B, int64_t H, uintptr_t xp, uintptr_t w_hh,
                                      uintptr_t b_rec, uintptr_t mask, const Addresses& states,
                                      uintptr_t act, uintptr_t y, uintptr_t rec, bool keep, uintptr_t aux,
-                                     uintptr_t mid, uintptr_t unit) {
+                                     uintptr_t mid, uintptr_t unit, uintptr_t fb) {
   const char* fn = "forward_chunk";
   revrnn::ChunkForward<T> c{K, B, H, pointer<const T>(fn, "xp", xp), pointer<const T>(fn, "w_hh", w_hh),
                             pointer<const T>(fn, "b_rec", b_rec, true),
                             pointer<const uint8_t>(fn, "mask", mask, true), {}, pointer<T>(fn, "act", act),
                             pointer<T>(fn, "y", y), pointer<T>(fn, "rec", rec), keep,
                             pointer<const T>(fn, "aux", aux, true), pointer<T>(fn, "mid", mid, true),
-                            pointer<const T>(fn, "unit", unit, true)};
+                            pointer<const T>(fn, "unit", unit, true), pointer<T>(fn, "fb", fb, true)};
   revrnn::bindings::states(fn, "states", states, c.states);
   return c;
 }
@@ -68,7 +68,7 @@ revrnn::ChunkBackward<T> backward_args(int64_t K, int64_t B, int64_t H, uintptr_
                                        uintptr_t act, const Addresses& states, uintptr_t grad_y,
                                        const Addresses& dstate, uintptr_t dxp, uintptr_t drec, uintptr_t dw_hh,
                                        uintptr_t aux, uintptr_t mid, uintptr_t dmid, uintptr_t unit,
-                                       uintptr_t dunit) {
+                                       uintptr_t dunit, uintptr_t fb, uintptr_t dfb) {
   const char* fn = "backward_chunk";
   revrnn::ChunkBackward<T> c{K, B, H, pointer<const T>(fn, "w_hh", w_hh),
                              pointer<const uint8_t>(fn, "mask", mask, true), pointer<const T>(fn, "act", act),
@@ -76,7 +76,8 @@ revrnn::ChunkBackward<T> backward_args(int64_t K, int64_t B, int64_t H, uintptr_
                              pointer<T>(fn, "drec", drec), pointer<T>(fn, "dw_hh", dw_hh, true),
                              pointer<const T>(fn, "aux", aux, true), pointer<const T>(fn, "mid", mid, true),
                              pointer<T>(fn, "dmid", dmid, true), pointer<const T>(fn, "unit", unit, true),
-                             pointer<T>(fn, "dunit", dunit, unit == 0)};
+                             pointer<T>(fn, "dunit", dunit, unit == 0), pointer<const T>(fn, "fb", fb, true),
+                             pointer<T>(fn, "dfb", dfb, true)};
   revrnn::bindings::states(fn, "states", states, c.states);
   revrnn::bindings::states(fn, "dstate", dstate, c.dstate);
   return c;
@@ -96,23 +97,31 @@ PYBIND11_MODULE(_C, m) {
   m.def("cell_layout",
         [](const std::string& name) {
           const CellEntry& e = cell_entry("cell_layout", name);
-          return std::make_tuple(e.states, e.phases, e.gates, e.xp_gates, e.acts, e.rec_is_xp, e.rec_bias, e.aux,
-                                 e.unit);
+          py::dict d;
+          d["states"] = e.states;
+          d["phases"] = e.phases;
+          d["gates"] = e.gates;
+          d["xp_gates"] = e.xp_gates;
+          d["acts"] = e.acts;
+          d["rec_is_xp"] = e.rec_is_xp;
+          d["rec_bias"] = e.rec_bias;
+          d["aux"] = e.aux;
+          d["unit"] = e.unit;
+          d["feedback"] = e.feedback;
+          return d;
         },
         py::arg("cell"),
-        "(states, phases, gates, xp_gates, acts, rec_is_xp, rec_bias, aux, unit) of a cell: its state\n"
-        "tensors, GEMM phases per step, G = gates*H columns of the recurrent GEMMs and xp_gates*H of\n"
-        "the projection, A = acts*H\n"
-        "columns kept per step, whether d rec is d xp (one buffer), whether it needs b_rec (G), whether\n"
-        "it reads a per-sequence\n"
-        "operand (aux, (B, H)), and whether it reads a per-step, per-unit operand (unit, (K, H))\n"
-        "and writes its rows' gradients (dunit).");
+        "A cell's buffers (revrnn/executor.h): its state tensors, GEMM phases per step, gates (G =\n"
+        "gates*H columns of the recurrent GEMMs), xp_gates (of the projection), acts (A = acts*H\n"
+        "kept per step), rec_is_xp (d rec and d xp are one buffer), and what it reads: rec_bias\n"
+        "(b_rec, never null), aux (a (B, H) operand), unit (a (K, H) operand, writing dunit),\n"
+        "feedback (its GEMM reads g(h), kept in fb).");
 
   m.def(
       "forward_chunk",
       [](const std::string& cell, DType dtype, int threads, int64_t K, int64_t B, int64_t H, uintptr_t xp,
          uintptr_t w_hh, uintptr_t b_rec, uintptr_t mask, const Addresses& states, uintptr_t act, uintptr_t y,
-         uintptr_t rec, bool keep, uintptr_t aux, uintptr_t mid, uintptr_t unit) {
+         uintptr_t rec, bool keep, uintptr_t aux, uintptr_t mid, uintptr_t unit, uintptr_t fb) {
         const CellEntry& e = cell_entry("forward_chunk", cell);
         check_chunk("forward_chunk", e, K, B, H, threads, states.size());
         if (e.phases == 2 && mid == 0)
@@ -126,14 +135,17 @@ PYBIND11_MODULE(_C, m) {
         if (e.rec_bias && b_rec == 0)
           throw std::invalid_argument(std::string("forward_chunk: argument 'b_rec' is a null pointer (the ") +
                                       e.name + " cell reads it)");
+        if (e.feedback && fb == 0)
+          throw std::invalid_argument(std::string("forward_chunk: argument 'fb' is a null pointer (the ") +
+                                      e.name + " cell's GEMM reads it)");
         if (dtype == DType::float32)
-          e.forward_f32(threads, forward_args<float>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit));
+          e.forward_f32(threads, forward_args<float>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit, fb));
         else
-          e.forward_f64(threads, forward_args<double>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit));
+          e.forward_f64(threads, forward_args<double>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit, fb));
       },
       py::arg("cell"), py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"),
       py::arg("xp"), py::arg("w_hh"), py::arg("b_rec"), py::arg("mask"), py::arg("states"), py::arg("act"),
-      py::arg("y"), py::arg("rec"), py::arg("keep"), py::arg("aux") = 0, py::arg("mid") = 0, py::arg("unit") = 0, py::call_guard<py::gil_scoped_release>(),
+      py::arg("y"), py::arg("rec"), py::arg("keep"), py::arg("aux") = 0, py::arg("mid") = 0, py::arg("unit") = 0, py::arg("fb") = 0, py::call_guard<py::gil_scoped_release>(),
       "K steps of one layer and direction forward (revrnn/executor.h: ChunkForward); aux: (B, H)\n"
       "per-sequence operand of the cell (a dropout mask) or 0.");
 
@@ -142,7 +154,7 @@ PYBIND11_MODULE(_C, m) {
       [](const std::string& cell, DType dtype, int threads, int64_t K, int64_t B, int64_t H, uintptr_t w_hh,
          uintptr_t mask, uintptr_t act, const Addresses& states, uintptr_t grad_y, const Addresses& dstate,
          uintptr_t dxp, uintptr_t drec, uintptr_t dw_hh, uintptr_t aux, uintptr_t mid, uintptr_t dmid,
-         uintptr_t unit, uintptr_t dunit) {
+         uintptr_t unit, uintptr_t dunit, uintptr_t fb, uintptr_t dfb) {
         const CellEntry& e = cell_entry("backward_chunk", cell);
         check_chunk("backward_chunk", e, K, B, H, threads, states.size());
         if (e.phases == 2 && (mid == 0 || dmid == 0))
@@ -153,19 +165,22 @@ PYBIND11_MODULE(_C, m) {
         if (e.aux && aux == 0)
           throw std::invalid_argument(std::string("backward_chunk: argument 'aux' is a null pointer (the ") +
                                       e.name + " cell reads it)");
+        if (e.feedback && (fb == 0 || dfb == 0))
+          throw std::invalid_argument(std::string("backward_chunk: arguments 'fb' and 'dfb' are needed (the ") +
+                                      e.name + " cell's GEMM reads g(h))");
         if (dstate.size() != states.size())
           throw std::invalid_argument("backward_chunk: dstate and states must list as many addresses");
         if (dtype == DType::float32)
           e.backward_f32(threads, backward_args<float>(K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
-                                                       drec, dw_hh, aux, mid, dmid, unit, dunit));
+                                                       drec, dw_hh, aux, mid, dmid, unit, dunit, fb, dfb));
         else
           e.backward_f64(threads, backward_args<double>(K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
-                                                        drec, dw_hh, aux, mid, dmid, unit, dunit));
+                                                        drec, dw_hh, aux, mid, dmid, unit, dunit, fb, dfb));
       },
       py::arg("cell"), py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"),
       py::arg("w_hh"), py::arg("mask"), py::arg("act"), py::arg("states"), py::arg("grad_y"),
       py::arg("dstate"), py::arg("dxp"), py::arg("drec"), py::arg("dw_hh"), py::arg("aux") = 0, py::arg("mid") = 0, py::arg("dmid") = 0, py::arg("unit") = 0,
-      py::arg("dunit") = 0,
+      py::arg("dunit") = 0, py::arg("fb") = 0, py::arg("dfb") = 0,
       py::call_guard<py::gil_scoped_release>(),
       "The chunk's backward (revrnn/executor.h: ChunkBackward): dstate in and out, writes dxp,\n"
       "drec and dw_hh.");

@@ -173,15 +173,16 @@ def randomise_bn(m: nn.Module) -> None:
                 t.copy_(torch.randn_like(t) * 0.5 + (1 if "weight" in name else 0))
 
 
-def assert_low_precision(ref64: nn.Module, x: Tensor, dtype: torch.dtype, ulps: int = 16) -> None:
-    """A copy of ``ref64`` (float64, reference backend) in ``dtype`` on the triton backend is no
+def assert_low_precision(ref64: nn.Module, x: Tensor, dtype: torch.dtype, ulps: int = 16,
+                         backend: str = "triton") -> None:
+    """A copy of ``ref64`` (float64, reference backend) in ``dtype`` on ``backend`` is no
     further from float64 than twice the reference's own error in ``dtype``, plus ``ulps``·eps,
     in every output, state and gradient, whose dtypes match the reference's. ``ref64`` takes the
     weights rounded to ``dtype`` first, and ``x`` is rounded too, so all runs start alike."""
     low = copy.deepcopy(ref64).to(dtype)
     ref64.load_state_dict({k: v.double() for k, v in low.state_dict().items()})
     tri = copy.deepcopy(low)
-    tri.backend = "triton"
+    tri.backend = backend
     x = x.to(dtype)
     truth, ref, got = grads(ref64, x.double()), grads(low, x), grads(tri, x)
     eps = torch.finfo(dtype).eps
@@ -189,7 +190,7 @@ def assert_low_precision(ref64: nn.Module, x: Tensor, dtype: torch.dtype, ulps: 
         bound = 2 * rel_err(ref[key].double(), truth[key]) + ulps * eps
         err = rel_err(got[key].double(), truth[key])
         assert got[key].dtype == ref[key].dtype, key
-        assert err <= bound, f"{key}: triton {err:.3g} from float64, reference {dtype} {bound:.3g} allowed"
+        assert err <= bound, f"{key}: {backend} {err:.3g} from float64, reference {dtype} {bound:.3g} allowed"
 
 
 def packed_grads(module: nn.Module, x: Tensor, lengths: Tensor, seed: int | None = None) -> dict[str, Tensor]:

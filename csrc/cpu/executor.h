@@ -20,6 +20,7 @@ struct CellEntry {
   bool rec_bias;            // reads b_rec, which must not be null
   bool aux;                 // reads a per-sequence operand (ChunkForward::aux)
   bool unit;                // reads a per-step, per-unit operand (ChunkForward::unit)
+  bool feedback;            // its recurrent GEMM reads g(h) (ChunkForward::fb)
   void (*forward_f32)(int threads, const ChunkForward<float>&);
   void (*forward_f64)(int threads, const ChunkForward<double>&);
   void (*backward_f32)(int threads, const ChunkBackward<float>&);

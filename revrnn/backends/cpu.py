@@ -88,7 +88,8 @@ class Executor(Runner):
 
     Residuals of a chunk of K steps: ``(act, *states)``, the kept activations (K, B, A) and every
     state tensor before and after each step (K+1, B, H); two-phase cells (a second GEMM per step
-    on ``mid``, e.g. the reset gate times h) keep ``mid`` (K, B, H) after ``act``.
+    on ``mid``, e.g. the reset gate times h) keep ``mid`` (K, B, H) after ``act``, and cells whose
+    GEMM reads a feedback g(h) keep it (K+1, B, H) after that.
     """
 
     #: the cell's name in the executor
@@ -97,11 +98,15 @@ class Executor(Runner):
     def __init__(self, cell: str | None = None) -> None:
         self.cell = cell or self.cell
         try:
-            (self.states, self.phases, self.gates, self.xp_gates, self.acts, self.rec_is_xp, self.reads_rec_bias,
-             self.reads_aux, self.reads_unit) = _C.cell_layout(self.cell)
+            layout = _C.cell_layout(self.cell)
             self.missing = None
         except ValueError as err:  # an extension built from older sources: rebuild it
             self.missing = f"the compiled extension revrnn._C has no {self.cell!r} cell ({err}); rebuild it"
+            return
+        self.states, self.phases, self.gates = layout["states"], layout["phases"], layout["gates"]
+        self.xp_gates, self.acts, self.rec_is_xp = layout["xp_gates"], layout["acts"], layout["rec_is_xp"]
+        self.reads_rec_bias, self.reads_aux, self.reads_unit = layout["rec_bias"], layout["aux"], layout["unit"]
+        self.feedback = layout["feedback"]
 
     def refusal(self, cell: CellSpec) -> str | None:
         return self.missing
@@ -168,9 +173,10 @@ class Executor(Runner):
         if B == 0 or H == 0:  # nothing to run, and empty tensors have no address to hand out
             states = [s.new_empty(K + 1, B, H) for s in state]
             act = xp.new_empty(K, B, self.acts * H)
-            mids = (xp.new_empty(K, B, H),) if self.phases == 2 else ()
+            extra = ((xp.new_empty(K, B, H),) if self.phases == 2 else ()) + (
+                (xp.new_empty(K + 1, B, H),) if self.feedback else ())
             end = tuple(s.clone() for s in state)
-            return xp.new_zeros(K, B, H), end, ((act, *mids, *states) if keep else None)
+            return xp.new_zeros(K, B, H), end, ((act, *extra, *states) if keep else None)
         # Backward needs every step's activations and states; without `keep` two rows of
         # states used alternately and one row of activations are enough.
         rows = K + 1 if keep else 2
@@ -179,18 +185,19 @@ class Executor(Runner):
             buffer[0] = s
         act = xp.new_empty(K if keep else 1, B, self.acts * H)
         mid = xp.new_empty(K if keep else 1, B, H) if self.phases == 2 else None
+        fb = xp.new_empty(rows, B, H) if self.feedback else None  # g(h), as the states
         y, rec = xp.new_empty(K, B, H), xp.new_empty(B, G)
         aux = self.checked_aux(cell, extras, B, xp)
         unit = self.checked_unit(cell, p, chunk, K, dtype)
         _C.forward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, xp.data_ptr(), w.data_ptr(),
                          address(bias), mask_ptr, [s.data_ptr() for s in states], act.data_ptr(), y.data_ptr(),
-                         rec.data_ptr(), keep, address(aux), address(mid), address(unit))
+                         rec.data_ptr(), keep, address(aux), address(mid), address(unit), address(fb))
         last = K if keep else K % 2
         # Clones: the end state is returned to the caller and must not alias the residuals.
         end = tuple(s[last].clone() for s in states)
         if not keep:
             return y, end, None
-        return y, end, (act, *((mid,) if mid is not None else ()), *states)
+        return y, end, (act, *(t for t in (mid, fb) if t is not None), *states)
 
     @torch.no_grad()
     def backward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
@@ -198,6 +205,7 @@ class Executor(Runner):
                  ) -> tuple[Tensor, State, dict[str, Tensor | None]]:
         act, *states = residuals
         mid = states.pop(0) if self.phases == 2 else None
+        fb = states.pop(0) if self.feedback else None
         K, B, _ = act.shape
         H, dtype = cell.hidden_size, act.dtype
         G = self.gates * H
@@ -207,6 +215,8 @@ class Executor(Runner):
             check(f"residual state[{k}]", s, (K + 1, B, H), dtype)
         if mid is not None:
             check("mid", mid, (K, B, H), dtype)
+        if fb is not None:
+            check("fb", fb, (K + 1, B, H), dtype)
         w = p["weight_hh"].contiguous()
         check("weight_hh", w, (G, H), dtype)
         grad_y = grad_out.contiguous()
@@ -228,12 +238,13 @@ class Executor(Runner):
         dw = act.new_empty(G, H) if p["weight_hh"].requires_grad else None
         aux = self.checked_aux(cell, extras, B, act)
         dmid = act.new_empty(B, H) if mid is not None else None
+        dfb = act.new_empty(B, H) if fb is not None else None
         unit = self.checked_unit(cell, p, chunk, K, dtype)
         dunit = act.new_empty(K, B, H) if unit is not None else None
         _C.backward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, w.data_ptr(), mask_ptr, act.data_ptr(),
                           [s.data_ptr() for s in states], grad_y.data_ptr(), [g.data_ptr() for g in dstate],
                           dxp.data_ptr(), drec.data_ptr(), address(dw), address(aux), address(mid), address(dmid),
-                          address(unit), address(dunit))
+                          address(unit), address(dunit), address(fb), address(dfb))
         grads = {"weight_hh": dw, **self.rec_bias_grads(cell, p, drec)}
         if unit is not None:
             grads.update(self.unit_grads(cell, p, chunk, unit, dunit.sum(1)))

@@ -5,6 +5,7 @@
 
 #include "revrnn/glstm.h"
 #include "revrnn/gru.h"
+#include "revrnn/libru.h"
 #include "revrnn/ligru.h"
 #include "revrnn/lstm.h"
 #include "revrnn/reset_before.h"
@@ -15,6 +16,8 @@
   X(gru1, GRUv<1>)      \
   X(gru2, GRUv<2>)      \
   X(ligru, LiGRU)       \
+  X(libru, LiBRUv<0>)   \
+  X(libru_logprobs, LiBRUv<1>) \
   X(gru_reset_before, ResetBeforeGRUv<0>) \
   X(gru1_reset_before, ResetBeforeGRUv<1>) \
   X(gru2_reset_before, ResetBeforeGRUv<2>) \

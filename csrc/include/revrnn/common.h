@@ -11,7 +11,8 @@
 #define REVRNN_HD inline
 #endif
 
-// glibc's libmvec (x86_64, glibc >= 2.35 for tanh) holds SIMD versions of exp and tanh.
+// glibc's libmvec (x86_64, glibc >= 2.35 for tanh and log1p) holds SIMD versions of exp, tanh,
+// log and log1p.
 // Declaring the scalar functions SIMD-enabled lets the compiler call them 4, 8 or 16 lanes at a
 // time in `#pragma omp simd` loops, without -ffast-math's other liberties (libmvec: <= 4 ulp).
 // The build links libmvec where this is on (CMakeLists.txt, REVRNN_MVEC).
@@ -21,6 +22,10 @@ float expf(float) __attribute__((simd("notinbranch")));
 double exp(double) __attribute__((simd("notinbranch")));
 float tanhf(float) __attribute__((simd("notinbranch")));
 double tanh(double) __attribute__((simd("notinbranch")));
+float logf(float) __attribute__((simd("notinbranch")));
+double log(double) __attribute__((simd("notinbranch")));
+float log1pf(float) __attribute__((simd("notinbranch")));
+double log1p(double) __attribute__((simd("notinbranch")));
 }
 #endif
 
@@ -32,6 +37,10 @@ REVRNN_HD float exp_(float x) { return expf(x); }
 REVRNN_HD double exp_(double x) { return exp(x); }
 REVRNN_HD float tanh_(float x) { return tanhf(x); }
 REVRNN_HD double tanh_(double x) { return tanh(x); }
+REVRNN_HD float log_(float x) { return logf(x); }
+REVRNN_HD double log_(double x) { return log(x); }
+REVRNN_HD float log1p_(float x) { return log1pf(x); }
+REVRNN_HD double log1p_(double x) { return log1p(x); }
 
 template <typename T>
 REVRNN_HD T sigmoid(T x) {

@@ -18,6 +18,8 @@
 // (W_1: the last H rows). Backward: phase 1, then d mid = d rec[:, G0:] W_1, then phase 0.
 #pragma once
 
+#include <type_traits>
+
 #include "revrnn/step.h"
 
 namespace revrnn {
@@ -38,6 +40,7 @@ struct ChunkForward {
   const T* aux;          // (B, H) or null: StepForward::aux
   T* mid;                // two-phase cells: (K, B, H) with keep, else (B, H)
   const T* unit;         // (K, H) or null: StepForward::unit
+  T* fb;                 // feedback cells: g(h), laid out as states[0], the recurrent GEMM's input
 };
 
 template <typename T>
@@ -57,6 +60,35 @@ struct ChunkBackward {
   T* dmid;               // two-phase cells: (B, H) scratch
   const T* unit;         // (K, H) or null
   T* dunit;              // (K, B, H) where unit is given: StepBackward::dunit
+  const T* fb;           // feedback cells: (K + 1, B, H) from the forward with keep
+  T* dfb;                // feedback cells: (B, H) scratch
+};
+
+// Cell::kFeedback where the cell declares it: its recurrent GEMM reads g(h) = Cell::feedback(h)
+// instead of h (the forward keeps g(h) beside the states; backward chains d g through g').
+template <class Cell, class = void>
+struct HasFeedback : std::false_type {};
+template <class Cell>
+struct HasFeedback<Cell, std::void_t<decltype(Cell::kFeedback)>> : std::bool_constant<Cell::kFeedback> {};
+
+template <class Cell, typename T>
+struct FeedbackElement {  // fb = g(h)
+  const T* h;
+  T* fb;
+  int64_t H;
+  REVRNN_HD void operator()(int64_t b, int64_t j, bool) const { fb[b * H + j] = Cell::feedback(h[b * H + j]); }
+};
+
+template <class Cell, typename T>
+struct ChainFeedback {  // dh += d g(h) g'(h)
+  const T* h;
+  const T* dfb;
+  T* dh;
+  int64_t H;
+  REVRNN_HD void operator()(int64_t b, int64_t j, bool) const {
+    const int64_t k = b * H + j;
+    dh[k] += dfb[k] * Cell::dfeedback(h[k]);
+  }
 };
 
 // Adapters from the executor's pointwise call to a cell's per-element functions.
@@ -110,7 +142,12 @@ template <class Cell, class Device, typename T>
 void forward_chunk(Device& dev, const ChunkForward<T>& c) {
   constexpr int gates = Cell::kGates, phase0 = Cell::kPhases == 2 ? Cell::kGates - 1 : Cell::kGates;
   const int64_t G = gates * c.H, Gx = Cell::kXpGates * c.H, A = Cell::kActs * c.H, n = c.B * c.H;
+  constexpr bool feedback = HasFeedback<Cell>::value;
   dev.parallel(c.H, c.B * G * c.H, [&](Slice u) {
+    if constexpr (feedback) {
+      dev.pointwise(c.B, u, nullptr, FeedbackElement<Cell, T>{c.states[0], c.fb, c.H});
+      dev.barrier();
+    }
     for (int64_t t = 0; t < c.K; ++t) {
       const int64_t r = c.keep ? t : t % 2, w = c.keep ? t + 1 : (t + 1) % 2;
       StepForward<T> s{c.H, c.xp + t * c.B * Gx, c.rec, c.b_rec, {}, {}, c.y + t * n,
@@ -121,13 +158,16 @@ void forward_chunk(Device& dev, const ChunkForward<T>& c) {
         s.next[i] = c.states[i] + w * n;
       }
       const uint8_t* mask = c.mask ? c.mask + t * c.B : nullptr;
-      recurrent_gemm(dev, u, 0, phase0, c.B, c.H, G, s.prev[0], c.w_hh, c.rec);
+      const T* in = s.prev[0];
+      if constexpr (feedback) in = c.fb + r * n;
+      recurrent_gemm(dev, u, 0, phase0, c.B, c.H, G, in, c.w_hh, c.rec);
       if constexpr (Cell::kPhases == 2) {
         dev.pointwise(c.B, u, mask, ForwardGates<Cell, T>{s});
         dev.barrier();  // phase 1's GEMM reads every unit of mid
         recurrent_gemm(dev, u, phase0, gates, c.B, c.H, G, static_cast<const T*>(s.mid), c.w_hh, c.rec);
       }
       dev.pointwise(c.B, u, mask, ForwardElement<Cell, T>{s});
+      if constexpr (feedback) dev.pointwise(c.B, u, nullptr, FeedbackElement<Cell, T>{s.next[0], c.fb + w * n, c.H});
       dev.barrier();  // the next step's GEMM reads every unit of h
     }
   });
@@ -138,6 +178,7 @@ void backward_chunk(Device& dev, const ChunkBackward<T>& c) {
   constexpr int gates = Cell::kGates, phase0 = Cell::kPhases == 2 ? Cell::kGates - 1 : Cell::kGates;
   const int64_t G = gates * c.H, G0 = phase0 * c.H, Gx = Cell::kXpGates * c.H, A = Cell::kActs * c.H,
                 n = c.B * c.H;
+  constexpr bool feedback = HasFeedback<Cell>::value;
   dev.parallel(c.H, c.B * G * c.H, [&](Slice u) {
     for (int64_t t = c.K - 1; t >= 0; --t) {
       StepBackward<T> s{c.H, c.act + t * c.B * A, {}, {}, c.grad_y + t * n, {}, c.dxp + t * c.B * Gx,
@@ -159,10 +200,18 @@ void backward_chunk(Device& dev, const ChunkBackward<T>& c) {
       dev.barrier();  // the GEMM reads every column of d rec's gate blocks
       // the recurrent part of dh_{t-1} for the slice's units; rows that ended have d rec = 0
       // and keep their dh
-      dev.gemm(false, false, c.B, u.size(), G0, T(1), s.drec, G, c.w_hh + u.j0, c.H, T(1), c.dstate[0] + u.j0, c.H);
+      if constexpr (feedback) {
+        dev.gemm(false, false, c.B, u.size(), G0, T(1), s.drec, G, c.w_hh + u.j0, c.H, T(0), c.dfb + u.j0, c.H);
+        dev.pointwise(c.B, u, nullptr, ChainFeedback<Cell, T>{s.prev[0], c.dfb, c.dstate[0], c.H});
+      } else {
+        dev.gemm(false, false, c.B, u.size(), G0, T(1), s.drec, G, c.w_hh + u.j0, c.H, T(1), c.dstate[0] + u.j0,
+                 c.H);
+      }
     }
     if (c.dw_hh) {
-      weight_gemm(dev, u, 0, phase0, c.K * c.B, c.H, G, c.drec, c.states[0], c.dw_hh);
+      const T* in = c.states[0];
+      if constexpr (feedback) in = c.fb;
+      weight_gemm(dev, u, 0, phase0, c.K * c.B, c.H, G, c.drec, in, c.dw_hh);
       if constexpr (Cell::kPhases == 2) weight_gemm(dev, u, phase0, gates, c.K * c.B, c.H, G, c.drec, c.mid, c.dw_hh);
     }
   });

@@ -1,9 +1,11 @@
 """Glue of the light family for the compiled executor (backend ``cpu``): the LiGRU (``ligru`` in
-``csrc/include/revrnn/cells.h``), with its recurrent-dropout mask as the step's operand; batch
-norm is in the projection. The LiBRU has no executor yet."""
+``csrc/include/revrnn/cells.h``), with its recurrent-dropout mask as the step's operand, and the
+LiBRU (``libru``, ``libru_logprobs``), whose recurrent GEMM reads log h in the probs form; batch
+norm is in the projection."""
 from __future__ import annotations
 
 from ...backends.cpu import Executor
+from .libru import LiBRUCell
 from .ligru import LiGRUCell
 
 
@@ -16,5 +18,11 @@ class LiGRUExecutor(Executor):
 
 
 def runners(backend):
-    runner = LiGRUExecutor()
-    return lambda cell: runner if type(cell) is LiGRUCell else None
+    ligru = LiGRUExecutor()
+    libru = {"probs": Executor("libru"), "logprobs": Executor("libru_logprobs")}
+
+    def pick(cell):
+        if type(cell) is LiGRUCell:
+            return ligru
+        return libru[cell.form] if type(cell) is LiBRUCell else None
+    return pick
