@@ -151,7 +151,7 @@ void forward_chunk(Device& dev, const ChunkForward<T>& c) {
     for (int64_t t = 0; t < c.K; ++t) {
       const int64_t r = c.keep ? t : t % 2, w = c.keep ? t + 1 : (t + 1) % 2;
       StepForward<T> s{c.H, c.xp + t * c.B * Gx, c.rec, c.b_rec, {}, {}, c.y + t * n,
-                       c.act + (c.keep ? t * c.B * A : 0), c.aux, c.mid + (c.keep ? t * n : 0),
+                       c.act + (c.keep ? t * c.B * A : 0), c.aux, c.mid ? c.mid + (c.keep ? t * n : 0) : nullptr,
                        c.unit ? c.unit + t * c.H : nullptr};
       for (int i = 0; i < Cell::kStates; ++i) {
         s.prev[i] = c.states[i] + r * n;
