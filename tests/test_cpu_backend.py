@@ -12,6 +12,9 @@ per chunk) than by autograd (step by step), so where they partly cancel it shows
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -312,3 +315,57 @@ def test_libru_probs_float32():
     torch.manual_seed(3)
     ref64 = revrnn.nn.LiBRU(I, H, dtype=torch.float64, backend="reference", num_layers=2)
     assert_low_precision(ref64, torch.randn(T, B, I, dtype=torch.float64), torch.float32, backend="cpu")
+
+
+COUNTING_MALLOC = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+static long calls;
+long revrnn_test_malloc_calls(void) { return __atomic_load_n(&calls, __ATOMIC_RELAXED); }
+void* malloc(size_t n) {
+  static void* (*real)(size_t);
+  if (!real) real = (void* (*)(size_t))dlsym(RTLD_NEXT, "malloc");
+  __atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED);
+  return real(n);
+}
+"""
+
+ALLOCATIONS = r"""
+import ctypes, torch
+from revrnn.backends import get_backend, Chunk
+from revrnn.cells.gru import GRUCell
+calls = ctypes.CDLL(None).revrnn_test_malloc_calls
+backend = get_backend("cpu", torch.device("cpu"))
+torch.set_num_threads(2)
+B, H = 16, 128  # a team of two threads (csrc/cpu/device.h: kParallelWork)
+cell = GRUCell(H, H)
+p = {"weight_hh": torch.randn(3 * H, H, requires_grad=True), "bias_hh": torch.randn(3 * H, requires_grad=True)}
+runner = backend.runner_for(cell)
+counts = []
+for K in (4, 4, 64, 64):  # the first call of a size starts the thread team, the BLAS, torch's caches
+    chunk = Chunk(0, torch.randn(K, B, 3 * H), None)
+    state, g, gs = (torch.randn(B, H),), torch.randn(K, B, H), (torch.randn(B, H),)
+    before = calls()
+    _, _, res = runner.forward(cell, p, {}, chunk, state, True)
+    runner.backward(cell, p, {}, chunk, res, g, gs)
+    counts.append(calls() - before)
+print(counts)
+"""
+
+
+def test_the_step_loop_allocates_nothing(tmp_path):
+    """malloc, counted by an interposed malloc, is called as often for a chunk of 64 steps as for
+    one of 4: the torch side allocates per chunk, and the C++ loop (BLAS and thread team
+    included) allocates nothing per step."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the counting malloc")
+    src, lib = tmp_path / "count.c", tmp_path / "libcount.so"
+    src.write_text(COUNTING_MALLOC)
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", str(src), "-o", str(lib), "-ldl"], check=True)
+    run = subprocess.run([sys.executable, "-c", ALLOCATIONS], capture_output=True, text=True,
+                         env={**os.environ, "LD_PRELOAD": str(lib)})
+    assert run.returncode == 0, run.stderr
+    _, short, _, long = eval(run.stdout.strip().splitlines()[-1])
+    assert long == short, f"malloc calls: {short} for 4 steps, {long} for 64"
