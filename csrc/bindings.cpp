@@ -47,24 +47,25 @@ void check_chunk(const char* fn, const CellEntry& e, int64_t K, int64_t B, int64
     throw std::runtime_error(std::string(fn) + ": no BLAS loaded (call load_blas first)");
 }
 
+// The operands a cell reads (CellEntry) must not be null; the others may be.
 template <typename T>
-revrnn::ChunkForward<T> forward_args(int64_t K, int64_t B, int64_t H, uintptr_t xp, uintptr_t w_hh,
+revrnn::ChunkForward<T> forward_args(const CellEntry& e, int64_t K, int64_t B, int64_t H, uintptr_t xp, uintptr_t w_hh,
                                      uintptr_t b_rec, uintptr_t mask, const Addresses& states,
                                      uintptr_t act, uintptr_t y, uintptr_t rec, bool keep, uintptr_t aux,
                                      uintptr_t mid, uintptr_t unit, uintptr_t fb) {
   const char* fn = "forward_chunk";
   revrnn::ChunkForward<T> c{K, B, H, pointer<const T>(fn, "xp", xp), pointer<const T>(fn, "w_hh", w_hh),
-                            pointer<const T>(fn, "b_rec", b_rec, true),
+                            pointer<const T>(fn, "b_rec", b_rec, !e.rec_bias),
                             pointer<const uint8_t>(fn, "mask", mask, true), {}, pointer<T>(fn, "act", act),
                             pointer<T>(fn, "y", y), pointer<T>(fn, "rec", rec), keep,
-                            pointer<const T>(fn, "aux", aux, true), pointer<T>(fn, "mid", mid, true),
-                            pointer<const T>(fn, "unit", unit, true), pointer<T>(fn, "fb", fb, true)};
+                            pointer<const T>(fn, "aux", aux, !e.aux), pointer<T>(fn, "mid", mid, e.phases != 2),
+                            pointer<const T>(fn, "unit", unit, !e.unit), pointer<T>(fn, "fb", fb, !e.feedback)};
   revrnn::bindings::states(fn, "states", states, c.states);
   return c;
 }
 
 template <typename T>
-revrnn::ChunkBackward<T> backward_args(int64_t K, int64_t B, int64_t H, uintptr_t w_hh, uintptr_t mask,
+revrnn::ChunkBackward<T> backward_args(const CellEntry& e, int64_t K, int64_t B, int64_t H, uintptr_t w_hh, uintptr_t mask,
                                        uintptr_t act, const Addresses& states, uintptr_t grad_y,
                                        const Addresses& dstate, uintptr_t dxp, uintptr_t drec, uintptr_t dw_hh,
                                        uintptr_t aux, uintptr_t mid, uintptr_t dmid, uintptr_t unit,
@@ -74,10 +75,10 @@ revrnn::ChunkBackward<T> backward_args(int64_t K, int64_t B, int64_t H, uintptr_
                              pointer<const uint8_t>(fn, "mask", mask, true), pointer<const T>(fn, "act", act),
                              {}, pointer<const T>(fn, "grad_y", grad_y), {}, pointer<T>(fn, "dxp", dxp),
                              pointer<T>(fn, "drec", drec), pointer<T>(fn, "dw_hh", dw_hh, true),
-                             pointer<const T>(fn, "aux", aux, true), pointer<const T>(fn, "mid", mid, true),
-                             pointer<T>(fn, "dmid", dmid, true), pointer<const T>(fn, "unit", unit, true),
-                             pointer<T>(fn, "dunit", dunit, unit == 0), pointer<const T>(fn, "fb", fb, true),
-                             pointer<T>(fn, "dfb", dfb, true)};
+                             pointer<const T>(fn, "aux", aux, !e.aux),
+                             pointer<const T>(fn, "mid", mid, e.phases != 2), pointer<T>(fn, "dmid", dmid, e.phases != 2),
+                             pointer<const T>(fn, "unit", unit, !e.unit), pointer<T>(fn, "dunit", dunit, !e.unit),
+                             pointer<const T>(fn, "fb", fb, !e.feedback), pointer<T>(fn, "dfb", dfb, !e.feedback)};
   revrnn::bindings::states(fn, "states", states, c.states);
   revrnn::bindings::states(fn, "dstate", dstate, c.dstate);
   return c;
@@ -124,24 +125,10 @@ PYBIND11_MODULE(_C, m) {
          uintptr_t rec, bool keep, uintptr_t aux, uintptr_t mid, uintptr_t unit, uintptr_t fb) {
         const CellEntry& e = cell_entry("forward_chunk", cell);
         check_chunk("forward_chunk", e, K, B, H, threads, states.size());
-        if (e.phases == 2 && mid == 0)
-          throw std::invalid_argument("forward_chunk: argument 'mid' is a null pointer (two-phase cell)");
-        if (e.unit && unit == 0)
-          throw std::invalid_argument(std::string("forward_chunk: argument 'unit' is a null pointer (the ") +
-                                      e.name + " cell reads it)");
-        if (e.aux && aux == 0)
-          throw std::invalid_argument(std::string("forward_chunk: argument 'aux' is a null pointer (the ") +
-                                      e.name + " cell reads it)");
-        if (e.rec_bias && b_rec == 0)
-          throw std::invalid_argument(std::string("forward_chunk: argument 'b_rec' is a null pointer (the ") +
-                                      e.name + " cell reads it)");
-        if (e.feedback && fb == 0)
-          throw std::invalid_argument(std::string("forward_chunk: argument 'fb' is a null pointer (the ") +
-                                      e.name + " cell's GEMM reads it)");
         if (dtype == DType::float32)
-          e.forward_f32(threads, forward_args<float>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit, fb));
+          e.forward_f32(threads, forward_args<float>(e, K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit, fb));
         else
-          e.forward_f64(threads, forward_args<double>(K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit, fb));
+          e.forward_f64(threads, forward_args<double>(e, K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid, unit, fb));
       },
       py::arg("cell"), py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"),
       py::arg("xp"), py::arg("w_hh"), py::arg("b_rec"), py::arg("mask"), py::arg("states"), py::arg("act"),
@@ -157,24 +144,13 @@ PYBIND11_MODULE(_C, m) {
          uintptr_t unit, uintptr_t dunit, uintptr_t fb, uintptr_t dfb) {
         const CellEntry& e = cell_entry("backward_chunk", cell);
         check_chunk("backward_chunk", e, K, B, H, threads, states.size());
-        if (e.phases == 2 && (mid == 0 || dmid == 0))
-          throw std::invalid_argument("backward_chunk: arguments 'mid' and 'dmid' are needed (two-phase cell)");
-        if (e.unit && (unit == 0 || dunit == 0))
-          throw std::invalid_argument(std::string("backward_chunk: arguments 'unit' and 'dunit' are needed (the ") +
-                                      e.name + " cell reads them)");
-        if (e.aux && aux == 0)
-          throw std::invalid_argument(std::string("backward_chunk: argument 'aux' is a null pointer (the ") +
-                                      e.name + " cell reads it)");
-        if (e.feedback && (fb == 0 || dfb == 0))
-          throw std::invalid_argument(std::string("backward_chunk: arguments 'fb' and 'dfb' are needed (the ") +
-                                      e.name + " cell's GEMM reads g(h))");
         if (dstate.size() != states.size())
           throw std::invalid_argument("backward_chunk: dstate and states must list as many addresses");
         if (dtype == DType::float32)
-          e.backward_f32(threads, backward_args<float>(K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
+          e.backward_f32(threads, backward_args<float>(e, K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
                                                        drec, dw_hh, aux, mid, dmid, unit, dunit, fb, dfb));
         else
-          e.backward_f64(threads, backward_args<double>(K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
+          e.backward_f64(threads, backward_args<double>(e, K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
                                                         drec, dw_hh, aux, mid, dmid, unit, dunit, fb, dfb));
       },
       py::arg("cell"), py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"),

@@ -170,13 +170,6 @@ class Executor(Runner):
         for k, s in enumerate(state):
             check(f"state[{k}]", s, (B, H), dtype, contiguous=False)  # copied below: any layout will do
         mask, mask_ptr = mask_address(chunk, K, B)
-        if B == 0 or H == 0:  # nothing to run, and empty tensors have no address to hand out
-            states = [s.new_empty(K + 1, B, H) for s in state]
-            act = xp.new_empty(K, B, self.acts * H)
-            extra = ((xp.new_empty(K, B, H),) if self.phases == 2 else ()) + (
-                (xp.new_empty(K + 1, B, H),) if self.feedback else ())
-            end = tuple(s.clone() for s in state)
-            return xp.new_zeros(K, B, H), end, ((act, *extra, *states) if keep else None)
         # Backward needs every step's activations and states; without `keep` two rows of
         # states used alternately and one row of activations are enough.
         rows = K + 1 if keep else 2
@@ -189,9 +182,11 @@ class Executor(Runner):
         y, rec = xp.new_empty(K, B, H), xp.new_empty(B, G)
         aux = self.checked_aux(cell, extras, B, xp)
         unit = self.checked_unit(cell, p, chunk, K, dtype)
-        _C.forward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, xp.data_ptr(), w.data_ptr(),
-                         address(bias), mask_ptr, [s.data_ptr() for s in states], act.data_ptr(), y.data_ptr(),
-                         rec.data_ptr(), keep, address(aux), address(mid), address(unit), address(fb))
+        if B and H:  # empty tensors have no address to hand out, and there is nothing to run
+            _C.forward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, xp.data_ptr(), w.data_ptr(),
+                             address(bias), mask_ptr, [s.data_ptr() for s in states], act.data_ptr(),
+                             y.data_ptr(), rec.data_ptr(), keep, address(aux), address(mid), address(unit),
+                             address(fb))
         last = K if keep else K % 2
         # Clones: the end state is returned to the caller and must not alias the residuals.
         end = tuple(s[last].clone() for s in states)
@@ -226,13 +221,6 @@ class Executor(Runner):
         for k, g in enumerate(dstate):
             check(f"grad_state[{k}]", g, (B, H), dtype)
         mask, mask_ptr = mask_address(chunk, K, B)
-        if B == 0 or H == 0:  # no rows: zero gradients, none passes through a step
-            grads = {"weight_hh": act.new_zeros(G, H) if p["weight_hh"].requires_grad else None,
-                     **self.rec_bias_grads(cell, p, act.new_zeros(K, B, G))}
-            if self.reads_unit:
-                unit = self.checked_unit(cell, p, chunk, K, dtype)
-                grads.update(self.unit_grads(cell, p, chunk, unit, unit.new_zeros(unit.shape)))
-            return act.new_zeros(K, B, self.xp_gates * H), tuple(dstate), grads
         dxp = act.new_empty(K, B, self.xp_gates * H)
         drec = dxp if self.rec_is_xp else act.new_empty(K, B, G)
         dw = act.new_empty(G, H) if p["weight_hh"].requires_grad else None
@@ -241,10 +229,14 @@ class Executor(Runner):
         dfb = act.new_empty(B, H) if fb is not None else None
         unit = self.checked_unit(cell, p, chunk, K, dtype)
         dunit = act.new_empty(K, B, H) if unit is not None else None
-        _C.backward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, w.data_ptr(), mask_ptr, act.data_ptr(),
-                          [s.data_ptr() for s in states], grad_y.data_ptr(), [g.data_ptr() for g in dstate],
-                          dxp.data_ptr(), drec.data_ptr(), address(dw), address(aux), address(mid), address(dmid),
-                          address(unit), address(dunit), address(fb), address(dfb))
+        if B and H:
+            _C.backward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, w.data_ptr(), mask_ptr,
+                              act.data_ptr(), [s.data_ptr() for s in states], grad_y.data_ptr(),
+                              [g.data_ptr() for g in dstate], dxp.data_ptr(), drec.data_ptr(), address(dw),
+                              address(aux), address(mid), address(dmid), address(unit), address(dunit),
+                              address(fb), address(dfb))
+        elif dw is not None:  # no rows: nothing flows into the weight (d rec and d unit are empty)
+            dw.zero_()
         grads = {"weight_hh": dw, **self.rec_bias_grads(cell, p, drec)}
         if unit is not None:
             grads.update(self.unit_grads(cell, p, chunk, unit, dunit.sum(1)))
