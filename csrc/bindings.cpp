@@ -8,6 +8,7 @@
 
 #include "cpu/blas.h"
 #include "cpu/executor.h"
+#include "cpu/reversible.h"
 
 #ifndef REVRNN_VERSION
 #error "REVRNN_VERSION must be defined by the build (CMakeLists.txt)"
@@ -82,6 +83,115 @@ revrnn::ChunkBackward<T> backward_args(const CellEntry& e, int64_t K, int64_t B,
   revrnn::bindings::states(fn, "states", states, c.states);
   revrnn::bindings::states(fn, "dstate", dstate, c.dstate);
   return c;
+}
+
+const revrnn::cpu::RevEntry& reversible_entry(const char* fn, const std::string& name) {
+  const revrnn::cpu::RevEntry* e = revrnn::cpu::find_reversible(name);
+  if (!e)
+    throw std::invalid_argument(std::string(fn) + ": argument 'cell' must be one of " +
+                                revrnn::cpu::reversible_names() + ", got '" + name + "'");
+  return *e;
+}
+
+// The information buffer's addresses: [word, stack, height, bits, costs, bad] (0 where a call
+// does not use one) and its sizes; all zero without forgetting.
+revrnn::fixed::Buffer buffer_args(const char* fn, const Addresses& a, int64_t depth, int64_t stride,
+                                  int64_t spill_at, bool forward, bool forgetting) {
+  if (a.size() != 6)
+    throw std::invalid_argument(std::string(fn) + ": argument 'buffer' must list 6 addresses, got " +
+                                std::to_string(a.size()));
+  if (forgetting && (depth < 1 || spill_at < 1))
+    throw std::invalid_argument(std::string(fn) + ": the buffer's depth and spill_at must be >= 1, got " +
+                                std::to_string(depth) + ", " + std::to_string(spill_at));
+  const bool off = !forgetting;
+  return {pointer<int64_t>(fn, "buffer word", a[0], off), pointer<int64_t>(fn, "buffer stack", a[1], off),
+          pointer<int64_t>(fn, "buffer height", a[2], off), depth, stride, spill_at,
+          pointer<double>(fn, "buffer bits", a[3], off || !forward),
+          pointer<const double>(fn, "buffer costs", a[4], off || !forward),
+          pointer<uint8_t>(fn, "buffer bad", a[5], off || forward)};
+}
+
+// One layer's addresses, in this order (0 where absent): w_ih1, w_ih2, w_hh1, w_hh2, bias1,
+// bias2, drop, ints0, ints1, hf; and for the reverse: dstate0, dstate1, da1, da2, hb1, hb2,
+// rh1, rh2, xin.
+constexpr std::size_t kLayerAddresses = 19;
+
+template <typename T>
+revrnn::RevLayer<T> layer_args(const char* fn, const revrnn::cpu::RevEntry& e, const Addresses& a, bool first,
+                               bool reverse) {
+  if (a.size() != kLayerAddresses)
+    throw std::invalid_argument(std::string(fn) + ": each entry of 'layers' must list " +
+                                std::to_string(kLayerAddresses) + " addresses, got " + std::to_string(a.size()));
+  const bool lstm = e.states == 2, fwd = !reverse;
+  revrnn::RevLayer<T> l{{pointer<const T>(fn, "w_ih1", a[0], first), pointer<const T>(fn, "w_ih2", a[1], first)},
+                        {pointer<const T>(fn, "w_hh1", a[2]), pointer<const T>(fn, "w_hh2", a[3])},
+                        {pointer<const T>(fn, "bias1", a[4], true), pointer<const T>(fn, "bias2", a[5], true)},
+                        pointer<const T>(fn, "drop", a[6], true),
+                        {pointer<int64_t>(fn, "ints0", a[7]), pointer<int64_t>(fn, "ints1", a[8], !lstm)},
+                        pointer<T>(fn, "hf", a[9]),
+                        {pointer<T>(fn, "dstate0", a[10], fwd), pointer<T>(fn, "dstate1", a[11], fwd || !lstm)},
+                        {pointer<T>(fn, "da1", a[12], fwd), pointer<T>(fn, "da2", a[13], fwd)},
+                        {pointer<T>(fn, "hb1", a[14], fwd), pointer<T>(fn, "hb2", a[15], fwd)},
+                        {pointer<T>(fn, "rh1", a[16], fwd || !e.reset), pointer<T>(fn, "rh2", a[17], fwd || !e.reset)},
+                        pointer<T>(fn, "xin", a[18], fwd || first)};
+  return l;
+}
+
+// scratch: [pre, act, rh, drh, xp, xin, din] (0 where the stack does not use one).
+template <typename T>
+void run_reversible(const char* fn, const std::string& cell, bool reverse, int threads, int64_t K, int64_t B,
+                    int64_t G, int forget_bits, double max_forget, uintptr_t xp0, uintptr_t mask, uintptr_t y,
+                    const std::vector<Addresses>& layers, const Addresses& buffer, int64_t depth, int64_t spill_at,
+                    int64_t op, const Addresses& scratch) {
+  const revrnn::cpu::RevEntry& e = reversible_entry(fn, cell);
+  revrnn::bindings::check_sizes(fn, B, G);
+  const int64_t L = int64_t(layers.size()), R = e.blocks * G;
+  if (K < 0 || L < 1 || threads < 1)
+    throw std::invalid_argument(std::string(fn) + ": need K >= 0, at least one layer and threads >= 1, got K=" +
+                                std::to_string(K) + ", " + std::to_string(L) + " layers, threads=" +
+                                std::to_string(threads));
+  if (forget_bits < 0 || forget_bits > revrnn::fixed::kGateBits)
+    throw std::invalid_argument(std::string(fn) + ": forget_bits must be in [0, 10], got " +
+                                std::to_string(forget_bits));
+  if (B > INT_MAX || 2 * R > INT_MAX)
+    throw std::invalid_argument(std::string(fn) + ": B=" + std::to_string(B) + " or 2R=" + std::to_string(2 * R) +
+                                " exceeds the BLAS's 32-bit sizes");
+  if (scratch.size() != 7)
+    throw std::invalid_argument(std::string(fn) + ": argument 'scratch' must list 7 addresses, got " +
+                                std::to_string(scratch.size()));
+  if (!revrnn::cpu::blas_loaded()) throw std::runtime_error(std::string(fn) + ": no BLAS loaded (call load_blas first)");
+  std::vector<revrnn::RevLayer<T>> ls;
+  for (int64_t l = 0; l < L; ++l) ls.push_back(layer_args<T>(fn, e, layers[l], l == 0, reverse));
+  const bool deep = L > 1;
+  revrnn::RevChunk<T> c{K, B, G, L, forget_bits, T(max_forget), pointer<const T>(fn, "xp0", xp0),
+                        pointer<const uint8_t>(fn, "mask", mask, true), ls.data(),
+                        buffer_args(fn, buffer, depth, B * G, spill_at, !reverse, forget_bits > 0), op,
+                        reverse ? nullptr : pointer<T>(fn, "y", y), reverse ? pointer<const T>(fn, "grad_y", y) : nullptr,
+                        pointer<T>(fn, "pre", scratch[0]), pointer<T>(fn, "act", scratch[1]),
+                        pointer<T>(fn, "rh", scratch[2], !e.reset), pointer<T>(fn, "drh", scratch[3], !e.reset || !reverse),
+                        pointer<T>(fn, "xp", scratch[4], !deep), pointer<T>(fn, "xin", scratch[5], !deep),
+                        pointer<T>(fn, "din", scratch[6], !deep || !reverse)};
+  py::gil_scoped_release release;
+  if constexpr (std::is_same<T, float>::value)
+    (reverse ? e.backward_f32 : e.forward_f32)(threads, c);
+  else
+    (reverse ? e.backward_f64 : e.forward_f64)(threads, c);
+}
+
+// The per-operation integer core: one multiply or divide of every element through the buffer.
+void run_elements(const char* fn, bool forward, int64_t rows, int64_t G, uintptr_t h, uintptr_t n, uintptr_t q,
+                  uintptr_t active, uintptr_t out, const Addresses& buffer, int64_t depth, int64_t spill_at,
+                  int64_t op) {
+  revrnn::bindings::check_sizes(fn, rows, G);
+  revrnn::fixed::Buffer buf = buffer_args(fn, buffer, depth, rows * G, spill_at, forward, true);
+  buf.bits = nullptr;  // the caller accounts the information of a single operation itself
+  const int64_t* hp = pointer<const int64_t>(fn, "h", h);
+  const int64_t* np = pointer<const int64_t>(fn, "n", n);
+  const int64_t* qp = pointer<const int64_t>(fn, "q", q, true);
+  const uint8_t* ap = pointer<const uint8_t>(fn, "active", active, true);
+  int64_t* op_out = pointer<int64_t>(fn, "out", out);
+  py::gil_scoped_release release;
+  (forward ? revrnn::cpu::multiply_elements : revrnn::cpu::divide_elements)(rows, G, hp, np, qp, ap, op_out, buf, op);
 }
 
 }  // namespace
@@ -160,4 +270,56 @@ PYBIND11_MODULE(_C, m) {
       py::call_guard<py::gil_scoped_release>(),
       "The chunk's backward (revrnn/executor.h: ChunkBackward): dstate in and out, writes dxp,\n"
       "drec and dw_hh.");
+
+  m.def("reversible_layout",
+        [](const std::string& name) {
+          const revrnn::cpu::RevEntry& e = reversible_entry("reversible_layout", name);
+          py::dict d;
+          d["states"] = e.states;
+          d["blocks"] = e.blocks;
+          d["multiplies"] = e.multiplies;
+          d["acts"] = e.acts;
+          d["reset"] = e.reset;
+          return d;
+        },
+        py::arg("cell"),
+        "A reversible cell's buffers (revrnn/reversible.h): state tensors, gate blocks and exact\n"
+        "multiplies of a half-update, act columns (units of G), reset (a second GEMM on r*hb).");
+  for (const bool reverse : {false, true}) {
+    const char* name = reverse ? "rev_backward_chunk" : "rev_forward_chunk";
+    m.def(
+        name,
+        [name, reverse](const std::string& cell, DType dtype, int threads, int64_t K, int64_t B, int64_t G,
+                        int forget_bits, double max_forget, uintptr_t xp0, uintptr_t mask, uintptr_t y,
+                        const std::vector<Addresses>& layers, const Addresses& buffer, int64_t depth,
+                        int64_t spill_at, int64_t op, const Addresses& scratch) {
+          if (dtype == DType::float32)
+            run_reversible<float>(name, cell, reverse, threads, K, B, G, forget_bits, max_forget, xp0, mask, y, layers,
+                                  buffer, depth, spill_at, op, scratch);
+          else
+            run_reversible<double>(name, cell, reverse, threads, K, B, G, forget_bits, max_forget, xp0, mask, y,
+                                   layers, buffer, depth, spill_at, op, scratch);
+        },
+        py::arg("cell"), py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("G"),
+        py::arg("forget_bits"), py::arg("max_forget"), py::arg("xp0"), py::arg("mask"),
+        py::arg(reverse ? "grad_y" : "y"), py::arg("layers"), py::arg("buffer"), py::arg("depth"),
+        py::arg("spill_at"), py::arg("op"), py::arg("scratch"),
+        reverse ? "Undo K steps of a reversible stack and differentiate them (revrnn/reversible.h:\n"
+                  "rev_backward_chunk); see rev_forward_chunk for the arguments."
+                : "K steps of a reversible stack forward (revrnn/reversible.h: RevChunk, RevLayer): layers\n"
+                  "lists 19 addresses per layer, buffer 6, scratch 7 (see csrc/bindings.cpp).");
+  }
+  for (const bool forward : {true, false}) {
+    const char* name = forward ? "rev_multiply" : "rev_divide";
+    m.def(
+        name,
+        [name, forward](int64_t rows, int64_t G, uintptr_t h, uintptr_t n, uintptr_t q, uintptr_t active,
+                        uintptr_t out, const Addresses& buffer, int64_t depth, int64_t spill_at, int64_t op) {
+          run_elements(name, forward, rows, G, h, n, q, active, out, buffer, depth, spill_at, op);
+        },
+        py::arg("rows"), py::arg("G"), py::arg("h"), py::arg("n"), py::arg("q"), py::arg("active"), py::arg("out"),
+        py::arg("buffer"), py::arg("depth"), py::arg("spill_at"), py::arg("op"),
+        forward ? "One exact multiply of every element through the buffer (revrnn/fixed.h: multiply)."
+                : "One exact divide of every element through the buffer (revrnn/fixed.h: divide).");
+  }
 }

@@ -1,6 +1,7 @@
 // Every cell the compiled executors run, as X(name, Cell): the name is the one its family's glue
 // passes (revrnn/cells/<family>/cpu.py), Cell the struct of per-element math in its header.
-// Adding a cell to the executors is one header and one entry here.
+// Adding a cell to the executors is one header and one entry here; the reversible cells, whose
+// loop is revrnn/reversible.h, have their own list.
 #pragma once
 
 #include "revrnn/glstm.h"
@@ -9,6 +10,7 @@
 #include "revrnn/ligru.h"
 #include "revrnn/lstm.h"
 #include "revrnn/reset_before.h"
+#include "revrnn/reversible.h"
 
 #define REVRNN_CELLS(X) \
   X(lstm, LSTM)         \
@@ -25,3 +27,7 @@
   X(mgu1, MGUv<1>)      \
   X(mgu2, MGUv<2>)      \
   X(glstm, GLSTM)
+
+#define REVRNN_REVERSIBLE_CELLS(X) \
+  X(revgru, RevGRU)                 \
+  X(revlstm, RevLSTM)

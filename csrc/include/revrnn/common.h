@@ -41,6 +41,9 @@ REVRNN_HD float log_(float x) { return logf(x); }
 REVRNN_HD double log_(double x) { return log(x); }
 REVRNN_HD float log1p_(float x) { return log1pf(x); }
 REVRNN_HD double log1p_(double x) { return log1p(x); }
+// Round to the nearest integer, ties to even (the default rounding mode): torch.round.
+REVRNN_HD float rint_(float x) { return rintf(x); }
+REVRNN_HD double rint_(double x) { return rint(x); }
 
 template <typename T>
 REVRNN_HD T sigmoid(T x) {

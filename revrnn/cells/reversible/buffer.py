@@ -25,8 +25,9 @@ and per spilled word, 8 per count. :attr:`optimal_bits` is the information optim
 factor actually applied, so this is exactly what the multiplies discard (the float gate z
 differs from it by less than 2**-11).
 
-:class:`TritonBuffer` is the same buffer run by Triton kernels: one per multiply, or the fused
-half-updates of :mod:`revrnn.cells.reversible.triton`.
+:class:`KernelBuffer` is the same buffer handed to compiled half-updates: :class:`TritonBuffer`
+(Triton kernels, one per multiply or the fused half-updates of
+:mod:`revrnn.cells.reversible.triton`) and the CPU executor's (:mod:`revrnn.cells.reversible.cpu`).
 """
 from __future__ import annotations
 
@@ -179,19 +180,14 @@ class InformationBuffer:
                                "return to empty; the reverse pass did not undo the forward exactly")
 
 
-class TritonBuffer(InformationBuffer):
-    """The same buffer, bit for bit, with each multiply or divide (spill or pop, exact
-    arithmetic and update term) fused into one Triton kernel (:mod:`revrnn.kernels.reversible`).
-    ``active`` must be a row mask (batch, 1). Needs Triton, imported here on first use.
-
-    The fused half-update kernels of the reversible cells (:mod:`revrnn.cells.reversible.triton`) take
-    the buffer's tensors instead (:meth:`claim`, :meth:`unclaim`), update them in place and add
-    each multiply's information cost to a float64 per element, summed at the end of the chunk."""
+class KernelBuffer(InformationBuffer):
+    """The same buffer, bit for bit, for compiled half-updates that take the buffer's tensors
+    (:meth:`claim`, :meth:`unclaim`), update them in place and add each multiply's information
+    cost to a float64 per element, summed at the end of the chunk. Subclasses run a single
+    multiply or divide (:meth:`_multiply`, :meth:`_divide`) in their backend too."""
 
     def __init__(self, shape: tuple[int, ...], forget_bits: int, device: torch.device | str | None = None) -> None:
         super().__init__(shape, forget_bits, device)
-        from ...kernels import reversible
-        self._kernels = reversible
         self._bits: Tensor | None = None
         # the information cost of a gate n, as the reference accounts it (n = 0 never occurs)
         self._costs = fixed.GATE_BITS - torch.log2(torch.arange(fixed.GATE_ONE + 1, dtype=torch.float64,
@@ -218,6 +214,18 @@ class TritonBuffer(InformationBuffer):
         error flag, index of the first of them)."""
         self._op -= ops
         return self.word, self._scratch, self._height, self._bad, self._op
+
+
+class TritonBuffer(KernelBuffer):
+    """The buffer run by Triton kernels: each multiply or divide (spill or pop, exact arithmetic
+    and update term) one kernel (:mod:`revrnn.kernels.reversible`), or the fused half-updates of
+    :mod:`revrnn.cells.reversible.triton`. ``active`` must be a row mask (batch, 1). Needs
+    Triton, imported here on first use."""
+
+    def __init__(self, shape: tuple[int, ...], forget_bits: int, device: torch.device | str | None = None) -> None:
+        super().__init__(shape, forget_bits, device)
+        from ...kernels import reversible
+        self._kernels = reversible
 
     def _multiply(self, h: Tensor, n: Tensor, active: Tensor | None, update: Tensor | None) -> Tensor:
         h_new, self.word = self._kernels.multiply(h, n, update, active, self.word, self._scratch, self._height,

@@ -62,10 +62,13 @@ class RevPlan:
     drop: list[Tensor | None] = field(default_factory=list)  # per layer: mask on its input
     chunk: int = 64                  # steps per chunk
     verify: bool = False
-    #: per layer, the half-updates of the backend that runs them (its ``runner_for``): ``step``,
-    #: ``step_back`` and the ``buffer`` class they work with
+    #: per layer, the half-updates of the backend that runs them (its ``runner_for``): a
+    #: :class:`Halves` with ``step``, ``step_back`` and the ``buffer`` class they work with
     halves: list[Any] = field(default_factory=list)
     stats: BufferStats | None = None
+    #: the threads the forward ran on, where a backend's gates depend on them (the reverse
+    #: must recompute the forward's gates bit for bit)
+    threads: int | None = None
 
     @property
     def forget_bits(self) -> int:
@@ -167,13 +170,35 @@ def _forward(plan: RevPlan, params: list[Params], x: Tensor, ints: list[Ints],
     for s, e in plan.chunks(T):
         if buf is not None:
             buf.begin_chunk((e - s) * plan.ops_per_step)
-        xp0 = project(plan.cells[0], params[0], x[s:e])
-        for t in range(s, e):
+        outs.append(plan.halves[0].forward_chunk(plan, params, x[s:e], s, ints, surs, hs, buf))
+        if buf is not None:
+            buf.end_chunk()
+    return torch.cat(outs), buf
+
+
+class Halves:
+    """What runs a reversible stack on a backend, chunk by chunk: by default one step of one
+    layer at a time through the backend's ``step`` and ``step_back`` (the half-updates of
+    :func:`_step` and :func:`_step_back`, or fused kernels); a compiled backend overrides
+    :meth:`forward_chunk` and :meth:`backward_chunk` to run the whole chunk at once. The first
+    layer's object runs the stack (every layer has the same cell and backend)."""
+
+    #: the information buffer class the half-updates work with
+    buffer = InformationBuffer
+
+    def forward_chunk(self, plan: RevPlan, params: list[Params], x: Tensor, start: int, ints: list[Ints],
+                      surs: list[tuple[Tensor, ...]] | None, hs: list[Tensor], buf) -> Tensor:
+        """Steps ``start .. start + len(x)`` of every layer (``x``: the chunk's input); updates
+        ``ints``, ``surs`` (store mode) and ``hs`` (the float value of each layer's h) in place and
+        returns the top layer's outputs, 0 on ended rows."""
+        xp0 = project(plan.cells[0], params[0], x)
+        outs = []
+        for t in range(start, start + x.shape[0]):
             active = plan.active(t)
             for layer, cell in enumerate(plan.cells):
                 p = params[layer]
                 if layer == 0:
-                    xp = (xp0[0][t - s], xp0[1][t - s])
+                    xp = (xp0[0][t - start], xp0[1][t - start])
                 else:
                     xp = project(cell, p, plan.dropped(layer, hs[layer - 1]))
                 step = plan.halves[layer].step
@@ -183,9 +208,44 @@ def _forward(plan: RevPlan, params: list[Params], x: Tensor, ints: list[Ints],
                     surs[layer] = sur
             top = hs[-1]
             outs.append(top if active is None else torch.where(active, top, torch.zeros_like(top)))
-        if buf is not None:
-            buf.end_chunk()
-    return torch.stack(outs), buf
+        return torch.stack(outs)
+
+    def backward_chunk(self, plan: RevPlan, params: list[Params], x: Tensor, start: int, ints: list[Ints],
+                       hs: list[Tensor], grads: list[tuple[Tensor, ...]], grad_out: Tensor, buf) -> list[tuple]:
+        """Undo the chunk's steps, last first, and differentiate them; updates ``ints``, ``hs``
+        and ``grads`` (the gradients of each layer's states) in place. Returns per layer what
+        its weight gradients need, stacked over the chunk's rows M = K·B: ((d pre-activations
+        of half 1 (M, R), its weight_hh operands), (the same of half 2), the layer's input rows
+        (M, I), None for the first layer, whose input is ``x``)."""
+        cells, L = plan.cells, len(plan.cells)
+        xp0 = project(cells[0], params[0], x)
+        record: list[list] = [[] for _ in range(L)]
+        for t in range(start + x.shape[0] - 1, start - 1, -1):
+            active = plan.active(t)
+            g_top = grad_out[t - start] if active is None else grad_out[t - start] * active
+            grads[-1] = (grads[-1][0] + g_top, *grads[-1][1:])
+            for layer in range(L - 1, -1, -1):
+                cell, p = cells[layer], params[layer]
+                x_in = None
+                if layer == 0:
+                    xp = (xp0[0][t - start], xp0[1][t - start])
+                else:
+                    x_in = plan.dropped(layer, hs[layer - 1])
+                    xp = project(cell, p, x_in)
+                step_back = plan.halves[layer].step_back
+                ints[layer], grads[layer], half1, half2, hs[layer] = step_back(p, xp, ints[layer], grads[layer],
+                                                                               hs[layer], buf, active)
+                if layer > 0:
+                    d_in = plan.dropped(layer, half1[0].matmul(p["weight_ih1"]) + half2[0].matmul(p["weight_ih2"]))
+                    grads[layer - 1] = (grads[layer - 1][0] + d_in, *grads[layer - 1][1:])
+                record[layer].append((half1, half2, x_in))
+        out = []
+        for layer in range(L):
+            steps = record[layer][::-1]  # back in time order
+            halves = tuple((torch.cat([r[j][0] for r in steps]), tuple(torch.cat(o) for o in zip(*(r[j][1] for r in steps))))
+                           for j in (0, 1))
+            out.append((*halves, None if layer == 0 else torch.cat([r[2] for r in steps])))
+        return out
 
 
 def _step_back(cell: RevCellSpec, p: Params, xp: tuple[Tensor, Tensor], own: Ints, grad: tuple[Tensor, ...],
@@ -319,44 +379,19 @@ class Reversible(torch.autograd.Function):
         for s, e in reversed(plan.chunks(T)):
             if buf is not None:
                 buf.begin_reverse_chunk((e - s) * plan.ops_per_step)
-            xp0 = project(cells[0], params[0], x[s:e])
-            record: list[list] = [[] for _ in range(L)]
-            for t in range(e - 1, s - 1, -1):
-                active = plan.active(t)
-                g_top = grad_out[t] if active is None else grad_out[t] * active
-                grads[-1] = (grads[-1][0] + g_top, *grads[-1][1:])
-                for layer in range(L - 1, -1, -1):
-                    cell, p = cells[layer], params[layer]
-                    x_in = None
-                    if layer == 0:
-                        xp = (xp0[0][t - s], xp0[1][t - s])
-                    else:
-                        x_in = plan.dropped(layer, hs[layer - 1])
-                        xp = project(cell, p, x_in)
-                    step_back = plan.halves[layer].step_back
-                    ints[layer], grads[layer], half1, half2, hs[layer] = step_back(p, xp, ints[layer], grads[layer],
-                                                                                   hs[layer], buf, active)
-                    if layer > 0:
-                        d_in = plan.dropped(layer, half1[0].matmul(p["weight_ih1"]) + half2[0].matmul(p["weight_ih2"]))
-                        grads[layer - 1] = (grads[layer - 1][0] + d_in, *grads[layer - 1][1:])
-                    record[layer].append((half1, half2, x_in))
+            chunk = plan.halves[0].backward_chunk(plan, params, x[s:e], s, ints, hs, grads, grad_out[s:e], buf)
             if buf is not None:
                 buf.end_reverse_chunk()
-            for layer in range(L):
-                steps = record[layer][::-1]  # back in time order
-                x_rows = (x[s:e] if layer == 0 else torch.stack([r[2] for r in steps])).flatten(0, 1)
-                da_all = []
-                for j in (1, 2):
-                    da = torch.cat([r[j - 1][0] for r in steps])
-                    ops = tuple(torch.cat(o) for o in zip(*(r[j - 1][1] for r in steps)))
+            for layer, (*halves, x_rows) in enumerate(chunk):
+                x_rows = x[s:e].flatten(0, 1) if x_rows is None else x_rows
+                for j, (da, ops) in zip((1, 2), halves):
                     _accumulate(grad_p[layer], f"weight_hh{j}", cells[layer].grad_weight_hh(da, ops))
                     _accumulate(grad_p[layer], f"weight_ih{j}", da.t().matmul(x_rows))
                     if f"bias{j}" in grad_p[layer]:
                         _accumulate(grad_p[layer], f"bias{j}", da.sum(0))
-                    da_all.append(da)
                 if layer == 0 and dx is not None:
                     p = params[0]
-                    dx[s:e] = (da_all[0].matmul(p["weight_ih1"]) + da_all[1].matmul(p["weight_ih2"])).view(
+                    dx[s:e] = (halves[0][0].matmul(p["weight_ih1"]) + halves[1][0].matmul(p["weight_ih2"])).view(
                         e - s, B, p["weight_ih1"].shape[1])
 
         if buf is not None:

@@ -4,18 +4,15 @@ torch information buffer."""
 from __future__ import annotations
 
 from .base import RevCellSpec
-from .buffer import InformationBuffer
-from .function import _step, _step_back
+from .function import Halves, _step, _step_back
 
 
 def runners(backend):
     return TorchHalf
 
 
-class TorchHalf:
+class TorchHalf(Halves):
     """The half-updates of one reversible cell in torch ops."""
-
-    buffer = InformationBuffer
 
     def __init__(self, cell: RevCellSpec) -> None:
         self.cell = cell

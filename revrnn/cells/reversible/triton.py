@@ -35,6 +35,7 @@ from ...kernels import reversible as K
 from . import fixed
 from .base import Ints, RevCellSpec, join_halves, split_halves
 from .buffer import TritonBuffer
+from .function import Halves
 from .revgru import RevGRUCell
 from .revlstm import RevLSTMCell
 
@@ -47,7 +48,7 @@ def _unclaim(buf: TritonBuffer | None, ops: int) -> tuple:
     return (None,) * 4 + (0,) if buf is None else buf.unclaim(ops)
 
 
-class FusedHalf:
+class FusedHalf(Halves):
     """The fused half-update of one cell: what a cell spec's ``gates``, ``advance``, ``retreat``
     and ``backward`` do, with the pointwise work in Triton kernels.
 
