@@ -7,6 +7,9 @@
 
 #ifdef __CUDACC__
 #define REVRNN_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+// Always inlined: an element function that is called, not inlined, keeps its SIMD loop scalar.
+#define REVRNN_HD inline __attribute__((always_inline))
 #else
 #define REVRNN_HD inline
 #endif

@@ -49,10 +49,15 @@ REVRNN_HD int64_t quantise_gate(T z, int forget_bits) {
   return n < lo ? lo : (n > kGateOne ? kGateOne : n);
 }
 
-// The factor a state is actually multiplied by: n / 1024, or 1 without forgetting.
+// The factor a state is actually multiplied by: n / 1024, and 1 without forgetting (k = 0 clamps
+// n to [1024, 1024]). The same value as quantise_gate(z) / 1024, computed in floating point
+// and without branches so that loops over it vectorise.
 template <typename T>
 REVRNN_HD T gate_value(T z, int forget_bits) {
-  return forget_bits ? T(quantise_gate(z, forget_bits)) / T(kGateOne) : T(1);
+  const T lo = T(kGateOne >> forget_bits), one = T(kGateOne);
+  const T c = z != z ? T(0) : (z < T(0) ? T(0) : (z > T(2) ? T(2) : z));
+  const T n = rint_(c * one);
+  return (n < lo ? lo : (n > one ? one : n)) / one;
 }
 
 // One reversible stack (the information buffer) as its elements see it: element e's current

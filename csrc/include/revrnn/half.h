@@ -37,7 +37,8 @@ struct Half {
   T* da;                     // (B, R): gradients of the pre-activations (zero on ended rows)
   T* drh;                    // (B, G) scratch (RevGRU: d (r * hb))
 
-  REVRNN_HD T restrict(T s) const { return forget_bits ? max_forget * s + (T(1) - max_forget) : s; }
+  // m s + (1 - m); without forgetting m = 1 and this is s exactly (no branch: the loops vectorise)
+  REVRNN_HD T restrict(T s) const { return max_forget * s + (T(1) - max_forget); }
   REVRNN_HD bool active(int64_t b) const { return mask == nullptr || mask[b] != 0; }
 };
 

@@ -1,7 +1,9 @@
 // RevLSTM's half-update (MacKay et al. 2018; revrnn/cells/reversible/revlstm.py), host and device:
 //   [f; g; i; o; p] = xp + hb U^T (σ, tanh, σ, σ, σ; f and p restricted to [2**-k, 1])
 //   c <- MUL(c, f) + i g,  then  h <- MUL(h, p) + o tanh(c)   exactly
-// act holds σ(f), g, i, o, σ(p), f, p, i g, tanh(c) and o tanh(c).
+// act holds σ(f), g, i, o, σ(p), f, p, i g, tanh(c), o tanh(c) and the old c. The float value of
+// c is written by the integer loops, so that tanh's loop has no int64 conversion (which x86
+// does not vectorise) and runs SIMD.
 #pragma once
 
 #include "revrnn/half.h"
@@ -12,7 +14,7 @@ struct RevLSTM {
   static constexpr int kStates = 2;
   static constexpr int kBlocks = 5;
   static constexpr int kMultiplies = 2;
-  static constexpr int kActs = 10;
+  static constexpr int kActs = 11;
 
   template <typename T>
   struct Gates {
@@ -36,11 +38,19 @@ struct RevLSTM {
   };
 
   template <typename T>
-  struct CellTanh {  // tanh of the current c and the h update term
+  struct CellFloat {  // the float value of c, for CellTanh
+    Half<T> s;
+    REVRNN_HD void operator()(int64_t b, int64_t j, bool) const {
+      s.act[b * kActs * s.G + 8 * s.G + j] = fixed::to_float<T>(s.own[1][b * s.H + j]);
+    }
+  };
+
+  template <typename T>
+  struct CellTanh {  // tanh of c (its float value in column 8) and the h update term
     Half<T> s;
     REVRNN_HD void operator()(int64_t b, int64_t j, bool) const {
       T* a = s.act + b * kActs * s.G + j;
-      const T tc = tanh_(fixed::to_float<T>(s.own[1][b * s.H + j]));
+      const T tc = tanh_(a[8 * s.G]);
       a[8 * s.G] = tc;
       a[9 * s.G] = a[3 * s.G] * tc;
     }
@@ -66,7 +76,10 @@ struct RevLSTM {
         }
       }
       s.own[which][i] = v;
-      if (!which) s.hf[i] = fixed::to_float<T>(v);
+      if (!which)
+        s.hf[i] = fixed::to_float<T>(v);
+      else  // forward: the new c, for CellTanh; reverse: the old one, for Grad
+        s.act[b * kActs * G + (kForward ? 8 : 10) * G + j] = fixed::to_float<T>(v);
     }
   };
 
@@ -77,7 +90,7 @@ struct RevLSTM {
       const int64_t i = b * s.H + j, G = s.G;
       const T* a = s.act + b * kActs * G + j;
       const T sf = a[0], g = a[G], in = a[2 * G], o = a[3 * G], sp = a[4 * G], tc = a[8 * G];
-      const T h = s.hf[i], c = fixed::to_float<T>(s.own[1][i]), dh = s.dh[0][i], dc = s.dh[1][i];
+      const T h = s.hf[i], c = a[10 * G], dh = s.dh[0][i], dc = s.dh[1][i];
       const T dct = dc + dh * o * (T(1) - tc * tc);
       const T dp = s.forget_bits ? dh * h : T(0), df = s.forget_bits ? dct * c : T(0), m = s.max_forget;
       T* d = s.da + b * s.R + j;
@@ -104,6 +117,7 @@ struct RevLSTM {
   static void retreat(Device& dev, const Half<T>& s, Slice u) {
     half_gemm(dev, u, 0, kBlocks, s.B, s.G, s.R, s.hb, s.H, s.w_hh, s.pre);
     dev.pointwise(s.B, u, nullptr, Gates<T>{s});
+    dev.pointwise(s.B, u, nullptr, CellFloat<T>{s});
     dev.pointwise(s.B, u, nullptr, CellTanh<T>{s});  // of the new c, as the forward computed it
     dev.pointwise(s.B, u, s.mask, Update<T, false>{s, 0});
     dev.pointwise(s.B, u, s.mask, Update<T, false>{s, 1});
