@@ -93,10 +93,11 @@ const revrnn::cpu::RevEntry& reversible_entry(const char* fn, const std::string&
   return *e;
 }
 
-// The information buffer's addresses: [word, stack, height, bits, costs, bad] (0 where a call
-// does not use one) and its sizes; all zero without forgetting.
+// The information buffer's addresses: [word, stack, height, bits, costs, bad] and its sizes; all
+// zero without forgetting. bits and costs are read where the call `accounts` for information,
+// bad where it `flags` inexact reverses; elsewhere they may be 0.
 revrnn::fixed::Buffer buffer_args(const char* fn, const Addresses& a, int64_t depth, int64_t stride,
-                                  int64_t spill_at, bool forward, bool forgetting) {
+                                  int64_t spill_at, bool accounts, bool flags, bool forgetting) {
   if (a.size() != 6)
     throw std::invalid_argument(std::string(fn) + ": argument 'buffer' must list 6 addresses, got " +
                                 std::to_string(a.size()));
@@ -106,9 +107,9 @@ revrnn::fixed::Buffer buffer_args(const char* fn, const Addresses& a, int64_t de
   const bool off = !forgetting;
   return {pointer<int64_t>(fn, "buffer word", a[0], off), pointer<int64_t>(fn, "buffer stack", a[1], off),
           pointer<int64_t>(fn, "buffer height", a[2], off), depth, stride, spill_at,
-          pointer<double>(fn, "buffer bits", a[3], off || !forward),
-          pointer<const double>(fn, "buffer costs", a[4], off || !forward),
-          pointer<uint8_t>(fn, "buffer bad", a[5], off || forward)};
+          pointer<double>(fn, "buffer bits", a[3], off || !accounts),
+          pointer<const double>(fn, "buffer costs", a[4], off || !accounts),
+          pointer<uint8_t>(fn, "buffer bad", a[5], off || !flags)};
 }
 
 // One layer's addresses, in this order (0 where absent): w_ih1, w_ih2, w_hh1, w_hh2, bias1,
@@ -165,7 +166,7 @@ void run_reversible(const char* fn, const std::string& cell, bool reverse, int t
   const bool deep = L > 1;
   revrnn::RevChunk<T> c{K, B, G, L, forget_bits, T(max_forget), pointer<const T>(fn, "xp0", xp0),
                         pointer<const uint8_t>(fn, "mask", mask, true), ls.data(),
-                        buffer_args(fn, buffer, depth, B * G, spill_at, !reverse, forget_bits > 0), op,
+                        buffer_args(fn, buffer, depth, B * G, spill_at, !reverse, reverse, forget_bits > 0), op,
                         reverse ? nullptr : pointer<T>(fn, "y", y), reverse ? pointer<const T>(fn, "grad_y", y) : nullptr,
                         pointer<T>(fn, "pre", scratch[0]), pointer<T>(fn, "act", scratch[1]),
                         pointer<T>(fn, "rh", scratch[2], !e.reset), pointer<T>(fn, "drh", scratch[3], !e.reset || !reverse),
@@ -183,8 +184,8 @@ void run_elements(const char* fn, bool forward, int64_t rows, int64_t G, uintptr
                   uintptr_t active, uintptr_t out, const Addresses& buffer, int64_t depth, int64_t spill_at,
                   int64_t op) {
   revrnn::bindings::check_sizes(fn, rows, G);
-  revrnn::fixed::Buffer buf = buffer_args(fn, buffer, depth, rows * G, spill_at, forward, true);
-  buf.bits = nullptr;  // the caller accounts the information of a single operation itself
+  // the caller accounts the information of a single operation itself
+  const revrnn::fixed::Buffer buf = buffer_args(fn, buffer, depth, rows * G, spill_at, false, !forward, true);
   const int64_t* hp = pointer<const int64_t>(fn, "h", h);
   const int64_t* np = pointer<const int64_t>(fn, "n", n);
   const int64_t* qp = pointer<const int64_t>(fn, "q", q, true);

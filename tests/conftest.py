@@ -39,3 +39,24 @@ def _poison_outputs():
     common.POISON = True
     yield
     common.POISON = False
+
+
+@pytest.fixture
+def poison():
+    """Fill every newly allocated tensor with NaN, so that an output element the C++ code fails
+    to write shows up as NaN in the comparison (torch.empty returns NaN in deterministic mode)."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    assert torch.empty(8, dtype=torch.float64).isnan().all()  # the poisoning itself works
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.utils.deterministic.fill_uninitialized_memory = before[1]
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

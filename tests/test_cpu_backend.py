@@ -36,19 +36,6 @@ RTOL = {torch.float64: 1e-10, torch.float32: 3e-5}
 T, B, I, H = 37, 3, 5, 45  # odd sizes: nothing lines up with a vector width
 
 
-@pytest.fixture
-def poison():
-    """Fill every newly allocated tensor with NaN, so that an output element the C++ code fails
-    to write shows up as NaN in the comparison (torch.empty returns NaN in deterministic mode)."""
-    before = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    assert torch.empty(8, dtype=torch.float64).isnan().all()  # the poisoning itself works
-    yield
-    torch.use_deterministic_algorithms(before[0])
-    torch.utils.deterministic.fill_uninitialized_memory = before[1]
-
-
 class Packed(nn.Module):
     """Runs ``rnn`` on a PackedSequence made from padded input, returns padded output."""
 
@@ -285,14 +272,6 @@ def test_auto_compiles_fullgraph(module):
     want = grads(m, x)
     got = {k.replace("_orig_mod.", ""): v for k, v in grads(torch.compile(m, fullgraph=True), x).items()}
     assert_close_all(got, want, RTOL[torch.float32])
-
-
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("module", MODULES)

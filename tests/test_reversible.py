@@ -8,6 +8,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from revrnn import BackendUnavailable
+from revrnn.backends import resolve
 from revrnn.accounting import activation_bytes
 from revrnn.nn import RevGRU, RevLSTM
 from revrnn.cells.reversible import revgru as revgru_module
@@ -20,9 +21,10 @@ CELLS = [RevGRU, RevLSTM]
 
 
 def pair(cls, dtype=torch.float64, **kw):
-    """A reversible module and a ``store`` module with the same weights."""
-    rev = cls(5, 6, dtype=dtype, verify=True, **kw)
-    store = cls(5, 6, dtype=dtype, memory="store", **kw)
+    """A reversible module and a ``store`` module with the same weights, on the reference
+    backend, whose two modes run the same gates (other backends: their own test files)."""
+    rev = cls(5, 6, dtype=dtype, verify=True, backend="reference", **kw)
+    store = cls(5, 6, dtype=dtype, memory="store", backend="reference", **kw)
     store.load_state_dict(rev.state_dict())
     return rev, store
 
@@ -192,7 +194,7 @@ def test_returned_state_is_the_true_final_state(cls):
 def test_verify_catches_a_perturbed_reverse_gate(monkeypatch):
     """Gates recomputed slightly differently in reverse (here: one ulp of float64 noise on the
     candidate) break exactness; verify=True raises instead of returning wrong gradients."""
-    m = RevGRU(5, 6, dtype=torch.float64, verify=True)
+    m = RevGRU(5, 6, dtype=torch.float64, verify=True, backend="reference")
     x = torch.randn(50, 3, 5, dtype=torch.float64)
     out, h = m(x)
     gates = revgru_module.RevGRUCell.gates
@@ -223,7 +225,7 @@ def test_out_of_range_initial_state_raises(cls):
 def test_forward_matmul_precision_is_replayed_in_backward(monkeypatch):
     """The float32 matmul precision (TF32/bf16 or IEEE) changed between forward and backward
     (spec §6 test 8) is set back to the forward's for the reverse gates, then restored."""
-    m = RevGRU(5, 6, verify=True)
+    m = RevGRU(5, 6, verify=True, backend="reference")
     out, _ = m(torch.randn(30, 3, 5))
     forward = matmul_precision()
     seen = set()
@@ -305,9 +307,11 @@ def test_bad_arguments(cls, kwargs, error, match):
 
 
 def test_unimplemented_backend_is_unavailable():
-    m = RevGRU(3, 4, backend="cpu")
-    with pytest.raises(BackendUnavailable, match="does not implement the revgru cell"):
-        m(torch.randn(2, 1, 3))
+    """A backend without glue for a cell type refuses it by name (glue is found by exact type)."""
+    class Other(revgru_module.RevGRUCell):
+        pass
+    with pytest.raises(BackendUnavailable, match="does not implement the revgru cell|is not available"):
+        resolve("cpu", Other(3, 4), torch.device("cpu"))
 
 
 # -- layout ---------------------------------------------------------------------------------

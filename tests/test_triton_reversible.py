@@ -14,112 +14,39 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
+import revrnn  # noqa: E402
 from revrnn import BackendUnavailable  # noqa: E402
 from revrnn.backends import resolve  # noqa: E402
 from revrnn.kernels import reversible as kernels  # noqa: E402
 from revrnn.nn import RevGRU, RevLSTM  # noqa: E402
 from revrnn.cells.reversible import fixed  # noqa: E402
 from revrnn.cells.reversible.base import RevCellSpec  # noqa: E402
-from revrnn.cells.reversible.buffer import InformationBuffer, TritonBuffer  # noqa: E402
+from revrnn.cells.reversible.buffer import TritonBuffer  # noqa: E402
 from revrnn.cells.reversible.triton import fused_half  # noqa: E402
 from revrnn.cells.reversible.revgru import RevGRUCell  # noqa: E402
 from revrnn.cells.reversible.revlstm import RevLSTMCell  # noqa: E402
 
-from utils import as_tuple, assert_close_all, loss_of  # noqa: E402
-
-I64_MIN, I64_MAX = -(2 ** 63), 2 ** 63 - 1
+from reversible_checks import (CORE_CASES, buffers, check_core_flags_an_inexact_reverse,  # noqa: E402
+                               check_core_step_by_step, compare_backends, inputs, random_states, run,
+                               saturate_forget_gates, words_near_spill, assert_same_buffer)
+from utils import assert_close_all  # noqa: E402
 CELLS = [RevGRU, RevLSTM]
 #: tanh of a large state: exp overflows to inf in the interpreter and tanh is -1, by design
 LARGE_STATES = pytest.mark.filterwarnings("ignore:overflow encountered in exp")
 
 
 # -- kernel level ---------------------------------------------------------------------------
-def random_states(gen: torch.Generator, shape: tuple[int, int]) -> torch.Tensor:
-    """int64 states: mostly within the reachable range, some negative extremes and the int64
-    limits (the arithmetic wraps identically there)."""
-    h = torch.randint(-(2 ** 40), 2 ** 40, shape, generator=gen)
-    flat = h.view(-1)
-    specials = torch.tensor([I64_MIN, I64_MAX, -1, 0, 1, -(2 ** 62), 2 ** 62, -1024, -1025, 1023])
-    flat[:specials.numel()] = specials[:flat.numel()]
-    return h
-
-
-def words_near_spill(gen: torch.Generator, shape: tuple[int, int], k: int) -> torch.Tensor:
-    """Current words just below, at and above the spill threshold 2**(53 - k), and up to 2**53."""
-    spill_at = 1 << (53 - k)
-    near = spill_at + torch.randint(-2, 3, shape, generator=gen)
-    anywhere = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2.0 ** 53).long().clamp(max=2 ** 53 - 1)
-    return torch.where(torch.rand(shape, generator=gen) < 0.5, near, anywhere)
-
-
-def buffers(shape: tuple[int, int], k: int, ops: int, words: torch.Tensor):
-    ref, tri = InformationBuffer(shape, k), TritonBuffer(shape, k)
-    for buf in (ref, tri):
-        buf.begin_chunk(ops)
-        buf.word = words.clone()
-    return ref, tri
-
-
-def assert_same_buffer(ref: InformationBuffer, tri: InformationBuffer, what: str) -> None:
-    assert torch.equal(tri.word, ref.word), f"{what}: word"
-    assert torch.equal(tri._height, ref._height), f"{what}: height"
-    assert torch.equal(tri._scratch, ref._scratch), f"{what}: scratch"
-
-
-@pytest.mark.parametrize("k, shape, masks, update", [(10, (3, 5), True, True), (3, (4, 7), False, True),
-                                                     (1, (2, 3), True, False), (5, (1, 1), False, False)])
+@pytest.mark.parametrize("k, shape, masks, update", CORE_CASES)
 def test_kernels_match_reference_step_by_step_and_reverse(k, shape, masks, update):
-    """Each multiply equals the reference buffer's (state, word, stack, height) exactly, from
-    words at the spill threshold, with gates down to 2**-k; the reverse restores every step."""
-    gen = torch.Generator().manual_seed(k)
-    steps = 60
-    z = 2.0 ** -k + (1 - 2.0 ** -k) * torch.rand(steps, *shape, generator=gen, dtype=torch.float64)
-    z[::3] = 2.0 ** -k                                # the most forgetting: the fastest spills
-    n = fixed.quantise_gate(z, k)
-    u = fixed.quantise_update(torch.rand(steps, *shape, generator=gen, dtype=torch.float64) * 2 - 1)
-    active = torch.rand(steps, shape[0], 1, generator=gen) < 0.7 if masks else [None] * steps
-    words = words_near_spill(gen, shape, k)
-    ref, tri = buffers(shape, k, steps, words)
-    h_ref = h_tri = h0 = random_states(gen, shape)
-    trail = [h0]
-    for t in range(steps):
-        ut = u[t] if update else None
-        h_ref = ref.multiply(h_ref, n[t], active[t], ut)
-        h_tri = tri.multiply(h_tri, n[t], active[t], ut)
-        assert torch.equal(h_tri, h_ref), f"step {t}: state"
-        assert_same_buffer(ref, tri, f"step {t}")
-        trail.append(h_tri)
-    assert tri._height.sum() > 0                      # it spilled
-    assert tri.optimal_bits == ref.optimal_bits
-    for t in reversed(range(steps)):
-        ut = u[t] if update else None
-        h_ref = ref.divide(h_ref, n[t], active[t], ut)
-        h_tri = tri.divide(h_tri, n[t], active[t], ut)
-        assert torch.equal(h_tri, trail[t]) and torch.equal(h_ref, trail[t]), f"reverse step {t}"
-        assert_same_buffer(ref, tri, f"reverse step {t}")
-    assert torch.equal(tri.word, words) and not tri._height.any() and not tri._bad
+    check_core_step_by_step(TritonBuffer, k, shape, masks, update)
 
 
 def test_kernels_flag_an_inexact_reverse():
-    """A wrong gate in reverse leaves a non-zero word where a spilled one is popped: the
-    kernel sets the buffer's error flag exactly as the reference does."""
-    shape, k = (2, 4), 10
-    words = torch.full(shape, 1 << (53 - k))         # every element spills at the first multiply
-    ref, tri = buffers(shape, k, 3, words)
-    h_ref = h_tri = torch.arange(8, dtype=torch.int64).view(shape) * 12345
-    n = torch.ones(shape, dtype=torch.int64)         # 10 bits into each word per multiply
-    for _ in range(3):
-        h_ref, h_tri = ref.multiply(h_ref, n), tri.multiply(h_tri, n)
-    for _ in range(3):
-        h_ref, h_tri = ref.divide(h_ref, n + 1), tri.divide(h_tri, n + 1)
-    assert ref._bad and tri._bad
-    assert torch.equal(h_tri, h_ref)
-    assert_same_buffer(ref, tri, "after the bad reverse")
+    check_core_flags_an_inexact_reverse(TritonBuffer)
 
 
 def test_kernel_outputs_are_fully_written_and_ops_are_opaque():
@@ -206,7 +133,7 @@ def test_fused_half_updates_match_the_reference_integer_core(spec, k):
     pre[..., :G] -= 3                                 # small forget gates: spills
     active = torch.rand(steps, B, 1, generator=gen) < 0.7
     words = words_near_spill(gen, (B, G), k)
-    ref, tri = buffers((B, G), k, steps * cell.multiplies, words)
+    ref, tri = buffers(TritonBuffer, (B, G), k, steps * cell.multiplies, words)
     own_ref = own_tri = tuple(torch.randint(-(2 ** 40), 2 ** 40, (B, G), generator=gen)
                               for _ in cell.state_names)
     trail = [own_tri]
@@ -262,32 +189,6 @@ def test_fused_ops_are_opaque():
 
 
 # -- module level ---------------------------------------------------------------------------
-def saturate_forget_gates(m: torch.nn.Module) -> None:
-    """Forget gates near 2**-k, so that words fill and spill within a few steps."""
-    G, blocks = m.hidden_size // 2, (0, 4) if isinstance(m, RevLSTM) else (0,)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.startswith("bias"):
-                for b in blocks:
-                    p[b * G:(b + 1) * G] -= 4.0
-
-
-def run(m: torch.nn.Module, x: torch.Tensor, hx, lengths: list[int] | None) -> dict[str, torch.Tensor]:
-    """Outputs, final states and every gradient of :func:`utils.loss_of`."""
-    x = x.detach().requires_grad_()
-    hx = tuple(h.detach().requires_grad_() for h in as_tuple(hx))
-    inp = x if lengths is None else pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=False)
-    out, state = m(inp, hx[0] if len(hx) == 1 else hx)
-    if lengths is not None:
-        out, _ = pad_packed_sequence(out, total_length=x.shape[0])
-    named = dict(m.named_parameters())
-    g = torch.autograd.grad(loss_of(out, state), [x, *hx, *named.values()], allow_unused=True,
-                            materialize_grads=True)
-    result = {"output": out.detach(), **{f"state{k}": s.detach() for k, s in enumerate(as_tuple(state))}}
-    result.update(zip(["x.grad", *(f"hx{k}.grad" for k in range(len(hx))), *named], g))
-    return result
-
-
 FUSED = ("gru_reset", "gru_reset_backward", "gru_advance", "gru_retreat", "gru_backward",
          "lstm_advance", "lstm_retreat", "lstm_backward", "multiply", "divide")
 
@@ -318,62 +219,18 @@ def expected_launches(cls, layers: int, T: int, store: bool = False) -> dict[str
     return {name: want.get(name, 0) for name in FUSED}
 
 
-def make_pair(cls, forget_bits: int, layers: int, dtype: torch.dtype, hidden: int = 10, **kw):
-    """The same weights (forget gates saturated) on backend="reference" and "triton"."""
-    kw = dict(num_layers=layers, forget_bits=forget_bits, chunk_size=4, dtype=dtype, verify=True, **kw)
-    ref = cls(4, hidden, backend="reference", **kw)
-    saturate_forget_gates(ref)
-    tri = cls(4, hidden, backend="triton", **kw)
-    tri.load_state_dict(ref.state_dict())
-    return ref, tri
-
-
-def inputs(cls, layers: int, B: int, hidden: int, T: int, dtype: torch.dtype):
-    """An input (T, B, 4) and initial states of a few units."""
-    x = torch.randn(T, B, 4, dtype=dtype)
-    return x, tuple(torch.randn(layers, B, hidden, dtype=dtype) * 4 for _ in range(2 if cls is RevLSTM else 1))
-
-
-#: fused vs reference, relative to each tensor's largest value. float64: σ and tanh differ by
-#: an ulp or so, which moves a fixed-point update by an LSB (2**-23) at most and a quantised
-#: gate essentially never, so what remains is float rounding. float32: update LSBs differ
-#: often, and a gate within ~1e-4 of a rounding boundary can come out one quantum apart,
-#: changing that state by 2**-10 of itself: one such flip is allowed, and it moves what depends
-#: on that state by 2**-10 of the tensor's scale, so float32 is measured per tensor (FLOOR).
-CLOSE = {torch.float64: 1e-9, torch.float32: 2.0 ** -10}
-FLOOR = {torch.float64: None, torch.float32: 1.0}
-
-
-def compare_backends(cls, forget_bits: int, layers: int, dtype: torch.dtype, hidden: int = 10, T: int = 6,
-                     lengths: list[int] | None = None) -> None:
-    """backend="triton" close to "reference" on the same weights and input (outputs, final states,
-    gradients, buffer accounting); verify=True checks both reconstruct exactly."""
-    ref, tri = make_pair(cls, forget_bits, layers, dtype, hidden)
-    B = 3 if lengths is None else len(lengths)
-    x, hx = inputs(cls, layers, B, hidden, T, dtype)
-    want, got = run(ref, x, hx, lengths), run(tri, x, hx, lengths)
-    assert_close_all(got, want, CLOSE[dtype], FLOOR[dtype])
-    if dtype == torch.float64:  # the same quantised trajectory: the same spills
-        assert tri.last_stats.used_bits == ref.last_stats.used_bits
-    assert tri.last_stats.optimal_bits == pytest.approx(ref.last_stats.optimal_bits, rel=CLOSE[dtype], abs=1e-9)
-    multiplies = 2 * layers * T * (2 if cls is RevLSTM else 1) if forget_bits else 0
-    if forget_bits * multiplies >= 2 * 53:  # words spilled: more than the current words and counts
-        elements = B * hidden // 2
-        assert tri.last_stats.used_bits > 64 * elements + 8 * elements * -(-T // 4)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("forget_bits", [0, 1, 3, 10])
 @pytest.mark.parametrize("cls", CELLS)
 def test_fused_backend_is_close_to_reference(cls, forget_bits, dtype):
-    compare_backends(cls, forget_bits, 2, dtype, lengths=[6, 3, 1])
+    compare_backends(cls, "triton", forget_bits, 2, dtype, lengths=[6, 3, 1])
 
 
 @pytest.mark.parametrize("cls", CELLS)
 def test_fused_launches_one_kernel_per_half_update(cls, launches):
     """An odd half size, one layer, full batch: exactly the fused kernels run (none of the
     per-multiply ones), one per half-update and pass."""
-    compare_backends(cls, 10, 1, torch.float64, hidden=46, T=4)
+    compare_backends(cls, "triton", 10, 1, torch.float64, hidden=46, T=4)
     assert launches == expected_launches(cls, 1, 4)
 
 
@@ -465,9 +322,11 @@ def test_triton_without_interpreter_on_cpu_is_unavailable(monkeypatch):
 
 
 def test_auto_uses_triton_on_cuda_only():
-    """The reversible modules resolve their backend as every module does."""
+    """The reversible modules resolve their backend as every module does: on CPU the compiled
+    executor where it is built, else the reference."""
     m = RevGRU(3, 4)
-    assert resolve(m.backend, m.cells[0], torch.device("cpu")).name == "reference"
+    on_cpu = "cpu" if revrnn.available_backends()["cpu"] is None else "reference"
+    assert resolve(m.backend, m.cells[0], torch.device("cpu")).name == on_cpu
     assert resolve(m.backend, m.cells[0], torch.device("cuda")).name == "triton"  # only the device type is read
 
 
