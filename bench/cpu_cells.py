@@ -18,6 +18,11 @@ row reports the median; ``ratio`` is its median over the baseline's (ratio 1). C
 Targets (2-core machine): against torch.nn, revrnn cpu ≤ 1.0 at B=32 I=H=256 T=200 and ≤ 1.2 at
 B=1 H=64 (per step); against the eager loop, ≤ 0.2 (5× faster), measured at both shapes.
 
+The reversible cells (RevGRU, RevLSTM, ``memory="reversible"``) run at T=10⁴ B=16 I=64 H=128
+against torch.nn's twin of the cell they are the reversible counterpart of (the catalog's
+``reversible_of``: GRU, LSTM), target ≤ 1.5, with their eager loop (the reference backend) beside
+them; ``--reversible-repeats`` rounds (default 3), one warm-up.
+
     python bench/cpu_cells.py [--threads 2] [--repeats 7] [--out file.json]
 
 The JSON (default ``bench/results/cpu_<machine>.json``) holds every time, the machine, the
@@ -47,6 +52,8 @@ SHAPES = ((200, 32, 256, 256), (200, 1, 64, 64))
 QUICK = ((6, 3, 5, 7),)
 TARGET = {(200, 32, 256, 256): 1.0, (200, 1, 64, 64): 1.2}
 EAGER_TARGET = 0.2
+REVERSIBLE_SHAPE, REVERSIBLE_QUICK = (10_000, 16, 64, 128), (20, 3, 5, 8)
+REVERSIBLE_TARGET = 1.5
 
 
 def states(state) -> tuple[torch.Tensor, ...]:
@@ -80,37 +87,47 @@ def gemm_floor(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def measure(case, shape: tuple[int, int, int, int], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every candidate of ``case`` at ``shape``, interleaved; the first is the baseline."""
+def measure(case, shape: tuple[int, int, int, int], args: argparse.Namespace,
+            twin: str | None = None) -> list[dict[str, Any]]:
+    """Every candidate of ``case`` at ``shape``, interleaved; the first is the baseline. A
+    reversible case runs against ``twin``, the torch.nn class of its plain counterpart."""
     T, B, I, H = shape
     torch.manual_seed(0)
     x = torch.randn(T, B, I, requires_grad=True)
     models: dict[str, nn.Module] = {}
-    if case.baseline:
-        models["torch.nn"] = case.make_baseline(I, H)
-    for backend in ("cpu", "reference") if case.baseline else ("reference", "cpu"):
-        models[f"revrnn {backend}"] = case.make(I, H, backend=backend)
-    state = next(iter(models.values())).state_dict()
-    for m in models.values():
-        m.load_state_dict(state)
-    candidates = {name: training_step(m, x) for name, m in models.items()}
-    if case.baseline:
-        candidates["GEMM floor"] = gemm_floor(models["torch.nn"], x)
+    candidates: dict[str, Callable[[], None]] = {}
+    if twin:
+        models["torch.nn"] = getattr(nn, twin)(I, H)
+        for backend in ("cpu", "reference"):  # the case's hidden size is a test size: H here
+            models[f"revrnn {backend}"] = case.module_class()(I, H, **case.kwargs, backend=backend)
+        models["revrnn reference"].load_state_dict(models["revrnn cpu"].state_dict())
+        warmup, repeats, target_of = 1, args.reversible_repeats, {"revrnn cpu": REVERSIBLE_TARGET}
+    else:
+        if case.baseline:
+            models["torch.nn"] = case.make_baseline(I, H)
+        for backend in ("cpu", "reference") if case.baseline else ("reference", "cpu"):
+            models[f"revrnn {backend}"] = case.make(I, H, backend=backend)
+        state = next(iter(models.values())).state_dict()
+        for m in models.values():
+            m.load_state_dict(state)
+        if case.baseline:
+            candidates["GEMM floor"] = gemm_floor(models["torch.nn"], x)
+        warmup, repeats = args.warmup, args.repeats
+        target_of = {"revrnn cpu": TARGET.get(shape) if case.baseline else EAGER_TARGET}
+    candidates = {**{name: training_step(m, x) for name, m in models.items()}, **candidates}
     times: dict[str, list[float]] = {name: [] for name in candidates}
-    for round_ in range(args.warmup + args.repeats):
+    for round_ in range(warmup + repeats):
         for name, step in candidates.items():
             t0 = time.perf_counter()
             step()
-            if round_ >= args.warmup:
+            if round_ >= warmup:
                 times[name].append((time.perf_counter() - t0) * 1e3)
     first = next(iter(times))
     base = statistics.median(times[first])
     rows = []
     for name, ts in times.items():
         ms = statistics.median(ts)
-        target = None
-        if name == "revrnn cpu":
-            target = TARGET.get(shape) if case.baseline else EAGER_TARGET
+        target = target_of.get(name)
         rows.append({"case": case.bench or case.name, "baseline": first, "T": T, "B": B, "I": I, "H": H,
                      "impl": name, "ms": ms, "us_per_step": ms / T * 1e3, "ratio": ms / base, "times_ms": ts,
                      "target": target, "meets": None if target is None else ms / base <= target})
@@ -133,6 +150,22 @@ def eager_cases() -> list:
     return out
 
 
+def reversible_cases() -> list[tuple[Any, str]]:
+    """The catalog's reversible benchmark cases, each with the torch.nn class of the cell it is
+    the reversible counterpart of (``Family.reversible_of``, then that module's baseline)."""
+    from revrnn.cells import FAMILIES, cases
+    from revrnn.nn import MODULES
+
+    plain_of = {rev: plain for family in FAMILIES for plain, rev in family.reversible_of.items() if plain != rev}
+    baseline_of = {case.module: case.baseline for _, case in cases(baseline=True, bench=None)}
+    out = []
+    for _, case in cases(bench=True):
+        cli = next((c for c, m in MODULES.items() if m.__name__ == case.module), None)
+        if cli in plain_of:
+            out.append((case, baseline_of[MODULES[plain_of[cli]].__name__]))
+    return out
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ["case", "T", "B", "I", "H", "impl", "ms", "µs/step", "ratio", "target"]  # ratio: over the first row
     lines = [[r["case"], str(r["T"]), str(r["B"]), str(r["I"]), str(r["H"]), r["impl"], f"{r['ms']:.2f}",
@@ -146,11 +179,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
     ap.add_argument("--repeats", type=int, default=7, help="timed rounds, median reported (default 7)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    ap.add_argument("--reversible-repeats", type=int, default=3,
+                    help="timed rounds of the reversible cells at T=10^4 (default 3)")
     ap.add_argument("--quick", action="store_true", help="one toy shape, 1 warmup, 2 repeats (smoke test)")
     ap.add_argument("--out", type=Path, help="JSON path (default: bench/results/cpu_<machine>[_quick].json)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.warmup, args.repeats = 1, 2
+        args.warmup, args.repeats, args.reversible_repeats = 1, 2, 2
     torch.set_num_threads(args.threads)
 
     import revrnn
@@ -165,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
             for shape in (QUICK if args.quick else SHAPES) for row in measure(case, shape, args)]
     rows += [row for case in eager_cases() for shape in (QUICK if args.quick else SHAPES)
              for row in measure(case, shape, args)]
+    rows += [row for case, twin in reversible_cases()
+             for row in measure(case, REVERSIBLE_QUICK if args.quick else REVERSIBLE_SHAPE, args, twin)]
     print(table(rows))
     print("ratio: median time over the baseline's (the case's first row) in the same rounds")
 

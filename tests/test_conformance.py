@@ -32,7 +32,9 @@ I, H, T, B = 5, 45, 7, 3
 STRATEGIES = {"store": {}, "recompute": dict(memory="recompute", checkpoint_every=3),
               "revolve": dict(memory="recompute", checkpoint_slots=2), "reversible": dict(memory="reversible")}
 TOLERANCE = {"reference": 1e-12, "triton": 1e-12, "cpu": 1e-10}
-REVERSIBLE_TOLERANCE = {"reference": 1e-10, "triton": 1e-9}
+#: the compiled paths' σ and tanh round differently from torch's, which moves a fixed-point update
+#: by an LSB (see tests/reversible_checks.py: CLOSE)
+REVERSIBLE_TOLERANCE = {"reference": 1e-10, "triton": 1e-9, "cpu": 1e-9}
 
 
 def backends() -> list[str]:
