@@ -49,18 +49,20 @@ class Packed(nn.Module):
 
 
 #: the configurations the executor runs: id -> (revrnn.nn class, keywords); and those torch.nn has
-MODULES = {"LSTM": ("LSTM", {}), "GRU": ("GRU", {}), "GRU-reset-before": ("GRU", dict(reset_after=False)),
+MODULES = {"LSTM": ("LSTM", {}), "LSTM-proj": ("LSTM", dict(proj_size=7)), "GRU": ("GRU", {}), "GRU-reset-before": ("GRU", dict(reset_after=False)),
            "GRU1-nobias": ("GRU", dict(variant=1, bias=False)), "GRU2": ("GRU", dict(variant=2)),
            "GRU1-reset-before": ("GRU", dict(variant=1, reset_after=False)),
            "GRU2-reset-before-nobias": ("GRU", dict(variant=2, reset_after=False, bias=False)),
            "MGU1": ("MGU", dict(variant=1)), "MGU2-nobias": ("MGU", dict(variant=2, bias=False)),
+           "GRU3": ("GRU", dict(variant=3)), "GRU3-reset-before-nobias": ("GRU", dict(variant=3, reset_after=False, bias=False)),
+           "MGU3": ("MGU", dict(variant=3)),
            "LiGRU": ("LiGRU", {}), "MGU": ("MGU", {}),
            "GLSTM": ("GLSTM", dict(t_max=12.0, sigma_fraction=0.2)),  # gates open and closed within T
            "LiBRU-logprobs": ("LiBRU", dict(form="logprobs", batch_norm=False))}
 # Not the LiBRU's probs form: its recurrent GEMM reads log(h + 1e-11), which amplifies the rounding
 # of a state near 0 by 1/(h + 1e-11), so no fixed tolerance fits it; the conformance matrix runs it
 # in float64 and test_libru_probs_float32 measures it against the reference's own error.
-TWINS = ["LSTM", "GRU"]
+TWINS = ["LSTM", "LSTM-proj", "GRU"]
 
 
 def n_states(module: str) -> int:
@@ -82,8 +84,14 @@ def pair(module, dtype, memory="store", checkpoint_every=None, lengths=None, **k
     return cpu, ref
 
 
+def state_sizes(module: str, hidden: int) -> list[int]:
+    """h first (proj_size features where the module projects), then c."""
+    proj = MODULES[module][1].get("proj_size", 0)
+    return [proj or hidden, hidden][:n_states(module)]
+
+
 def initial_state(module, dtype, layers=1, directions=1):
-    state = tuple(torch.randn(layers * directions, B, H, dtype=dtype) for _ in range(n_states(module)))
+    state = tuple(torch.randn(layers * directions, B, size, dtype=dtype) for size in state_sizes(module, H))
     return state if len(state) > 1 else state[0]
 
 
@@ -113,8 +121,9 @@ def test_matches_reference(module, dtype, config, memory, poison):
 @pytest.mark.parametrize("memory", ["store", "recompute"])
 @pytest.mark.parametrize("module", MODULES)
 def test_gradcheck(module, memory):
-    m = make(module, 3, 4, dtype=torch.float64, backend="cpu", memory=memory, checkpoint_every=2)
-    hx = tuple(torch.randn(1, 2, 4, dtype=torch.float64) for _ in range(n_states(module)))
+    hidden = 9 if "proj" in module else 4  # more units than the projection's 7
+    m = make(module, 3, hidden, dtype=torch.float64, backend="cpu", memory=memory, checkpoint_every=2)
+    hx = tuple(torch.randn(1, 2, size, dtype=torch.float64) for size in state_sizes(module, hidden))
     gradcheck_module(m, torch.randn(5, 2, 3, dtype=torch.float64), hx)
 
 
@@ -122,19 +131,18 @@ def test_gradcheck(module, memory):
 def test_auto_prefers_cpu_and_matches_torch(module):
     """backend='auto' runs the module on the compiled backend, exactly torch.nn's in float64."""
     assert type(resolve("auto", LSTMCell(I, H), torch.device("cpu"))).__name__ == "CpuBackend"
-    assert resolve("auto", LSTMCell(I, H, proj_size=4), torch.device("cpu")).name == "reference"
     ours = make(module, I, H, num_layers=2, dtype=torch.float64)
     assert ours.cells[0] is not None and resolve("auto", ours.cells[0], torch.device("cpu")).name == "cpu"
-    theirs = getattr(nn, module)(I, H, num_layers=2, dtype=torch.float64)
+    name, own = MODULES[module]
+    theirs = getattr(nn, name)(I, H, num_layers=2, dtype=torch.float64, **own)
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(T, B, I, dtype=torch.float64)
     assert_close_all(grads(ours, x), grads(theirs, x), 1e-10)
 
 
 @pytest.mark.parametrize("make, cell", [
-    (lambda: revrnn.nn.GRU(I, H, variant=3, backend="cpu"), "gru"),
-    (lambda: revrnn.nn.MGU(I, H, variant=3, backend="cpu"), "mgu"),
-    (lambda: revrnn.nn.LSTM(I, H, proj_size=4, backend="cpu"), "lstm"),
+    (lambda: revrnn.nn.KAFLSTM(I, H, backend="cpu"), "kaf_lstm"),
+    (lambda: revrnn.nn.NRU(I, H, backend="cpu"), "nru"),
 ])
 def test_unsupported_cell_raises(make, cell):
     with pytest.raises(BackendUnavailable, match=f"backend 'cpu' does not implement the {cell} cell"):

@@ -40,7 +40,7 @@ template <class Cell>
 constexpr CellEntry entry(const char* name) {
   return {name, Cell::kStates, Cell::kPhases, Cell::kGates, Cell::kXpGates, Cell::kActs, Cell::kRecIsXp, NeedsRecBias<Cell>::value,
           NeedsAux<Cell>::value,
-          NeedsUnit<Cell>::value, HasFeedback<Cell>::value,
+          NeedsUnit<Cell>::value, HasFeedback<Cell>::value, HasProj<Cell>::value,
           forward<Cell, float>, forward<Cell, double>, backward<Cell, float>, backward<Cell, double>};
 }
 

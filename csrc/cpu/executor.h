@@ -21,6 +21,7 @@ struct CellEntry {
   bool aux;                 // reads a per-sequence operand (ChunkForward::aux)
   bool unit;                // reads a per-step, per-unit operand (ChunkForward::unit)
   bool feedback;            // its recurrent GEMM reads g(h) (ChunkForward::fb)
+  bool proj;                // h is mid W_hr^T, of P features (ChunkForward::P, w_hr)
   void (*forward_f32)(int threads, const ChunkForward<float>&);
   void (*forward_f64)(int threads, const ChunkForward<double>&);
   void (*backward_f32)(int threads, const ChunkBackward<float>&);

@@ -87,9 +87,10 @@ class Executor(Runner):
     from the cell's extras (:meth:`aux`), and for a per-step, per-unit one (:meth:`unit`).
 
     Residuals of a chunk of K steps: ``(act, *states)``, the kept activations (K, B, A) and every
-    state tensor before and after each step (K+1, B, H); two-phase cells (a second GEMM per step
-    on ``mid``, e.g. the reset gate times h) keep ``mid`` (K, B, H) after ``act``, and cells whose
-    GEMM reads a feedback g(h) keep it (K+1, B, H) after that.
+    state tensor before and after each step (K+1, B, its size); two-phase cells (a second GEMM per
+    step on ``mid``, e.g. the reset gate times h) and projected cells (h = mid W_hr^T, the LSTM's
+    ``proj_size``) keep ``mid`` (K, B, H) after ``act``, and cells whose GEMM reads a feedback g(h)
+    keep it (K+1, B, H) after that.
     """
 
     #: the cell's name in the executor
@@ -106,10 +107,18 @@ class Executor(Runner):
         self.states, self.phases, self.gates = layout["states"], layout["phases"], layout["gates"]
         self.xp_gates, self.acts, self.rec_is_xp = layout["xp_gates"], layout["acts"], layout["rec_is_xp"]
         self.reads_rec_bias, self.reads_aux, self.reads_unit = layout["rec_bias"], layout["aux"], layout["unit"]
-        self.feedback = layout["feedback"]
+        self.feedback, self.proj = layout["feedback"], layout["proj"]
 
     def refusal(self, cell: CellSpec) -> str | None:
         return self.missing
+
+    def recurrent_weight(self, cell: CellSpec, p: Params) -> Tensor:
+        """The (G, H) weight of the step's recurrent GEMMs: ``weight_hh``, unless the family
+        lays it out otherwise (:meth:`recurrent_weight_grad` maps its gradient back)."""
+        return p["weight_hh"]
+
+    def recurrent_weight_grad(self, cell: CellSpec, p: Params, dw: Tensor | None) -> Tensor | None:
+        return dw
 
     def rec_bias(self, cell: CellSpec, p: Params) -> Tensor | None:
         """The (G) bias the step adds to ``h W_hh^T``, or None."""
@@ -133,6 +142,14 @@ class Executor(Runner):
                    ) -> dict[str, Tensor | None]:
         """The parameter gradients behind :meth:`unit`, from ``d unit`` (K, H)."""
         raise NotImplementedError
+
+    def checked_projection(self, cell: CellSpec, p: Params, dtype: torch.dtype) -> Tensor | None:
+        """Projected cells: ``weight_hr`` (P, H), h = mid weight_hr^T."""
+        if not self.proj:
+            return None
+        w_hr = p["weight_hr"].contiguous()
+        check("weight_hr", w_hr, (cell.state_sizes[0], cell.hidden_size), dtype)
+        return w_hr
 
     def checked_unit(self, cell: CellSpec, p: Params, chunk: Chunk, K: int, dtype: torch.dtype) -> Tensor | None:
         if not self.reads_unit:
@@ -159,8 +176,10 @@ class Executor(Runner):
         G = self.gates * H
         dt = flag("xp", dtype)
         check("xp", xp, (K, B, self.xp_gates * H), dtype)
-        w = p["weight_hh"].contiguous()
-        check("weight_hh", w, (G, H), dtype)
+        sizes = cell.state_sizes  # h first: P features for projected cells, else H
+        w = self.recurrent_weight(cell, p).contiguous()
+        check("weight_hh", w, (G, sizes[0]), dtype)
+        w_hr = self.checked_projection(cell, p, dtype)
         bias = self.rec_bias(cell, p)
         if bias is None and self.reads_rec_bias:  # zeros: the cell's loops do not branch on it
             bias = xp.new_zeros(G)
@@ -168,25 +187,25 @@ class Executor(Runner):
             bias = bias.contiguous()
             check("recurrent bias", bias, (G,), dtype)
         for k, s in enumerate(state):
-            check(f"state[{k}]", s, (B, H), dtype, contiguous=False)  # copied below: any layout will do
+            check(f"state[{k}]", s, (B, sizes[k]), dtype, contiguous=False)  # copied below: any layout will do
         mask, mask_ptr = mask_address(chunk, K, B)
         # Backward needs every step's activations and states; without `keep` two rows of
         # states used alternately and one row of activations are enough.
         rows = K + 1 if keep else 2
-        states = [xp.new_empty(rows, B, H) for _ in range(self.states)]
+        states = [xp.new_empty(rows, B, size) for size in sizes]
         for buffer, s in zip(states, state):
             buffer[0] = s
         act = xp.new_empty(K if keep else 1, B, self.acts * H)
-        mid = xp.new_empty(K if keep else 1, B, H) if self.phases == 2 else None
+        mid = xp.new_empty(K if keep else 1, B, H) if self.phases == 2 or self.proj else None
         fb = xp.new_empty(rows, B, H) if self.feedback else None  # g(h), as the states
-        y, rec = xp.new_empty(K, B, H), xp.new_empty(B, G)
+        y, rec = xp.new_empty(K, B, sizes[0]), xp.new_empty(B, G)
         aux = self.checked_aux(cell, extras, B, xp)
         unit = self.checked_unit(cell, p, chunk, K, dtype)
         if B and H:  # empty tensors have no address to hand out, and there is nothing to run
             _C.forward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, xp.data_ptr(), w.data_ptr(),
                              address(bias), mask_ptr, [s.data_ptr() for s in states], act.data_ptr(),
                              y.data_ptr(), rec.data_ptr(), keep, address(aux), address(mid), address(unit),
-                             address(fb))
+                             address(fb), sizes[0], address(w_hr))
         last = K if keep else K % 2
         # Clones: the end state is returned to the caller and must not alias the residuals.
         end = tuple(s[last].clone() for s in states)
@@ -199,33 +218,37 @@ class Executor(Runner):
                  residuals: tuple[Tensor, ...], grad_out: Tensor, grad_state: State
                  ) -> tuple[Tensor, State, dict[str, Tensor | None]]:
         act, *states = residuals
-        mid = states.pop(0) if self.phases == 2 else None
+        mid = states.pop(0) if self.phases == 2 or self.proj else None
         fb = states.pop(0) if self.feedback else None
         K, B, _ = act.shape
         H, dtype = cell.hidden_size, act.dtype
         G = self.gates * H
         dt = flag("act", dtype)
         check("act", act, (K, B, self.acts * H), dtype)
+        sizes = cell.state_sizes
         for k, s in enumerate(states):
-            check(f"residual state[{k}]", s, (K + 1, B, H), dtype)
+            check(f"residual state[{k}]", s, (K + 1, B, sizes[k]), dtype)
         if mid is not None:
             check("mid", mid, (K, B, H), dtype)
         if fb is not None:
             check("fb", fb, (K + 1, B, H), dtype)
-        w = p["weight_hh"].contiguous()
-        check("weight_hh", w, (G, H), dtype)
+        w = self.recurrent_weight(cell, p).contiguous()
+        check("weight_hh", w, (G, sizes[0]), dtype)
+        w_hr = self.checked_projection(cell, p, dtype)
         grad_y = grad_out.contiguous()
-        check("grad_out", grad_y, (K, B, H), dtype)
+        check("grad_out", grad_y, (K, B, sizes[0]), dtype)
         # Updated in place step by step, so always fresh buffers.
         dstate = [g.to(dtype, memory_format=torch.contiguous_format, copy=True) for g in grad_state]
         for k, g in enumerate(dstate):
-            check(f"grad_state[{k}]", g, (B, H), dtype)
+            check(f"grad_state[{k}]", g, (B, sizes[k]), dtype)
         mask, mask_ptr = mask_address(chunk, K, B)
         dxp = act.new_empty(K, B, self.xp_gates * H)
         drec = dxp if self.rec_is_xp else act.new_empty(K, B, G)
-        dw = act.new_empty(G, H) if p["weight_hh"].requires_grad else None
+        dw = act.new_empty(w.shape) if p["weight_hh"].requires_grad else None
         aux = self.checked_aux(cell, extras, B, act)
         dmid = act.new_empty(B, H) if mid is not None else None
+        dproj = act.new_empty(K, B, sizes[0]) if w_hr is not None else None
+        dw_hr = act.new_empty(w_hr.shape) if w_hr is not None and w_hr.requires_grad else None
         dfb = act.new_empty(B, H) if fb is not None else None
         unit = self.checked_unit(cell, p, chunk, K, dtype)
         dunit = act.new_empty(K, B, H) if unit is not None else None
@@ -234,10 +257,14 @@ class Executor(Runner):
                               act.data_ptr(), [s.data_ptr() for s in states], grad_y.data_ptr(),
                               [g.data_ptr() for g in dstate], dxp.data_ptr(), drec.data_ptr(), address(dw),
                               address(aux), address(mid), address(dmid), address(unit), address(dunit),
-                              address(fb), address(dfb))
-        elif dw is not None:  # no rows: nothing flows into the weight (d rec and d unit are empty)
-            dw.zero_()
-        grads = {"weight_hh": dw, **self.rec_bias_grads(cell, p, drec)}
+                              address(fb), address(dfb), sizes[0], address(w_hr), address(dproj), address(dw_hr))
+        else:  # no rows: nothing flows into the weights (d rec, d h and d unit are empty)
+            for t in (dw, dw_hr):
+                if t is not None:
+                    t.zero_()
+        grads = {"weight_hh": self.recurrent_weight_grad(cell, p, dw), **self.rec_bias_grads(cell, p, drec)}
+        if w_hr is not None:
+            grads["weight_hr"] = dw_hr
         if unit is not None:
             grads.update(self.unit_grads(cell, p, chunk, unit, dunit.sum(1)))
         return dxp, tuple(dstate), grads

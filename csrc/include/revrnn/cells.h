@@ -14,6 +14,7 @@
 
 #define REVRNN_CELLS(X) \
   X(lstm, LSTM)         \
+  X(lstm_proj, LSTMProj) \
   X(gru, GRUv<0>)       \
   X(gru1, GRUv<1>)      \
   X(gru2, GRUv<2>)      \

@@ -86,4 +86,30 @@ struct LSTM {
   }
 };
 
+// The LSTM with proj_size P (torch.nn.LSTM's): the step writes mid = o tanh(c) and the executor
+// projects it, h = mid W_hr^T (revrnn/executor.h, Cell::kProj); backward reads d mid = d h W_hr.
+struct LSTMProj : LSTM {
+  static constexpr bool kProj = true;
+
+  template <typename T>
+  REVRNN_HD static void forward(const StepForward<T>& s, int64_t b, int64_t j, bool valid) {
+    const int64_t k = b * s.H + j;
+    const Gates<T> q = gates(s, b, j);
+    const T cp = s.prev[1][k], c = q.f * cp + q.i * q.g;
+    s.next[1][k] = valid ? c : cp;
+    s.mid[k] = q.o * tanh_(c);
+  }
+
+  template <typename T>
+  REVRNN_HD static void backward(const StepBackward<T>& s, int64_t b, int64_t j, bool valid) {
+    const int64_t k = b * s.H + j;
+    const Gates<T> q = kept_gates(s, b, j);
+    const T tc = tanh_(s.next[1][k]);
+    const T dm = s.dmid[k];  // 0 on an ended row
+    const T dc = s.dstate[1][k] + dm * q.o * (T(1) - tc * tc);
+    gate_grads(s, b, j, q, dc, dm, tc, s.prev[1][k], valid);
+    s.dstate[1][k] = valid ? dc * q.f : s.dstate[1][k];
+  }
+};
+
 }  // namespace revrnn

@@ -2,7 +2,9 @@
 variants 0–2 (``gru``, ``gru1``, ``gru2`` in ``csrc/include/revrnn/cells.h``; variant 0 is
 torch.nn's GRU) and the reset-before GRU of variants 0–2 (``gru_reset_before``, ``gru1_reset_before``,
 ``gru2_reset_before``: two GEMMs per step, the candidate's biases in the projection, the gate
-bias ``bias_gates`` of variant 1 added in the step). Variant 3 has no executor yet.
+bias ``bias_gates`` of variant 1 added in the step). Variant 3 (gates from the bias alone) runs
+on variant 1's executor with zero gate rows in the recurrent weight (:class:`BiasGates`): exact,
+at the cost of the gates' share of the recurrent GEMMs, which multiplies zeros.
 
 The reset-after step adds a (3H) bias to ``h W_hh^T`` — ``bias_hh`` in variant 0; in variants 1
 and 2 the gate bias ``bias_gates`` (variant 1) and the candidate's ``b_hn`` (``bias_hh``), zeros
@@ -37,6 +39,18 @@ class GRUExecutor(Executor):
         return {name: total[names[name]] if p[name].requires_grad else None for name in present}
 
 
+class BiasGates:
+    """Variant 3 on variant 1's executor (mixed in before it): the gate rows of the step's
+    recurrent weight are zero, so the gates' GEMM columns are 0 and σ sees the gate bias alone."""
+
+    def recurrent_weight(self, cell, p):
+        w = p["weight_hh"]
+        return torch.cat((w.new_zeros(self.gates * cell.hidden_size - w.shape[0], w.shape[1]), w))
+
+    def recurrent_weight_grad(self, cell, p, dw):
+        return None if dw is None else dw[-cell.hidden_size:]
+
+
 class ResetBeforeExecutor(Executor):
     """The reset-before cells (this family's and the MGU's): ``bias_gates``, where the variant
     has it, is the gates' part of the step's bias; the candidate's part is zero."""
@@ -58,9 +72,19 @@ def variant_name(family: str, variant: int) -> str:
     return family if variant == 0 else f"{family}{variant}"
 
 
+class BiasGatesGRU(BiasGates, GRUExecutor):
+    pass
+
+
+class BiasGatesResetBefore(BiasGates, ResetBeforeExecutor):
+    pass
+
+
 def runners(backend):
     after = {v: GRUExecutor(variant_name("gru", v)) for v in (0, 1, 2)}
+    after[3] = BiasGatesGRU(variant_name("gru", 1))
     before = {v: ResetBeforeExecutor(variant_name("gru", v) + "_reset_before") for v in (0, 1, 2)}
+    before[3] = BiasGatesResetBefore(variant_name("gru", 1) + "_reset_before")
 
     def pick(cell):
         if type(cell) is not GRUCell:

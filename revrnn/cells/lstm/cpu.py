@@ -1,15 +1,12 @@
-"""Glue of the LSTM family for the compiled executor (backend ``cpu``): torch.nn's LSTM without
-projection (``lstm`` in ``csrc/include/revrnn/cells.h``); its biases are in the projection."""
+"""Glue of the LSTM family for the compiled executor (backend ``cpu``): torch.nn's LSTM, without
+projection (``lstm`` in ``csrc/include/revrnn/cells.h``) and with ``proj_size`` (``lstm_proj``: the
+executor projects h = o tanh(c) W_hr^T after each step); its biases are in the projection."""
 from __future__ import annotations
 
 from ...backends.cpu import Executor
 from .spec import LSTMCell
 
 
-class LSTMExecutor(Executor):
-    cell = "lstm"
-
-
 def runners(backend):
-    runner = LSTMExecutor()
-    return lambda cell: runner if type(cell) is LSTMCell and cell.proj_size == 0 else None
+    plain, projected = Executor("lstm"), Executor("lstm_proj")
+    return lambda cell: (projected if cell.proj_size else plain) if type(cell) is LSTMCell else None
