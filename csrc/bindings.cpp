@@ -56,7 +56,8 @@ template <typename T>
 revrnn::ChunkForward<T> forward_args(const CellEntry& e, int64_t K, int64_t B, int64_t H, uintptr_t xp, uintptr_t w_hh,
                                      uintptr_t b_rec, uintptr_t mask, const Addresses& states,
                                      uintptr_t act, uintptr_t y, uintptr_t rec, bool keep, uintptr_t aux,
-                                     uintptr_t mid, uintptr_t unit, uintptr_t fb, int64_t P, uintptr_t w_hr) {
+                                     uintptr_t mid, uintptr_t unit, uintptr_t fb, int64_t P, uintptr_t w_hr,
+                                     uintptr_t params) {
   const char* fn = "forward_chunk";
   revrnn::ChunkForward<T> c{K, B, H, pointer<const T>(fn, "xp", xp), pointer<const T>(fn, "w_hh", w_hh),
                             pointer<const T>(fn, "b_rec", b_rec, !e.rec_bias),
@@ -64,7 +65,8 @@ revrnn::ChunkForward<T> forward_args(const CellEntry& e, int64_t K, int64_t B, i
                             pointer<T>(fn, "y", y), pointer<T>(fn, "rec", rec), keep,
                             pointer<const T>(fn, "aux", aux, !e.aux), pointer<T>(fn, "mid", mid, e.phases != 2),
                             pointer<const T>(fn, "unit", unit, !e.unit), pointer<T>(fn, "fb", fb, !e.feedback),
-                            e.proj ? P : H, pointer<const T>(fn, "w_hr", w_hr, !e.proj)};
+                            e.proj ? P : H, pointer<const T>(fn, "w_hr", w_hr, !e.proj),
+                            pointer<const T>(fn, "params", params, !e.params)};
   revrnn::bindings::states(fn, "states", states, c.states);
   return c;
 }
@@ -75,7 +77,7 @@ revrnn::ChunkBackward<T> backward_args(const CellEntry& e, int64_t K, int64_t B,
                                        const Addresses& dstate, uintptr_t dxp, uintptr_t drec, uintptr_t dw_hh,
                                        uintptr_t aux, uintptr_t mid, uintptr_t dmid, uintptr_t unit,
                                        uintptr_t dunit, uintptr_t fb, uintptr_t dfb, int64_t P, uintptr_t w_hr,
-                                       uintptr_t dproj, uintptr_t dw_hr) {
+                                       uintptr_t dproj, uintptr_t dw_hr, uintptr_t params, uintptr_t dparams) {
   const char* fn = "backward_chunk";
   revrnn::ChunkBackward<T> c{K, B, H, pointer<const T>(fn, "w_hh", w_hh),
                              pointer<const uint8_t>(fn, "mask", mask, true), pointer<const T>(fn, "act", act),
@@ -86,7 +88,9 @@ revrnn::ChunkBackward<T> backward_args(const CellEntry& e, int64_t K, int64_t B,
                              pointer<const T>(fn, "unit", unit, !e.unit), pointer<T>(fn, "dunit", dunit, !e.unit),
                              pointer<const T>(fn, "fb", fb, !e.feedback), pointer<T>(fn, "dfb", dfb, !e.feedback),
                              e.proj ? P : H, pointer<const T>(fn, "w_hr", w_hr, !e.proj),
-                             pointer<T>(fn, "dproj", dproj, !e.proj), pointer<T>(fn, "dw_hr", dw_hr, true)};
+                             pointer<T>(fn, "dproj", dproj, !e.proj), pointer<T>(fn, "dw_hr", dw_hr, true),
+                             pointer<const T>(fn, "params", params, !e.params),
+                             pointer<T>(fn, "dparams", dparams, !e.params)};
   revrnn::bindings::states(fn, "states", states, c.states);
   revrnn::bindings::states(fn, "dstate", dstate, c.dstate);
   return c;
@@ -228,6 +232,7 @@ PYBIND11_MODULE(_C, m) {
           d["unit"] = e.unit;
           d["feedback"] = e.feedback;
           d["proj"] = e.proj;
+          d["params"] = e.params;
           return d;
         },
         py::arg("cell"),
@@ -236,27 +241,28 @@ PYBIND11_MODULE(_C, m) {
         "kept per step), rec_is_xp (d rec and d xp are one buffer), and what it reads: rec_bias\n"
         "(b_rec, never null), aux (a (B, H) operand), unit (a (K, H) operand, writing dunit),\n"
         "feedback (its GEMM reads g(h), kept in fb), proj (h = mid W_hr^T has P features; mid is\n"
-        "kept as for two-phase cells).");
+        "kept as for two-phase cells), params (parameters beyond the GEMMs', in the cell's layout,\n"
+        "with their gradient accumulated into dparams).");
 
   m.def(
       "forward_chunk",
       [](const std::string& cell, DType dtype, int threads, int64_t K, int64_t B, int64_t H, uintptr_t xp,
          uintptr_t w_hh, uintptr_t b_rec, uintptr_t mask, const Addresses& states, uintptr_t act, uintptr_t y,
          uintptr_t rec, bool keep, uintptr_t aux, uintptr_t mid, uintptr_t unit, uintptr_t fb, int64_t P,
-         uintptr_t w_hr) {
+         uintptr_t w_hr, uintptr_t params) {
         const CellEntry& e = cell_entry("forward_chunk", cell);
         check_chunk("forward_chunk", e, K, B, H, threads, states.size(), P);
         if (dtype == DType::float32)
           e.forward_f32(threads, forward_args<float>(e, K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux,
-                                                     mid, unit, fb, P, w_hr));
+                                                     mid, unit, fb, P, w_hr, params));
         else
           e.forward_f64(threads, forward_args<double>(e, K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux,
-                                                      mid, unit, fb, P, w_hr));
+                                                      mid, unit, fb, P, w_hr, params));
       },
       py::arg("cell"), py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"),
       py::arg("xp"), py::arg("w_hh"), py::arg("b_rec"), py::arg("mask"), py::arg("states"), py::arg("act"),
       py::arg("y"), py::arg("rec"), py::arg("keep"), py::arg("aux") = 0, py::arg("mid") = 0, py::arg("unit") = 0, py::arg("fb") = 0, py::arg("P") = 0, py::arg("w_hr") = 0,
-      py::call_guard<py::gil_scoped_release>(),
+      py::arg("params") = 0, py::call_guard<py::gil_scoped_release>(),
       "K steps of one layer and direction forward (revrnn/executor.h: ChunkForward); aux: (B, H)\n"
       "per-sequence operand of the cell (a dropout mask) or 0.");
 
@@ -266,7 +272,7 @@ PYBIND11_MODULE(_C, m) {
          uintptr_t mask, uintptr_t act, const Addresses& states, uintptr_t grad_y, const Addresses& dstate,
          uintptr_t dxp, uintptr_t drec, uintptr_t dw_hh, uintptr_t aux, uintptr_t mid, uintptr_t dmid,
          uintptr_t unit, uintptr_t dunit, uintptr_t fb, uintptr_t dfb, int64_t P, uintptr_t w_hr, uintptr_t dproj,
-         uintptr_t dw_hr) {
+         uintptr_t dw_hr, uintptr_t params, uintptr_t dparams) {
         const CellEntry& e = cell_entry("backward_chunk", cell);
         check_chunk("backward_chunk", e, K, B, H, threads, states.size(), P);
         if (dstate.size() != states.size())
@@ -274,17 +280,18 @@ PYBIND11_MODULE(_C, m) {
         if (dtype == DType::float32)
           e.backward_f32(threads, backward_args<float>(e, K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
                                                        drec, dw_hh, aux, mid, dmid, unit, dunit, fb, dfb, P, w_hr,
-                                                       dproj, dw_hr));
+                                                       dproj, dw_hr, params, dparams));
         else
           e.backward_f64(threads, backward_args<double>(e, K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp,
                                                         drec, dw_hh, aux, mid, dmid, unit, dunit, fb, dfb, P, w_hr,
-                                                        dproj, dw_hr));
+                                                        dproj, dw_hr, params, dparams));
       },
       py::arg("cell"), py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"),
       py::arg("w_hh"), py::arg("mask"), py::arg("act"), py::arg("states"), py::arg("grad_y"),
       py::arg("dstate"), py::arg("dxp"), py::arg("drec"), py::arg("dw_hh"), py::arg("aux") = 0, py::arg("mid") = 0, py::arg("dmid") = 0, py::arg("unit") = 0,
       py::arg("dunit") = 0, py::arg("fb") = 0, py::arg("dfb") = 0, py::arg("P") = 0, py::arg("w_hr") = 0,
-      py::arg("dproj") = 0, py::arg("dw_hr") = 0, py::call_guard<py::gil_scoped_release>(),
+      py::arg("dproj") = 0, py::arg("dw_hr") = 0, py::arg("params") = 0, py::arg("dparams") = 0,
+      py::call_guard<py::gil_scoped_release>(),
       "The chunk's backward (revrnn/executor.h: ChunkBackward): dstate in and out, writes dxp,\n"
       "drec and dw_hh.");
 

@@ -36,11 +36,16 @@ struct NeedsUnit : std::false_type {};
 template <class Cell>
 struct NeedsUnit<Cell, std::void_t<decltype(Cell::kUnit)>> : std::bool_constant<Cell::kUnit> {};
 
+template <class Cell, class = void>
+struct NeedsParams : std::false_type {};
+template <class Cell>
+struct NeedsParams<Cell, std::void_t<decltype(Cell::kParams)>> : std::bool_constant<Cell::kParams> {};
+
 template <class Cell>
 constexpr CellEntry entry(const char* name) {
   return {name, Cell::kStates, Cell::kPhases, Cell::kGates, Cell::kXpGates, Cell::kActs, Cell::kRecIsXp, NeedsRecBias<Cell>::value,
           NeedsAux<Cell>::value,
-          NeedsUnit<Cell>::value, HasFeedback<Cell>::value, HasProj<Cell>::value,
+          NeedsUnit<Cell>::value, HasFeedback<Cell>::value, HasProj<Cell>::value, NeedsParams<Cell>::value,
           forward<Cell, float>, forward<Cell, double>, backward<Cell, float>, backward<Cell, double>};
 }
 

@@ -22,6 +22,8 @@ struct CellEntry {
   bool unit;                // reads a per-step, per-unit operand (ChunkForward::unit)
   bool feedback;            // its recurrent GEMM reads g(h) (ChunkForward::fb)
   bool proj;                // h is mid W_hr^T, of P features (ChunkForward::P, w_hr)
+  bool params;              // reads parameters beyond the GEMMs' (ChunkForward::params) and
+                            // accumulates their gradient (ChunkBackward::dparams)
   void (*forward_f32)(int threads, const ChunkForward<float>&);
   void (*forward_f64)(int threads, const ChunkForward<double>&);
   void (*backward_f32)(int threads, const ChunkBackward<float>&);

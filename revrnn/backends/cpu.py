@@ -107,7 +107,7 @@ class Executor(Runner):
         self.states, self.phases, self.gates = layout["states"], layout["phases"], layout["gates"]
         self.xp_gates, self.acts, self.rec_is_xp = layout["xp_gates"], layout["acts"], layout["rec_is_xp"]
         self.reads_rec_bias, self.reads_aux, self.reads_unit = layout["rec_bias"], layout["aux"], layout["unit"]
-        self.feedback, self.proj = layout["feedback"], layout["proj"]
+        self.feedback, self.proj, self.reads_params = layout["feedback"], layout["proj"], layout["params"]
 
     def refusal(self, cell: CellSpec) -> str | None:
         return self.missing
@@ -142,6 +142,23 @@ class Executor(Runner):
                    ) -> dict[str, Tensor | None]:
         """The parameter gradients behind :meth:`unit`, from ``d unit`` (K, H)."""
         raise NotImplementedError
+
+    def params(self, cell: CellSpec, p: Params) -> Tensor:
+        """Cells that read parameters beyond the GEMMs' (``params`` in ``cell_layout``): those,
+        flat, in the layout their header documents (e.g. ``csrc/include/revrnn/gates.h``)."""
+        raise NotImplementedError
+
+    def params_grads(self, cell: CellSpec, p: Params, dparams: Tensor) -> dict[str, Tensor | None]:
+        """The parameter gradients behind :meth:`params`, from ``dparams`` (their gradient in
+        that layout, where the cell writes one)."""
+        raise NotImplementedError
+
+    def checked_params(self, cell: CellSpec, p: Params, dtype: torch.dtype) -> Tensor | None:
+        if not self.reads_params:
+            return None
+        params = self.params(cell, p).to(dtype).contiguous()
+        check("params", params, (params.numel(),), dtype)
+        return params
 
     def checked_projection(self, cell: CellSpec, p: Params, dtype: torch.dtype) -> Tensor | None:
         """Projected cells: ``weight_hr`` (P, H), h = mid weight_hr^T."""
@@ -180,6 +197,7 @@ class Executor(Runner):
         w = self.recurrent_weight(cell, p).contiguous()
         check("weight_hh", w, (G, sizes[0]), dtype)
         w_hr = self.checked_projection(cell, p, dtype)
+        params = self.checked_params(cell, p, dtype)
         bias = self.rec_bias(cell, p)
         if bias is None and self.reads_rec_bias:  # zeros: the cell's loops do not branch on it
             bias = xp.new_zeros(G)
@@ -205,7 +223,7 @@ class Executor(Runner):
             _C.forward_chunk(self.cell, dt, torch.get_num_threads(), K, B, H, xp.data_ptr(), w.data_ptr(),
                              address(bias), mask_ptr, [s.data_ptr() for s in states], act.data_ptr(),
                              y.data_ptr(), rec.data_ptr(), keep, address(aux), address(mid), address(unit),
-                             address(fb), sizes[0], address(w_hr))
+                             address(fb), sizes[0], address(w_hr), address(params))
         last = K if keep else K % 2
         # Clones: the end state is returned to the caller and must not alias the residuals.
         end = tuple(s[last].clone() for s in states)
@@ -235,6 +253,8 @@ class Executor(Runner):
         w = self.recurrent_weight(cell, p).contiguous()
         check("weight_hh", w, (G, sizes[0]), dtype)
         w_hr = self.checked_projection(cell, p, dtype)
+        params = self.checked_params(cell, p, dtype)
+        dparams = None if params is None else torch.zeros_like(params)  # accumulated over the chunk
         grad_y = grad_out.contiguous()
         check("grad_out", grad_y, (K, B, sizes[0]), dtype)
         # Updated in place step by step, so always fresh buffers.
@@ -257,7 +277,8 @@ class Executor(Runner):
                               act.data_ptr(), [s.data_ptr() for s in states], grad_y.data_ptr(),
                               [g.data_ptr() for g in dstate], dxp.data_ptr(), drec.data_ptr(), address(dw),
                               address(aux), address(mid), address(dmid), address(unit), address(dunit),
-                              address(fb), address(dfb), sizes[0], address(w_hr), address(dproj), address(dw_hr))
+                              address(fb), address(dfb), sizes[0], address(w_hr), address(dproj), address(dw_hr),
+                              address(params), address(dparams))
         else:  # no rows: nothing flows into the weights (d rec, d h and d unit are empty)
             for t in (dw, dw_hr):
                 if t is not None:
@@ -265,6 +286,8 @@ class Executor(Runner):
         grads = {"weight_hh": self.recurrent_weight_grad(cell, p, dw), **self.rec_bias_grads(cell, p, drec)}
         if w_hr is not None:
             grads["weight_hr"] = dw_hr
+        if params is not None:
+            grads.update(self.params_grads(cell, p, dparams))
         if unit is not None:
             grads.update(self.unit_grads(cell, p, chunk, unit, dunit.sum(1)))
         return dxp, tuple(dstate), grads

@@ -15,6 +15,8 @@
 #define REVRNN_CELLS(X) \
   X(lstm, LSTM)         \
   X(lstm_proj, LSTMProj) \
+  X(kaf_lstm, KAFLSTM)  \
+  X(kaf_gru, KAFGRU)    \
   X(gru, GRUv<0>)       \
   X(gru1, GRUv<1>)      \
   X(gru2, GRUv<2>)      \

@@ -48,6 +48,7 @@ struct ChunkForward {
   T* fb;                 // feedback cells: g(h), laid out as states[0], the recurrent GEMM's input
   int64_t P;             // projected cells: h's size (states[0] and y are (., B, P)); else H
   const T* w_hr;         // projected cells: (P, H)
+  const T* params;       // or null: StepForward::params
 };
 
 template <typename T>
@@ -73,6 +74,8 @@ struct ChunkBackward {
   const T* w_hr;         // projected cells: (P, H)
   T* dproj;              // projected cells: (K, B, P), d h of every step (for d W_hr)
   T* dw_hr;              // projected cells: (P, H), or null when it needs no gradient
+  const T* params;       // or null: StepForward::params
+  T* dparams;            // where params is given: StepBackward::dparams
 };
 
 // Cell::kFeedback where the cell declares it: its recurrent GEMM reads g(h) = Cell::feedback(h)
@@ -200,7 +203,7 @@ void forward_chunk(Device& dev, const ChunkForward<T>& c) {
       const int64_t r = c.keep ? t : t % 2, w = c.keep ? t + 1 : (t + 1) % 2;
       StepForward<T> s{c.H, c.xp + t * c.B * Gx, c.rec, c.b_rec, {}, {}, c.y + t * np,
                        c.act + (c.keep ? t * c.B * A : 0), c.aux, c.mid ? c.mid + (c.keep ? t * n : 0) : nullptr,
-                       c.unit ? c.unit + t * c.H : nullptr};
+                       c.unit ? c.unit + t * c.H : nullptr, c.params};
       for (int i = 0; i < Cell::kStates; ++i) {
         const int64_t size = i == 0 ? np : n;
         s.prev[i] = c.states[i] + r * size;
@@ -241,7 +244,8 @@ void backward_chunk(Device& dev, const ChunkBackward<T>& c) {
     for (int64_t t = c.K - 1; t >= 0; --t) {
       StepBackward<T> s{c.H, c.act + t * c.B * A, {}, {}, c.grad_y + t * np, {}, c.dxp + t * c.B * Gx,
                         c.drec + t * c.B * G, c.aux, c.mid ? c.mid + t * n : nullptr, c.dmid,
-                        c.unit ? c.unit + t * c.H : nullptr, c.dunit ? c.dunit + t * n : nullptr};
+                        c.unit ? c.unit + t * c.H : nullptr, c.dunit ? c.dunit + t * n : nullptr, c.params,
+                        c.dparams};
       for (int i = 0; i < Cell::kStates; ++i) {
         const int64_t size = i == 0 ? np : n;
         s.prev[i] = c.states[i] + t * size;

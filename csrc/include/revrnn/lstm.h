@@ -1,20 +1,24 @@
 // LSTM pointwise math (torch.nn.LSTM without projection), one element (row b, unit j), shared
-// verbatim by the CPU executor and the CUDA kernels. Gate blocks i, f, g, o; states (h, c).
+// verbatim by the CPU executor and the CUDA kernels. Gate blocks i, f, g, o; states (h, c). The
+// gate policy (revrnn/gates.h) makes i, f, o torch.nn's σ gates (LSTM) or KAF gates (KAFLSTM).
 // `valid` is false on rows whose sequence has ended (masked): state kept, output 0, and the
 // state's gradient passes through. Selects, not branches, so the loops vectorise.
 #pragma once
 
+#include "revrnn/gates.h"
 #include "revrnn/step.h"
 
 namespace revrnn {
 
-struct LSTM {
+template <class Gate>
+struct LSTMv {
   static constexpr int kStates = 2;
   static constexpr int kPhases = 1;
   static constexpr int kGates = 4;  // G = 4H
   static constexpr int kXpGates = kGates;  // columns of xp: Gx = kXpGates * H
-  static constexpr int kActs = 4;   // activations i, f, g, o kept per step
+  static constexpr int kActs = 4 + 3 * Gate::kKept;  // i, f, g, o, and what the gate policy keeps
   static constexpr bool kRecIsXp = true;  // d rec == d xp: one buffer
+  static constexpr bool kParams = Gate::kParams;
 
   template <typename T>
   struct Gates {
@@ -27,9 +31,10 @@ struct LSTM {
     const int64_t H = s.H, g = b * 4 * H + j;
     const T* x = s.xp + g;
     const T* r = s.rec + g;
-    const Gates<T> q{sigmoid(x[0] + r[0]), sigmoid(x[H] + r[H]), tanh_(x[2 * H] + r[2 * H]),
-                     sigmoid(x[3 * H] + r[3 * H])};
-    T* a = s.act + g;
+    T* a = s.act + b * kActs * H + j;
+    const Gates<T> q{Gate::forward(s.params, a + 4 * H, H, 0, j, x[0] + r[0]),
+                     Gate::forward(s.params, a + 4 * H, H, 1, j, x[H] + r[H]), tanh_(x[2 * H] + r[2 * H]),
+                     Gate::forward(s.params, a + 4 * H, H, 2, j, x[3 * H] + r[3 * H])};
     a[0] = q.i;
     a[H] = q.f;
     a[2 * H] = q.g;
@@ -44,15 +49,16 @@ struct LSTM {
                                    T dh, T tc, T cp, bool keep) {
     const int64_t H = s.H;
     T* d = s.dxp + b * 4 * H + j;
-    d[0] = keep ? dc * q.g * q.i * (T(1) - q.i) : T(0);
-    d[H] = keep ? dc * cp * q.f * (T(1) - q.f) : T(0);
+    const T* kept = s.act + b * kActs * H + 4 * H + j;
+    d[0] = Gate::backward(s.params, s.dparams, kept, H, 0, j, keep ? dc * q.g * q.i * (T(1) - q.i) : T(0));
+    d[H] = Gate::backward(s.params, s.dparams, kept, H, 1, j, keep ? dc * cp * q.f * (T(1) - q.f) : T(0));
     d[2 * H] = keep ? dc * q.i * (T(1) - q.g * q.g) : T(0);
-    d[3 * H] = keep ? dh * tc * q.o * (T(1) - q.o) : T(0);
+    d[3 * H] = Gate::backward(s.params, s.dparams, kept, H, 2, j, keep ? dh * tc * q.o * (T(1) - q.o) : T(0));
   }
 
   template <typename T>
   REVRNN_HD static Gates<T> kept_gates(const StepBackward<T>& s, int64_t b, int64_t j) {
-    const T* a = s.act + b * 4 * s.H + j;
+    const T* a = s.act + b * kActs * s.H + j;
     return {a[0], a[s.H], a[2 * s.H], a[3 * s.H]};
   }
 
@@ -88,7 +94,14 @@ struct LSTM {
 
 // The LSTM with proj_size P (torch.nn.LSTM's): the step writes mid = o tanh(c) and the executor
 // projects it, h = mid W_hr^T (revrnn/executor.h, Cell::kProj); backward reads d mid = d h W_hr.
-struct LSTMProj : LSTM {
+template <class Gate>
+struct LSTMProjv : LSTMv<Gate> {
+  using LSTM = LSTMv<Gate>;
+  using LSTM::gate_grads;
+  using LSTM::gates;
+  using LSTM::kept_gates;
+  template <typename T>
+  using Gates = typename LSTM::template Gates<T>;
   static constexpr bool kProj = true;
 
   template <typename T>
@@ -111,5 +124,9 @@ struct LSTMProj : LSTM {
     s.dstate[1][k] = valid ? dc * q.f : s.dstate[1][k];
   }
 };
+
+using LSTM = LSTMv<SigmoidGate>;
+using LSTMProj = LSTMProjv<SigmoidGate>;
+using KAFLSTM = LSTMv<KafGate>;
 
 }  // namespace revrnn

@@ -30,6 +30,7 @@ struct StepForward {
   const T* aux;             // (B, H) a per-sequence operand fixed over time (a dropout mask), or null
   T* mid;                   // (B, H) two-phase cells: phase 0's output, the input of phase 1's GEMM
   const T* unit;            // (H) a per-step, per-unit operand (a time gate), or null
+  const T* params;          // the cell's parameters beyond the GEMMs' (laid out by the cell), or null
 };
 
 template <typename T>
@@ -48,6 +49,9 @@ struct StepBackward {
   T* dmid;                  // (B, H) two-phase cells: d mid, from phase 1's GEMM
   const T* unit;            // as in StepForward
   T* dunit;                 // (B, H) each row's part of d unit (the caller sums the rows)
+  const T* params;          // as in StepForward
+  T* dparams;               // their gradient in the same layout, accumulated over the chunk (zeroed
+                            // by the caller)
 };
 
 // The keep-gate update of the GRU-like cells on element k: h' = z h + (1 - z) n on a valid row
