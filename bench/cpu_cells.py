@@ -23,7 +23,7 @@ against torch.nn's twin of the cell they are the reversible counterpart of (the 
 ``reversible_of``: GRU, LSTM), target ≤ 1.5, with their eager loop (the reference backend) beside
 them; ``--reversible-repeats`` rounds (default 3), one warm-up.
 
-    python bench/cpu_cells.py [--threads 2] [--repeats 7] [--out file.json]
+    python bench/cpu_cells.py [--threads 2] [--repeats 7] [--only rev kaf] [--out file.json]
 
 The JSON (default ``bench/results/cpu_<machine>.json``) holds every time, the machine, the
 versions and the commit.
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reversible-repeats", type=int, default=3,
                     help="timed rounds of the reversible cells at T=10^4 (default 3)")
     ap.add_argument("--quick", action="store_true", help="one toy shape, 1 warmup, 2 repeats (smoke test)")
+    ap.add_argument("--only", metavar="NAME", nargs="+",
+                    help="run only the cases whose catalog name contains one of these (e.g. rev)")
     ap.add_argument("--out", type=Path, help="JSON path (default: bench/results/cpu_<machine>[_quick].json)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -196,11 +198,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"backend 'cpu' is unavailable: {reason}")
     machine = platform.processor() or platform.machine()
     print(f"cpu {machine}, {torch.get_num_threads()} threads", file=sys.stderr)
-    rows = [row for _, case in cases(baseline=True, bench=None)
-            for shape in (QUICK if args.quick else SHAPES) for row in measure(case, shape, args)]
-    rows += [row for case in eager_cases() for shape in (QUICK if args.quick else SHAPES)
-             for row in measure(case, shape, args)]
-    rows += [row for case, twin in reversible_cases()
+    def chosen(case) -> bool:
+        return not args.only or any(name in case.name for name in args.only)
+
+    shapes = QUICK if args.quick else SHAPES
+    rows = [row for _, case in cases(baseline=True, bench=None) if chosen(case)
+            for shape in shapes for row in measure(case, shape, args)]
+    rows += [row for case in eager_cases() if chosen(case) for shape in shapes for row in measure(case, shape, args)]
+    rows += [row for case, twin in reversible_cases() if chosen(case)
              for row in measure(case, REVERSIBLE_QUICK if args.quick else REVERSIBLE_SHAPE, args, twin)]
     print(table(rows))
     print("ratio: median time over the baseline's (the case's first row) in the same rounds")

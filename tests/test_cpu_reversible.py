@@ -143,6 +143,17 @@ def test_auto_runs_the_executor_on_cpu(monkeypatch):
     assert len(calls) == 2 * 3  # three chunks, forward and reverse
 
 
+@pytest.mark.parametrize("cls", CELLS)
+def test_empty_batch(cls):
+    """No rows: nothing to run, as torch.nn (an empty output, zero weight gradients)."""
+    m = cls(3, 4, backend="cpu")
+    x = torch.randn(5, 0, 3, requires_grad=True)
+    out, _ = m(x)
+    out.sum().backward()
+    assert out.shape == (5, 0, 4)
+    assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
+
+
 def test_bindings_refuse_bad_arguments():
     C = glue._C
     args = dict(dtype=C.DType.float64, threads=1, K=1, B=1, G=2, forget_bits=3, max_forget=0.875, xp0=8, mask=0,
