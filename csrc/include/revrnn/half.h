@@ -56,7 +56,7 @@ void half_gemm(Device& dev, Slice u, int q0, int q1, int64_t B, int64_t G, int64
 }
 
 // The other half's d h for the slice's units += da[:, columns c0..c0 + n] W[rows c0..c0 + n]:
-// the recurrent part of the chain rule through hb.
+// the recurrent part of the chain rule through hb (run by the loop, revrnn/reversible.h).
 template <class Device, typename T>
 void half_grad_hb(Device& dev, Slice u, const Half<T>& s, int64_t c0, int64_t n) {
   dev.gemm(false, false, s.B, u.size(), n, T(1), s.da + c0, s.R, s.w_hh + c0 * s.G + u.j0, s.G, T(1),

@@ -5,6 +5,8 @@
 // layer top down, half 2 then half 1, undoing each half-update with the gates it recomputes and
 // differentiating it on the spot; it records, per step, what the weight gradients need (the
 // pre-activation gradients and the GEMMs' inputs), for one GEMM per chunk on the caller's side.
+// A cell's retreat leaves the chain rule through hb (d hb += da W_hh[first kHbBlocks blocks]) to
+// the loop, which runs it after the barrier the next half-update needs anyway.
 //
 // Bit-exact reversal needs the reverse's gates to be the forward's: both passes run the same
 // element functions over the same slices, and every GEMM reads its operands at the same
@@ -218,7 +220,9 @@ void rev_backward_chunk(Device& dev, const RevChunk<T>& c) {
           dev.pointwise(c.B, u, nullptr, rev::Copy<T>{s.hb, H, ly.hb[a] + t * c.B * G, G});
           Cell::retreat(dev, s, u);
           if (ly.rh[a]) dev.pointwise(c.B, u, nullptr, rev::Copy<T>{c.rh, G, ly.rh[a] + t * c.B * G, G});
-          dev.barrier();  // the next half-update's GEMM reads every unit of this one
+          dev.barrier();  // d hb and the next half-update's GEMM read every unit of this one
+          // the slice's units of the other half's d h, which only this thread reads next
+          half_grad_hb(dev, u, s, 0, Cell::kHbBlocks * G);
         }
         if (l > 0) {  // d of the input: the layer below's d h += drop * (da_1 W_ih1 + da_2 W_ih2)
           for (int64_t off = 0; off < H; off += G)

@@ -13,6 +13,7 @@ struct RevGRU {
   static constexpr int kBlocks = 3;
   static constexpr int kMultiplies = 1;
   static constexpr int kActs = 5;
+  static constexpr int kHbBlocks = 2;  // d hb += da[:, :2G] W_zr (the loop adds it, half_grad_hb)
 
   template <typename T>
   struct Reset {  // s, r and r * hb
@@ -115,8 +116,6 @@ struct RevGRU {
     dev.gemm(false, false, s.B, u.size(), G, T(1), s.da + 2 * G, s.R, s.w_hh + 2 * G * G + u.j0, G, T(0),
              s.drh + u.j0, G);
     dev.pointwise(s.B, u, nullptr, ResetGrad<T>{s});
-    dev.barrier();  // d hb reads d of the z and r pre-activations of every unit
-    half_grad_hb(dev, u, s, 0, 2 * G);
   }
 };
 
