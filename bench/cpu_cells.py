@@ -68,22 +68,32 @@ def training_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 
 def gemm_floor(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """The GEMMs of one training step of ``model``'s first layer, alone."""
+    """The GEMMs of one training step of ``model``'s first layer, alone (with ``proj_size``,
+    the projection's too: per step m W_hr^T forward and d h W_hr backward, and d W_hr)."""
     w_ih, w_hh = model.weight_ih_l0.detach(), model.weight_hh_l0.detach()
+    w_hr = getattr(model, "weight_hr_l0", None)
     T, B, I = x.shape
-    G, H = w_hh.shape
-    xs, h, g = x.detach().reshape(T * B, I), torch.randn(B, H), torch.randn(B, G)
+    G, P = w_hh.shape  # P: h's size, the hidden size unless projected
+    xs, h, g = x.detach().reshape(T * B, I), torch.randn(B, P), torch.randn(B, G)
     dxp = torch.randn(T * B, G)
-    hs = torch.randn(T * B, H)
+    hs = torch.randn(T * B, P)
+    if w_hr is not None:
+        w_hr = w_hr.detach()
+        m, ms = torch.randn(B, w_hr.shape[1]), torch.randn(T * B, w_hr.shape[1])
 
     def step() -> None:
         torch.mm(xs, w_ih.t())  # the projection
         for _ in range(T):
             torch.mm(h, w_hh.t())  # forward: h W_hh^T
             torch.mm(g, w_hh)  # backward: d rec W_hh
+            if w_hr is not None:
+                torch.mm(m, w_hr.t())  # forward: h = m W_hr^T
+                torch.mm(h, w_hr)  # backward: d m = d h W_hr
         torch.mm(dxp.t(), hs)  # d W_hh
         torch.mm(dxp.t(), xs)  # d W_ih
         torch.mm(dxp, w_ih)  # d x
+        if w_hr is not None:
+            torch.mm(hs.t(), ms)  # d W_hr
     return step
 
 
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         return not args.only or any(name in case.name for name in args.only)
 
     shapes = QUICK if args.quick else SHAPES
-    rows = [row for _, case in cases(baseline=True, bench=None) if chosen(case)
+    rows = [row for _, case in cases(baseline=True) if chosen(case)
             for shape in shapes for row in measure(case, shape, args)]
     rows += [row for case in eager_cases() if chosen(case) for shape in shapes for row in measure(case, shape, args)]
     rows += [row for case, twin in reversible_cases() if chosen(case)
