@@ -18,6 +18,9 @@ row reports the median; ``ratio`` is its median over the baseline's (ratio 1). C
 Targets (2-core machine): against torch.nn, revrnn cpu ≤ 1.0 at B=32 I=H=256 T=200 and ≤ 1.2 at
 B=1 H=64 (per step); against the eager loop, ≤ 0.2 (5× faster), measured at both shapes.
 
+A family's own CPU groups run last (``Family.bench_groups`` with a ``<group>_cpu`` function in
+its bench module: the g-LSTM's sparse path against its dense one, target dense ≥ 4× sparse).
+
 The reversible cells (RevGRU, RevLSTM, ``memory="reversible"``) run at T=10⁴ B=16 I=64 H=128
 against torch.nn's twin of the cell they are the reversible counterpart of (the catalog's
 ``reversible_of``: GRU, LSTM), target ≤ 1.5, with their eager loop (the reference backend) beside
@@ -111,7 +114,7 @@ def measure(case, shape: tuple[int, int, int, int], args: argparse.Namespace,
         for backend in ("cpu", "reference"):  # the case's hidden size is a test size: H here
             models[f"revrnn {backend}"] = case.module_class()(I, H, **case.kwargs, backend=backend)
         models["revrnn reference"].load_state_dict(models["revrnn cpu"].state_dict())
-        warmup, repeats, target_of = 1, args.reversible_repeats, {"revrnn cpu": REVERSIBLE_TARGET}
+        warmup, repeats, target_of = 1, args.reversible_repeats, {"revrnn cpu": ("<=", REVERSIBLE_TARGET)}
     else:
         if case.baseline:
             models["torch.nn"] = case.make_baseline(I, H)
@@ -123,8 +126,18 @@ def measure(case, shape: tuple[int, int, int, int], args: argparse.Namespace,
         if case.baseline:
             candidates["GEMM floor"] = gemm_floor(models["torch.nn"], x)
         warmup, repeats = args.warmup, args.repeats
-        target_of = {"revrnn cpu": TARGET.get(shape) if case.baseline else EAGER_TARGET}
+        target = TARGET.get(shape) if case.baseline else EAGER_TARGET
+        target_of = {"revrnn cpu": None if target is None else ("<=", target)}
     candidates = {**{name: training_step(m, x) for name, m in models.items()}, **candidates}
+    return time_candidates(case.bench or case.name, shape, candidates, warmup, repeats, target_of)
+
+
+def time_candidates(label: str, shape: tuple[int, int, int, int], candidates: dict[str, Callable[[], None]],
+                    warmup: int, repeats: int, target_of: dict[str, tuple[str, float] | None]) -> list[dict[str, Any]]:
+    """Times ``candidates`` interleaved, ``warmup`` untimed rounds then ``repeats`` timed ones; a
+    row per candidate with its median and its ratio over the first's, checked against its target
+    (``("<=", x)`` or ``(">=", x)``) where it has one."""
+    T, B, I, H = shape
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for round_ in range(warmup + repeats):
         for name, step in candidates.items():
@@ -138,10 +151,11 @@ def measure(case, shape: tuple[int, int, int, int], args: argparse.Namespace,
     for name, ts in times.items():
         ms = statistics.median(ts)
         target = target_of.get(name)
-        rows.append({"case": case.bench or case.name, "baseline": first, "T": T, "B": B, "I": I, "H": H,
+        meets = None if target is None else (ms / base <= target[1] if target[0] == "<=" else ms / base >= target[1])
+        rows.append({"case": label, "baseline": first, "T": T, "B": B, "I": I, "H": H,
                      "impl": name, "ms": ms, "us_per_step": ms / T * 1e3, "ratio": ms / base, "times_ms": ts,
-                     "target": target, "meets": None if target is None else ms / base <= target})
-        print(f"  {case.name:10} T={T} B={B} I={I} H={H}  {name:18} {ms:9.2f} ms  {ms / base:6.2f}x",
+                     "target": None if target is None else list(target), "meets": meets})
+        print(f"  {label:10} T={T} B={B} I={I} H={H}  {name:18} {ms:9.2f} ms  {ms / base:6.2f}x",
               file=sys.stderr, flush=True)
     return rows
 
@@ -158,6 +172,25 @@ def eager_cases() -> list:
         if "reversible" not in module.memory_modes and cpu.supports(module.cells[0], torch.float32):
             out.append(case)
     return out
+
+
+def family_groups(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The families' own CPU benchmark groups: ``<group>_cpu(time_candidates, quick)`` in the
+    bench module of a family that names the group (``Family.bench_groups``)."""
+    import importlib
+
+    from revrnn.cells import FAMILIES
+
+    rows = []
+    for family in FAMILIES:
+        for group in family.bench_groups:
+            if args.only and not any(name in group for name in args.only):
+                continue
+            run = getattr(importlib.import_module(f"{family.package}.bench"), f"{group}_cpu", None)
+            if run is not None:
+                rows += run(lambda label, shape, candidates, targets: time_candidates(
+                    label, shape, candidates, args.warmup, args.repeats, targets), args.quick)
+    return rows
 
 
 def reversible_cases() -> list[tuple[Any, str]]:
@@ -180,7 +213,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     head = ["case", "T", "B", "I", "H", "impl", "ms", "µs/step", "ratio", "target"]  # ratio: over the first row
     lines = [[r["case"], str(r["T"]), str(r["B"]), str(r["I"]), str(r["H"]), r["impl"], f"{r['ms']:.2f}",
               f"{r['us_per_step']:.1f}", f"{r['ratio']:.2f}",
-              "" if r["target"] is None else f"<= {r['target']:g} {'ok' if r['meets'] else 'MISS'}"] for r in rows]
+              "" if r["target"] is None else f"{r['target'][0]} {r['target'][1]:g} {'ok' if r['meets'] else 'MISS'}"]
+             for r in rows]
     return align(head, lines)
 
 
@@ -217,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     rows += [row for case in eager_cases() if chosen(case) for shape in shapes for row in measure(case, shape, args)]
     rows += [row for case, twin in reversible_cases() if chosen(case)
              for row in measure(case, REVERSIBLE_QUICK if args.quick else REVERSIBLE_SHAPE, args, twin)]
+    rows += family_groups(args)
     print(table(rows))
     print("ratio: median time over the baseline's (the case's first row) in the same rounds")
 

@@ -190,6 +190,35 @@ void run_reversible(const char* fn, const std::string& cell, bool reverse, int t
     (reverse ? e.backward_f64 : e.forward_f64)(threads, c);
 }
 
+// The g-LSTM's sparse chunk: addresses [xp, w_hh, mask, gate, offsets, units, h, c, act, prev,
+// y (forward) or grad_y (backward), dh, dc, dxp, dw_hh, dgate, w, rec, dw]; 0 where a pass does not
+// use one (mask and dw_hh may always be 0).
+template <typename T>
+void run_glstm_sparse(bool backward, int64_t K, int64_t B, int64_t H, const Addresses& a) {
+  const char* fn = backward ? "glstm_sparse_backward" : "glstm_sparse_forward";
+  revrnn::bindings::check_sizes(fn, B, H);
+  if (K < 0) throw std::invalid_argument(std::string(fn) + ": K must be >= 0, got " + std::to_string(K));
+  if (a.size() != 19)
+    throw std::invalid_argument(std::string(fn) + ": argument 'addresses' must list 19 addresses, got " +
+                                std::to_string(a.size()));
+  if (B > INT_MAX || 4 * H > INT_MAX)
+    throw std::invalid_argument(std::string(fn) + ": B or 4H exceeds the BLAS's 32-bit sizes");
+  if (!revrnn::cpu::blas_loaded()) throw std::runtime_error(std::string(fn) + ": no BLAS loaded (call load_blas first)");
+  const bool fwd = !backward;
+  revrnn::SparseChunk<T> c{K, B, H, pointer<const T>(fn, "xp", a[0], backward), pointer<const T>(fn, "w_hh", a[1]),
+                           pointer<const uint8_t>(fn, "mask", a[2], true), pointer<const T>(fn, "gate", a[3]),
+                           pointer<const int64_t>(fn, "offsets", a[4]), pointer<const int64_t>(fn, "units", a[5], true),
+                           pointer<T>(fn, "h", a[6]), pointer<T>(fn, "c", a[7]), pointer<T>(fn, "act", a[8], true),
+                           pointer<T>(fn, "prev", a[9], true), fwd ? pointer<T>(fn, "y", a[10]) : nullptr,
+                           backward ? pointer<const T>(fn, "grad_y", a[10]) : nullptr,
+                           pointer<T>(fn, "dh", a[11], fwd), pointer<T>(fn, "dc", a[12], fwd),
+                           pointer<T>(fn, "dxp", a[13], fwd), pointer<T>(fn, "dw_hh", a[14], true),
+                           pointer<T>(fn, "dgate", a[15], fwd), pointer<T>(fn, "w", a[16], true),
+                           pointer<T>(fn, "rec", a[17], true), pointer<T>(fn, "dw", a[18], true)};
+  py::gil_scoped_release release;
+  revrnn::cpu::glstm_sparse(backward, c);
+}
+
 // The per-operation integer core: one multiply or divide of every element through the buffer.
 void run_elements(const char* fn, bool forward, int64_t rows, int64_t G, uintptr_t h, uintptr_t n, uintptr_t q,
                   uintptr_t active, uintptr_t out, const Addresses& buffer, int64_t depth, int64_t spill_at,
@@ -345,5 +374,19 @@ PYBIND11_MODULE(_C, m) {
         py::arg("buffer"), py::arg("depth"), py::arg("spill_at"), py::arg("op"),
         forward ? "One exact multiply of every element through the buffer (revrnn/fixed.h: multiply)."
                 : "One exact divide of every element through the buffer (revrnn/fixed.h: divide).");
+  }
+
+  for (const bool backward : {false, true}) {
+    m.def(
+        backward ? "glstm_sparse_backward" : "glstm_sparse_forward",
+        [backward](DType dtype, int64_t K, int64_t B, int64_t H, const Addresses& addresses) {
+          if (dtype == DType::float32)
+            run_glstm_sparse<float>(backward, K, B, H, addresses);
+          else
+            run_glstm_sparse<double>(backward, K, B, H, addresses);
+        },
+        py::arg("dtype"), py::arg("K"), py::arg("B"), py::arg("H"), py::arg("addresses"),
+        "The g-LSTM's sparse chunk (revrnn/glstm_sparse.h); addresses: 19, in the order of\n"
+        "run_glstm_sparse (csrc/bindings.cpp).");
   }
 }

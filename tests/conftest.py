@@ -60,3 +60,19 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def glstm_sparse():
+    """``glstm_sparse(name)``: backend ``name`` (on CPU tensors), whose g-LSTM sparse-path setting
+    the test may change; it gets its setting back afterwards."""
+    from revrnn.backends import get_backend
+    saved = []
+
+    def get(name):
+        backend = get_backend(name, torch.device("cpu"))
+        saved.append((backend, backend.glstm_sparse))
+        return backend
+    yield get
+    for backend, setting in saved:
+        backend.glstm_sparse = setting

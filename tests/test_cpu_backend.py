@@ -25,7 +25,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import revrnn
 from revrnn.backends import BackendUnavailable, Chunk, get_backend, resolve
 from revrnn.cells.lstm import LSTMCell
-from utils import assert_close_all, assert_low_precision, gradcheck_module, grads
+from utils import (assert_close_all, assert_glstm_closed_steps_pass_through, assert_glstm_sparse_matches,
+                   assert_low_precision, gradcheck_module, grads)
 
 REASON = revrnn.available_backends()["cpu"]
 # CI sets REVRNN_REQUIRE_EXT=1: there a missing extension must fail the tests, not skip them.
@@ -312,6 +313,41 @@ def test_kaf_float32(module):
     torch.manual_seed(3)
     ref64 = make(module, I, H, dtype=torch.float64, backend="reference", num_layers=2)
     assert_low_precision(ref64, torch.randn(T, B, I, dtype=torch.float64), torch.float32, backend="cpu")
+
+
+# -- the g-LSTM's sparse path ---------------------------------------------------------------
+@pytest.fixture
+def cpu_backend(glstm_sparse):
+    return glstm_sparse("cpu")
+
+
+@pytest.mark.parametrize("memory", ["store", "recompute"])
+@pytest.mark.parametrize("lengths", [None, [40, 17, 1]], ids=["full", "packed"])
+def test_glstm_sparse_equals_dense_and_skips_work(cpu_backend, memory, lengths, poison):
+    """Narrow gates (σ = 2.5% of t_max): most unit-steps are exactly closed. The sparse path
+    gives the dense path's and the reference's results (packed rows too) and counts exactly the
+    open unit-steps it computed."""
+    torch.manual_seed(6)
+    kw = dict(t_max=40.0, sigma_fraction=0.025, dtype=torch.float64)
+    ref = revrnn.nn.GLSTM(I, H, backend="reference", **kw)
+    cpu = revrnn.nn.GLSTM(I, H, backend="cpu", memory=memory, **kw)
+    cpu.load_state_dict(ref.state_dict())
+    if lengths:
+        cpu, ref = Packed(cpu, lengths), Packed(ref, lengths)
+    x = torch.randn(40, 3, I, dtype=torch.float64)
+    assert_glstm_sparse_matches(cpu_backend, cpu, ref, x, cpu.rnn if lengths else cpu, memory == "recompute")
+
+
+def test_glstm_sparse_fully_closed_steps(cpu_backend):
+    """Steps where every unit is closed are skipped; the state passes through bit-exactly."""
+    cpu_backend.glstm_sparse = "always"
+    assert_glstm_closed_steps_pass_through(revrnn.nn.GLSTM(5, 4, t_max=8.0, dtype=torch.float64, backend="cpu"))
+
+
+def test_glstm_sparse_gradcheck(cpu_backend):
+    cpu_backend.glstm_sparse = "always"
+    m = revrnn.nn.GLSTM(3, 4, t_max=6.0, sigma_fraction=0.2, dtype=torch.float64, backend="cpu")
+    gradcheck_module(m, torch.randn(6, 2, 3, dtype=torch.float64))
 
 
 def test_libru_probs_float32():

@@ -21,7 +21,8 @@ pytest.importorskip("triton")
 import revrnn  # noqa: E402
 from revrnn.backends import BackendUnavailable, get_backend, resolve  # noqa: E402
 from revrnn.cells import cases  # noqa: E402
-from utils import assert_close_all, assert_low_precision, gradcheck_module, grads, packed_grads  # noqa: E402
+from utils import (assert_close_all, assert_glstm_closed_steps_pass_through, assert_glstm_sparse_matches,  # noqa: E402
+                   assert_low_precision, gradcheck_module, grads, packed_grads)
 
 ULPS = 16
 #: the catalog's cases for the low-precision comparison and for gradcheck (with their small sizes)
@@ -95,11 +96,8 @@ def test_given_state_and_recompute_with_reprojection():
 # -- g-LSTM: the sparse open-unit path ------------------------------------------------------
 
 @pytest.fixture
-def triton_backend():
-    backend = get_backend("triton", torch.device("cpu"))
-    before = backend.glstm_sparse
-    yield backend
-    backend.glstm_sparse = before
+def triton_backend(glstm_sparse):
+    return glstm_sparse("triton")
 
 
 @pytest.mark.parametrize("memory", ["store", "recompute"])
@@ -110,33 +108,15 @@ def test_glstm_sparse_equals_dense_and_skips_work(triton_backend, memory):
     kw = dict(t_max=40.0, sigma_fraction=0.025, memory=memory)
     ref, tri = pair(revrnn.nn.GLSTM, kw, hidden=17)
     x = torch.randn(40, 3, 5, dtype=torch.float64)
-    triton_backend.glstm_sparse = "never"
-    dense = grads(tri, x)
-    triton_backend.glstm_sparse = "always"
-    triton_backend.sparse_work.open = triton_backend.sparse_work.total = 0
-    sparse = grads(tri, x)
-    assert_close_all(sparse, dense, 1e-12)
-    assert_close_all(sparse, grads(ref, x), 1e-12)
-    cell, p = tri.cells[0], tri.cell_params(0)
-    k = cell.time_gate(p, torch.arange(40))
-    passes = 1 if memory == "store" else 2  # recompute re-runs every chunk's forward once
-    work = triton_backend.sparse_work
-    assert work.open == passes * int((k > 0).sum()) and work.total == passes * k.numel()
-    assert work.skipped_fraction > 0.7
+    assert_glstm_sparse_matches(triton_backend, tri, ref, x, tri, memory == "recompute")
 
 
 def test_glstm_sparse_fully_closed_steps(triton_backend):
     """Steps where every unit is closed are skipped; the state passes through bit-exactly."""
     torch.manual_seed(7)
     _, tri = pair(revrnn.nn.GLSTM, dict(t_max=8.0), hidden=4)
-    with torch.no_grad():
-        tri.cell_params(0)["mu"].fill_(100.0)
-        tri.cell_params(0)["sigma"].fill_(1.0)
     triton_backend.glstm_sparse = "always"
-    h0 = torch.randn(1, 2, 4, dtype=torch.float64)
-    c0 = torch.randn(1, 2, 4, dtype=torch.float64)
-    out, (h, c) = tri(torch.randn(8, 2, 5, dtype=torch.float64), (h0, c0))
-    assert torch.equal(h, h0) and torch.equal(c, c0) and torch.equal(out, h0.expand(8, 2, 4))
+    assert_glstm_closed_steps_pass_through(tri)
 
 
 # -- selection and errors ------------------------------------------------------------------

@@ -205,3 +205,33 @@ def packed_grads(module: nn.Module, x: Tensor, lengths: Tensor, seed: int | None
     return {"out": padded.detach(), "x.grad": xi.grad,
             **{f"state{k}": s.detach() for k, s in enumerate(as_tuple(state))},
             **{k: p.grad for k, p in module.named_parameters()}}
+
+
+def assert_glstm_closed_steps_pass_through(m: nn.Module) -> None:
+    """A g-LSTM (float64, input size 5, hidden size 4) whose gates never open over 8 steps keeps
+    its state bit-exactly and outputs it at every step."""
+    with torch.no_grad():
+        m.cell_params(0)["mu"].fill_(100.0)
+        m.cell_params(0)["sigma"].fill_(1.0)
+    h0, c0 = torch.randn(1, 2, 4, dtype=torch.float64), torch.randn(1, 2, 4, dtype=torch.float64)
+    out, (h, c) = m(torch.randn(8, 2, 5, dtype=torch.float64), (h0, c0))
+    assert torch.equal(h, h0) and torch.equal(c, c0) and torch.equal(out, h0.expand(8, 2, 4))
+
+
+def assert_glstm_sparse_matches(backend, m: nn.Module, ref: nn.Module, x: Tensor, rnn: nn.Module,
+                                recompute: bool) -> None:
+    """``m`` on ``backend``: its g-LSTM sparse path gives its dense path's and the reference
+    ``ref``'s results, and the backend counts exactly the open unit-steps of ``rnn`` (``m``'s
+    g-LSTM) that it computed."""
+    backend.glstm_sparse = "never"
+    dense = grads(m, x)
+    backend.glstm_sparse = "always"
+    backend.sparse_work.open = backend.sparse_work.total = 0
+    sparse = grads(m, x)
+    assert_close_all(sparse, dense, 1e-12)
+    assert_close_all(sparse, grads(ref, x), 1e-12)
+    k = rnn.cells[0].time_gate(rnn.cell_params(0), torch.arange(x.shape[0]))
+    passes = 2 if recompute else 1  # recompute re-runs every chunk's forward once
+    work = backend.sparse_work
+    assert work.open == passes * int((k > 0).sum()) and work.total == passes * k.numel()
+    assert work.skipped_fraction > 0.7

@@ -61,6 +61,17 @@ const CellEntry* find_cell(const std::string& name) {
   return nullptr;
 }
 
+template <typename T>
+void glstm_sparse(bool backward, const SparseChunk<T>& c) {
+  CpuDevice dev{1};
+  if (backward)
+    glstm_sparse_backward(dev, c);
+  else
+    glstm_sparse_forward(dev, c);
+}
+template void glstm_sparse<float>(bool, const SparseChunk<float>&);
+template void glstm_sparse<double>(bool, const SparseChunk<double>&);
+
 std::string cell_names() {
   std::string out;
   for (const CellEntry& e : kCells) out += (out.empty() ? "" : ", ") + std::string(e.name);

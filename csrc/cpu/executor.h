@@ -5,6 +5,7 @@
 #include <string>
 
 #include "revrnn/executor.h"
+#include "revrnn/glstm_sparse.h"
 
 namespace revrnn {
 namespace cpu {
@@ -34,6 +35,10 @@ struct CellEntry {
 const CellEntry* find_cell(const std::string& name);
 // Every cell's name, comma-separated (for error messages).
 std::string cell_names();
+
+// The g-LSTM's sparse chunk (revrnn/glstm_sparse.h), forward or backward.
+template <typename T>
+void glstm_sparse(bool backward, const SparseChunk<T>& c);
 
 }  // namespace cpu
 }  // namespace revrnn

@@ -1,4 +1,5 @@
-"""The g-LSTM's benchmark group of ``bench/triton_cells.py``.
+"""The g-LSTM's benchmark group, ``sparse``, of ``bench/triton_cells.py`` (:func:`sparse`) and of
+``bench/cpu_cells.py`` (:func:`sparse_cpu`).
 
 ``sparse``: a g-LSTM whose ``sigma_fraction`` is set so that about 10 % of the unit-steps are
 open, the sparse open-unit path (baseline) against the dense one; the rows give the measured
@@ -45,3 +46,34 @@ def sparse(b: Any) -> None:
     rows.append(b.row("sparse", case, "triton dense", make, settings=((b.triton, "glstm_sparse", "never"),),
                       target=(">=", 4.0), **kw))
     b.compare(rows)
+
+
+def sparse_cpu(time_candidates: Any, quick: bool) -> list[dict[str, Any]]:
+    """The ``sparse`` group on the compiled executor (training steps, T=200 B=32 I=H=256):
+    ``time_candidates(label, (T, B, I, H), candidates, targets)`` is the script's timer."""
+    from ...backends import get_backend
+    from ...nn import GLSTM
+
+    T, B, I, H = (20, 3, 5, 8) if quick else (200, 32, 256, 256)
+    s, open_fraction = sigma_fraction_for(I, H, T, OPEN_FRACTION)
+    torch.manual_seed(0)
+    m = GLSTM(I, H, t_max=T, sigma_fraction=s, backend="cpu")
+    x = torch.randn(T, B, I, requires_grad=True)
+    backend = get_backend("cpu", x.device)
+
+    def step(mode: str):
+        def run() -> None:
+            before, backend.glstm_sparse = backend.glstm_sparse, mode
+            try:
+                out, (h, c) = m(x)
+                (out.sum() + h.sum() + c.sum()).backward()
+            finally:
+                backend.glstm_sparse = before
+        return run
+
+    backend.sparse_work = type(backend.sparse_work)()
+    label = f"GLSTM {open_fraction:.1%} open"
+    rows = time_candidates(label, (T, B, I, H), {"cpu sparse": step("always"), "cpu dense": step("never")},
+                           {"cpu dense": (">=", 4.0)})
+    rows[0]["skipped_fraction"] = backend.sparse_work.skipped_fraction
+    return rows

@@ -1,12 +1,9 @@
 """Triton glue of the g-LSTM: the LSTM runner with the time gate (dense: every unit computed,
 closed ones passed through by the kernel), and the sparse path that computes open units only.
 
-Loading it adds two settings to the Triton backend: ``glstm_sparse`` — ``"auto"`` (sparse when
-at most half the chunk's unit-steps are open), ``"always"`` or ``"never"``; and ``sparse_work``,
-what the sparse path computed and skipped, summed over runs (:class:`SparseWork`)."""
+Loading it adds the sparse path's settings to the Triton backend (:mod:`.sparse`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -15,6 +12,7 @@ from torch import Tensor
 from ...backends.triton.runner import ChunkBuffers, chunk_mask, common, grad_buffers, kernels
 from ..base import CellSpec, Params
 from ..lstm.triton import LSTMRunner
+from .sparse import add_settings, open_units, use_sparse
 from .spec import time_gate_grads
 
 if TYPE_CHECKING:
@@ -22,8 +20,7 @@ if TYPE_CHECKING:
 
 
 def runners(backend: "TritonBackend"):
-    backend.glstm_sparse = "auto"
-    backend.sparse_work = SparseWork()
+    add_settings(backend)
     runner = SparseGLSTMRunner(backend)
     return lambda cell: runner
 
@@ -39,20 +36,6 @@ class GLSTMRunner(LSTMRunner):
         return time_gate_grads(p, chunk.t0, k, dk)
 
 
-@dataclass
-class SparseWork:
-    """Unit-steps of the g-LSTM evaluated by the sparse path's forward passes (recomputation
-    included) against the dense count: ``1 − open/total`` of the pointwise work, of the
-    recurrent GEMM and of the kept activations is skipped."""
-
-    open: int = 0
-    total: int = 0
-
-    @property
-    def skipped_fraction(self) -> float:
-        return 1.0 - self.open / self.total if self.total else 0.0
-
-
 class SparseGLSTMRunner(GLSTMRunner):
     """The g-LSTM computing only open units: the time gate depends only on t, μ and σ, so
     each step's open units are known before it runs. Per step the open units' rows of
@@ -65,19 +48,6 @@ class SparseGLSTMRunner(GLSTMRunner):
     end state by writing those back, walking the chunk in reverse.
     """
 
-    #: ``auto`` runs a chunk sparse when at most this fraction of its unit-steps is open
-    max_open = 0.5
-
-    def sparse(self, k: Tensor) -> bool:
-        mode = self.backend.glstm_sparse
-        return mode == "always" or (mode == "auto" and (k > 0).double().mean().item() <= self.max_open)
-
-    @staticmethod
-    def open_units(k: Tensor) -> tuple[list[int], Tensor]:
-        """Per step the number of open units, and their indices concatenated."""
-        nz = (k > 0).nonzero()
-        return torch.bincount(nz[:, 0], minlength=k.shape[0]).tolist(), nz[:, 1]
-
     @staticmethod
     def gate_rows(idx: Tensor, H: int) -> Tensor:
         """Rows (and projection columns) of the four gates of units ``idx``."""
@@ -88,10 +58,10 @@ class SparseGLSTMRunner(GLSTMRunner):
         K, B, G = run.xp.shape
         H = G // 4
         k = self.time_gate(cell, p, chunk, run.sdtype)
-        if not self.sparse(k):
+        if not use_sparse(self.backend, k):
             return super().forward(cell, p, extras, chunk, state, keep)
         h, c = (s[0].clone() for s in run.states)
-        counts, idx = self.open_units(k)
+        counts, idx = open_units(k)
         work = self.backend.sparse_work
         work.open += sum(counts)
         work.total += K * H
