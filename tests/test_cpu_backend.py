@@ -26,7 +26,7 @@ import revrnn
 from revrnn.backends import BackendUnavailable, Chunk, get_backend, resolve
 from revrnn.cells.lstm import LSTMCell
 from utils import (assert_close_all, assert_glstm_closed_steps_pass_through, assert_glstm_sparse_matches,
-                   assert_low_precision, gradcheck_module, grads)
+                   assert_low_precision, gradcheck_module, grads, malloc_calls)
 
 REASON = revrnn.available_backends()["cpu"]
 # CI sets REVRNN_REQUIRE_EXT=1: there a missing extension must fail the tests, not skip them.
@@ -358,20 +358,6 @@ def test_libru_probs_float32():
     assert_low_precision(ref64, torch.randn(T, B, I, dtype=torch.float64), torch.float32, backend="cpu")
 
 
-COUNTING_MALLOC = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <stddef.h>
-static long calls;
-long revrnn_test_malloc_calls(void) { return __atomic_load_n(&calls, __ATOMIC_RELAXED); }
-void* malloc(size_t n) {
-  static void* (*real)(size_t);
-  if (!real) real = (void* (*)(size_t))dlsym(RTLD_NEXT, "malloc");
-  __atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED);
-  return real(n);
-}
-"""
-
 ALLOCATIONS = r"""
 import ctypes, torch
 from revrnn.backends import get_backend, Chunk
@@ -399,14 +385,5 @@ def test_the_step_loop_allocates_nothing(tmp_path):
     """malloc, counted by an interposed malloc, is called as often for a chunk of 64 steps as for
     one of 4: the torch side allocates per chunk, and the C++ loop (BLAS and thread team
     included) allocates nothing per step."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler to build the counting malloc")
-    src, lib = tmp_path / "count.c", tmp_path / "libcount.so"
-    src.write_text(COUNTING_MALLOC)
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", str(src), "-o", str(lib), "-ldl"], check=True)
-    run = subprocess.run([sys.executable, "-c", ALLOCATIONS], capture_output=True, text=True,
-                         env={**os.environ, "LD_PRELOAD": str(lib)})
-    assert run.returncode == 0, run.stderr
-    _, short, _, long = eval(run.stdout.strip().splitlines()[-1])
+    _, short, _, long = malloc_calls(tmp_path, ALLOCATIONS)
     assert long == short, f"malloc calls: {short} for 4 steps, {long} for 64"

@@ -26,7 +26,7 @@ from revrnn.nn import RevGRU, RevLSTM
 
 from reversible_checks import (CORE_CASES, CLOSE, FLOOR, check_core_flags_an_inexact_reverse,
                                check_core_step_by_step, compare_backends, inputs, run, saturate_forget_gates)
-from utils import assert_close_all
+from utils import assert_close_all, malloc_calls
 
 REASON = revrnn.available_backends()["cpu"]
 # CI sets REVRNN_REQUIRE_EXT=1: there a missing extension must fail the tests, not skip them.
@@ -152,6 +152,41 @@ def test_empty_batch(cls):
     out.sum().backward()
     assert out.shape == (5, 0, 4)
     assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
+
+
+ALLOCATIONS = r"""
+import ctypes, torch
+import revrnn.cells.reversible.cpu as glue
+from revrnn.nn import RevLSTM
+calls = ctypes.CDLL(None).revrnn_test_malloc_calls
+inside = [0]
+for name in ("rev_forward_chunk", "rev_backward_chunk"):  # count inside the C++ calls only
+    def counted(*args, _f=getattr(glue._C, name), **kw):
+        before = calls()
+        _f(*args, **kw)
+        inside[0] += calls() - before
+    setattr(glue._C, name, counted)
+torch.set_num_threads(2)
+m = RevLSTM(8, 128, backend="cpu", chunk_size=64)  # B = 16: a team of two threads
+counts = []
+for T in (4, 4, 64, 64):  # one chunk each; the first call of a size starts the team and the caches
+    x = torch.randn(T, 16, 8, requires_grad=True)
+    inside[0] = 0
+    out, _ = m(x)
+    out.sum().backward()
+    counts.append(inside[0])
+print(counts)
+"""
+
+
+def test_the_reversible_loop_allocates_nothing(tmp_path):
+    """malloc, counted by an interposed malloc inside the executor's calls, is called as often
+    for a chunk of 64 steps of a reversible stack, forward and backward, as for one of 4 (BLAS
+    and thread team included): the C++ loop allocates nothing per step (the glue allocates per
+    chunk)."""
+    _, short, _, long = malloc_calls(tmp_path, ALLOCATIONS)
+    assert short > 0  # the counter sees the calls (the bindings build their argument vectors)
+    assert long == short, f"malloc calls: {short} for 4 steps, {long} for 64"
 
 
 def test_bindings_refuse_bad_arguments():

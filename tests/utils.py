@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
@@ -235,3 +239,34 @@ def assert_glstm_sparse_matches(backend, m: nn.Module, ref: nn.Module, x: Tensor
     work = backend.sparse_work
     assert work.open == passes * int((k > 0).sum()) and work.total == passes * k.numel()
     assert work.skipped_fraction > 0.7
+
+
+COUNTING_MALLOC = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+static long calls;
+long revrnn_test_malloc_calls(void) { return __atomic_load_n(&calls, __ATOMIC_RELAXED); }
+void* malloc(size_t n) {
+  static void* (*real)(size_t);
+  if (!real) real = (void* (*)(size_t))dlsym(RTLD_NEXT, "malloc");
+  __atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED);
+  return real(n);
+}
+"""
+
+
+def malloc_calls(tmp_path: Path, script: str) -> list:
+    """What ``script`` prints last (a list of malloc call counts), run in a fresh Python with an
+    interposed malloc that counts calls (``revrnn_test_malloc_calls()`` through ctypes)."""
+    import pytest
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the counting malloc")
+    src, lib = tmp_path / "count.c", tmp_path / "libcount.so"
+    src.write_text(COUNTING_MALLOC)
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", str(src), "-o", str(lib), "-ldl"], check=True)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "LD_PRELOAD": str(lib)})
+    assert run.returncode == 0, run.stderr
+    return eval(run.stdout.strip().splitlines()[-1])
