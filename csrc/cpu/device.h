@@ -42,18 +42,19 @@ void row(int64_t b, int64_t j0, int64_t j1, bool valid, const F& f) {
 struct CpuDevice {
   int threads = 1;
 
-  // Runs body(Slice) on every thread of a team sized for `work` multiply-adds per step.
+  // Runs body(Slice) on every thread of a team sized for `work` multiply-adds per step, each
+  // with a slice of [0, H) in multiples of `quantum` (units: kSliceQuantum; batch rows: 1).
   template <class Body>
-  void parallel(int64_t H, int64_t work, const Body& body) {
+  void parallel(int64_t H, int64_t work, const Body& body, int64_t quantum = kSliceQuantum) {
     int64_t team = work >= kParallelWork ? threads : 1;
-    const int64_t most = (H + kSliceQuantum - 1) / kSliceQuantum;
+    const int64_t most = (H + quantum - 1) / quantum;
     team = team < most ? team : (most > 0 ? most : 1);
 #ifdef _OPENMP
     if (team > 1) {
 #pragma omp parallel num_threads(int(team))
       {
         const int64_t k = omp_get_thread_num(), n = omp_get_num_threads();
-        const int64_t per = ((H + n - 1) / n + kSliceQuantum - 1) / kSliceQuantum * kSliceQuantum;
+        const int64_t per = ((H + n - 1) / n + quantum - 1) / quantum * quantum;
         const int64_t j0 = k * per < H ? k * per : H, j1 = j0 + per < H ? j0 + per : H;
         body(Slice{j0, j1});
       }

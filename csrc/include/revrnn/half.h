@@ -6,7 +6,8 @@
 //
 // The forward and the reverse pass must compute bit-identical gates, so each float quantity is
 // computed by one element function that both passes call in the same loop (same vectorisation,
-// same slice bounds), from operands at the same addresses; the integer steps read the results.
+// same rows), from operands at the same addresses; the integer steps read the results. A half's
+// rows are one team member's share of the batch (revrnn/reversible.h), so it needs no barriers.
 #pragma once
 
 #include "revrnn/fixed.h"
@@ -39,28 +40,22 @@ struct Half {
 
   // m s + (1 - m); without forgetting m = 1 and this is s exactly (no branch: the loops vectorise)
   REVRNN_HD T restrict(T s) const { return max_forget * s + (T(1) - max_forget); }
-  REVRNN_HD bool active(int64_t b) const { return mask == nullptr || mask[b] != 0; }
+  REVRNN_HD Slice units() const { return {0, G}; }
 };
 
-// out[:, columns of gate blocks q0..q1 for the slice's units] = in W[those rows]^T, with in
-// (B, G) rows lda apart and out (B, R): one GEMM when the slice is every unit.
+// out[:, columns of gate blocks q0..q1] = in W[those rows]^T, with in (B, G) rows lda apart and
+// out (B, R).
 template <class Device, typename T>
-void half_gemm(Device& dev, Slice u, int q0, int q1, int64_t B, int64_t G, int64_t R, const T* in, int64_t lda,
-               const T* w, T* out) {
-  if (u.j0 == 0 && u.j1 == G) {
-    dev.gemm(false, true, B, (q1 - q0) * G, G, T(1), in, lda, w + q0 * G * G, G, T(0), out + q0 * G, R);
-    return;
-  }
-  for (int q = q0; q < q1; ++q)
-    dev.gemm(false, true, B, u.size(), G, T(1), in, lda, w + (q * G + u.j0) * G, G, T(0), out + q * G + u.j0, R);
+void half_gemm(Device& dev, int q0, int q1, int64_t B, int64_t G, int64_t R, const T* in, int64_t lda, const T* w,
+               T* out) {
+  dev.gemm(false, true, B, (q1 - q0) * G, G, T(1), in, lda, w + q0 * G * G, G, T(0), out + q0 * G, R);
 }
 
-// The other half's d h for the slice's units += da[:, columns c0..c0 + n] W[rows c0..c0 + n]:
-// the recurrent part of the chain rule through hb (run by the loop, revrnn/reversible.h).
+// The other half's d h += da[:, columns c0..c0 + n] W[rows c0..c0 + n]: the recurrent part of the
+// chain rule through hb (run by the loop, revrnn/reversible.h).
 template <class Device, typename T>
-void half_grad_hb(Device& dev, Slice u, const Half<T>& s, int64_t c0, int64_t n) {
-  dev.gemm(false, false, s.B, u.size(), n, T(1), s.da + c0, s.R, s.w_hh + c0 * s.G + u.j0, s.G, T(1),
-           s.dhb + u.j0, s.H);
+void half_grad_hb(Device& dev, const Half<T>& s, int64_t c0, int64_t n) {
+  dev.gemm(false, false, s.B, s.G, n, T(1), s.da + c0, s.R, s.w_hh + c0 * s.G, s.G, T(1), s.dhb, s.H);
 }
 
 }  // namespace revrnn

@@ -6,11 +6,14 @@
 // differentiating it on the spot; it records, per step, what the weight gradients need (the
 // pre-activation gradients and the GEMMs' inputs), for one GEMM per chunk on the caller's side.
 // A cell's retreat leaves the chain rule through hb (d hb += da W_hh[first kHbBlocks blocks]) to
-// the loop, which runs it after the barrier the next half-update needs anyway.
+// the loop.
 //
-// Bit-exact reversal needs the reverse's gates to be the forward's: both passes run the same
-// element functions over the same slices, and every GEMM reads its operands at the same
-// addresses, so the thread count must be the same too (the caller keeps it).
+// The team splits the batch rows, not the units: rows are independent in a recurrence, so each
+// member runs the whole chunk on its rows without ever meeting the others (no barriers); a
+// batch of one row runs on one thread. Bit-exact reversal needs the reverse's gates to be the
+// forward's: both passes run the same element functions over the same rows, and every GEMM reads
+// its operands at the same addresses, so the thread count must be the same too (the caller keeps
+// it).
 #pragma once
 
 #include "revrnn/revgru.h"
@@ -128,49 +131,57 @@ int64_t work(const RevChunk<T>& c) {
   return c.B * 2 * Cell::kBlocks * c.G * c.G;
 }
 
-// The projection of layer l > 0 from the float h of the layer below, into c.xp (and c.xin).
+// The projection of layer l > 0 from the float h of the layer below, into c.xp (and c.xin), for
+// rows [r0, r0 + n).
 template <class Cell, class Device, typename T>
-void project(Device& dev, const RevChunk<T>& c, int64_t l, Slice u) {
+void project(Device& dev, const RevChunk<T>& c, int64_t l, int64_t r0, int64_t n) {
   const RevLayer<T>& ly = c.layers[l];
   const int64_t G = c.G, H = 2 * G, R = Cell::kBlocks * G;
-  dev.pointwise(c.B, u, nullptr, Dropped<T>{c.layers[l - 1].hf, ly.drop, c.xin, G});
-  dev.pointwise(c.B, u, nullptr, FillBias<T>{ly.bias[0], ly.bias[1], c.xp, G, R, Cell::kBlocks});
-  dev.barrier();  // the GEMMs read every column of xin
+  const Slice all{0, G};
+  T* xin = c.xin + r0 * H;
+  T* xp = c.xp + r0 * 2 * R;
+  dev.pointwise(n, all, nullptr, Dropped<T>{c.layers[l - 1].hf + r0 * H, ly.drop ? ly.drop + r0 * H : nullptr, xin, G});
+  dev.pointwise(n, all, nullptr, FillBias<T>{ly.bias[0], ly.bias[1], xp, G, R, Cell::kBlocks});
   for (int a = 0; a < 2; ++a)
-    for (int q = 0; q < Cell::kBlocks; ++q)
-      dev.gemm(false, true, c.B, u.size(), H, T(1), static_cast<const T*>(c.xin), H,
-               ly.w_ih[a] + (q * G + u.j0) * H, H, T(1), c.xp + a * R + q * G + u.j0, 2 * R);
+    dev.gemm(false, true, n, R, H, T(1), static_cast<const T*>(xin), H, ly.w_ih[a], H, T(1), xp + a * R, 2 * R);
 }
 
-// Half a of layer l at step t: its operands in the loop's buffers.
+// Half a of layer l at step t for rows [r0, r0 + n): its operands in the loop's buffers. xp is
+// step t's projection, every row.
 template <class Cell, typename T>
-Half<T> half(const RevChunk<T>& c, int64_t t, int64_t l, int a, const T* xp) {
+Half<T> half(const RevChunk<T>& c, int64_t t, int64_t l, int a, const T* xp, int64_t r0, int64_t n) {
   const RevLayer<T>& ly = c.layers[l];
-  const int64_t G = c.G, R = Cell::kBlocks * G, own = a * G, other = (1 - a) * G;
+  const int64_t G = c.G, H = 2 * G, R = Cell::kBlocks * G, own = r0 * H + a * G, other = r0 * H + (1 - a) * G;
   Half<T> s{};
-  s.B = c.B;
+  s.B = n;
   s.G = G;
-  s.H = 2 * G;
+  s.H = H;
   s.R = R;
   s.forget_bits = c.forget_bits;
   s.max_forget = c.max_forget;
-  s.xp = xp + a * R;
+  s.xp = xp + r0 * 2 * R + a * R;
   s.xs = 2 * R;
   s.w_hh = ly.w_hh[a];
   s.hb = ly.hf + other;
   for (int k = 0; k < Cell::kStates; ++k) s.own[k] = ly.ints[k] + own;
   s.hf = ly.hf + own;
-  s.mask = c.mask ? c.mask + t * c.B : nullptr;
-  s.pre = c.pre;
-  s.act = c.act;
-  s.rh = c.rh;
+  s.mask = c.mask ? c.mask + t * c.B + r0 : nullptr;
+  s.pre = c.pre + r0 * R;
+  s.act = c.act + r0 * Cell::kActs * G;
+  s.rh = c.rh ? c.rh + r0 * G : nullptr;
   s.buf = c.buf;
+  if (s.buf.word) {  // the rows' elements; a stack level still spans every row
+    s.buf.word += r0 * G;
+    s.buf.stack += r0 * G;
+    s.buf.height += r0 * G;
+    if (s.buf.bits) s.buf.bits += r0 * G;
+  }
   s.op = c.op + (t * c.L + l) * 2 * Cell::kMultiplies + a * Cell::kMultiplies;
   if (ly.dstate[0]) {
     for (int k = 0; k < Cell::kStates; ++k) s.dh[k] = ly.dstate[k] + own;
     s.dhb = ly.dstate[0] + other;
-    s.da = ly.da[a] + t * c.B * R;
-    s.drh = c.drh;
+    s.da = ly.da[a] + (t * c.B + r0) * R;
+    s.drh = c.drh ? c.drh + r0 * G : nullptr;
   }
   return s;
 }
@@ -180,60 +191,62 @@ Half<T> half(const RevChunk<T>& c, int64_t t, int64_t l, int a, const T* xp) {
 template <class Cell, class Device, typename T>
 void rev_forward_chunk(Device& dev, const RevChunk<T>& c) {
   const int64_t G = c.G, H = 2 * G, R = Cell::kBlocks * G;
-  dev.parallel(G, rev::work<Cell>(c), [&](Slice u) {
+  const Slice all{0, G};
+  dev.parallel(c.B, rev::work<Cell>(c), [&](Slice rows) {
+    const int64_t r0 = rows.j0, n = rows.size();
     for (int64_t t = 0; t < c.K; ++t) {
       for (int64_t l = 0; l < c.L; ++l) {
         const T* xp = c.xp0 + t * c.B * 2 * R;
         if (l > 0) {
-          rev::project<Cell>(dev, c, l, u);
+          rev::project<Cell>(dev, c, l, r0, n);
           xp = c.xp;
         }
-        for (int a = 0; a < 2; ++a) {
-          Cell::advance(dev, rev::half<Cell>(c, t, l, a, xp), u);
-          dev.barrier();  // the next half-update's GEMM reads every unit of this one
-        }
+        for (int a = 0; a < 2; ++a) Cell::advance(dev, rev::half<Cell>(c, t, l, a, xp, r0, n));
       }
-      dev.pointwise(c.B, u, c.mask ? c.mask + t * c.B : nullptr,
-                    rev::Output<T>{c.layers[c.L - 1].hf, c.y + t * c.B * H, G});
+      dev.pointwise(n, all, c.mask ? c.mask + t * c.B + r0 : nullptr,
+                    rev::Output<T>{c.layers[c.L - 1].hf + r0 * H, c.y + (t * c.B + r0) * H, G});
     }
-  });
+  }, 1);  // slices of one row
 }
 
 template <class Cell, class Device, typename T>
 void rev_backward_chunk(Device& dev, const RevChunk<T>& c) {
   const int64_t G = c.G, H = 2 * G, R = Cell::kBlocks * G;
-  dev.parallel(G, rev::work<Cell>(c), [&](Slice u) {
+  const Slice all{0, G};
+  dev.parallel(c.B, rev::work<Cell>(c), [&](Slice rows) {
+    const int64_t r0 = rows.j0, n = rows.size();
     for (int64_t t = c.K - 1; t >= 0; --t) {
-      const uint8_t* mask = c.mask ? c.mask + t * c.B : nullptr;
-      dev.pointwise(c.B, u, mask, rev::AddGrad<T>{c.layers[c.L - 1].dstate[0], c.grad_y + t * c.B * H, nullptr, G});
+      const uint8_t* mask = c.mask ? c.mask + t * c.B + r0 : nullptr;
+      dev.pointwise(n, all, mask,
+                    rev::AddGrad<T>{c.layers[c.L - 1].dstate[0] + r0 * H, c.grad_y + (t * c.B + r0) * H, nullptr, G});
       for (int64_t l = c.L - 1; l >= 0; --l) {
         const RevLayer<T>& ly = c.layers[l];
         const T* xp = c.xp0 + t * c.B * 2 * R;
         if (l > 0) {
-          rev::project<Cell>(dev, c, l, u);
+          rev::project<Cell>(dev, c, l, r0, n);
           xp = c.xp;
           for (int64_t off = 0; off < H; off += G)
-            dev.pointwise(c.B, u, nullptr, rev::Copy<T>{c.xin + off, H, ly.xin + t * c.B * H + off, H});
+            dev.pointwise(n, all, nullptr,
+                          rev::Copy<T>{c.xin + r0 * H + off, H, ly.xin + (t * c.B + r0) * H + off, H});
         }
         for (int a = 1; a >= 0; --a) {
-          const Half<T> s = rev::half<Cell>(c, t, l, a, xp);
-          dev.pointwise(c.B, u, nullptr, rev::Copy<T>{s.hb, H, ly.hb[a] + t * c.B * G, G});
-          Cell::retreat(dev, s, u);
-          if (ly.rh[a]) dev.pointwise(c.B, u, nullptr, rev::Copy<T>{c.rh, G, ly.rh[a] + t * c.B * G, G});
-          dev.barrier();  // d hb and the next half-update's GEMM read every unit of this one
-          // the slice's units of the other half's d h, which only this thread reads next
-          half_grad_hb(dev, u, s, 0, Cell::kHbBlocks * G);
+          const Half<T> s = rev::half<Cell>(c, t, l, a, xp, r0, n);
+          dev.pointwise(n, all, nullptr, rev::Copy<T>{s.hb, H, ly.hb[a] + (t * c.B + r0) * G, G});
+          Cell::retreat(dev, s);
+          if (ly.rh[a]) dev.pointwise(n, all, nullptr, rev::Copy<T>{s.rh, G, ly.rh[a] + (t * c.B + r0) * G, G});
+          half_grad_hb(dev, s, 0, Cell::kHbBlocks * G);  // d hb += da W_hh
         }
         if (l > 0) {  // d of the input: the layer below's d h += drop * (da_1 W_ih1 + da_2 W_ih2)
-          for (int64_t off = 0; off < H; off += G)
-            for (int a = 0; a < 2; ++a)
-              dev.gemm(false, false, c.B, u.size(), R, T(1), static_cast<const T*>(ly.da[a] + t * c.B * R), R,
-                       ly.w_ih[a] + off + u.j0, H, T(a), c.din + off + u.j0, H);
-          dev.pointwise(c.B, u, nullptr, rev::AddGrad<T>{c.layers[l - 1].dstate[0], c.din, ly.drop, G});
+          T* din = c.din + r0 * H;
+          for (int a = 0; a < 2; ++a)
+            dev.gemm(false, false, n, H, R, T(1), static_cast<const T*>(ly.da[a] + (t * c.B + r0) * R), R, ly.w_ih[a],
+                     H, T(a), din, H);
+          dev.pointwise(n, all, nullptr,
+                        rev::AddGrad<T>{c.layers[l - 1].dstate[0] + r0 * H, din, ly.drop ? ly.drop + r0 * H : nullptr, G});
         }
       }
     }
-  });
+  }, 1);  // slices of one row
 }
 
 }  // namespace revrnn

@@ -93,29 +93,26 @@ struct RevGRU {
   };
 
   template <class Device, typename T>
-  static void gates(Device& dev, const Half<T>& s, Slice u) {
-    half_gemm(dev, u, 0, 2, s.B, s.G, s.R, s.hb, s.H, s.w_hh, s.pre);
-    dev.pointwise(s.B, u, nullptr, Reset<T>{s});
-    dev.barrier();  // the candidate's GEMM reads r * hb of every unit
-    half_gemm(dev, u, 2, 3, s.B, s.G, s.R, static_cast<const T*>(s.rh), s.G, s.w_hh, s.pre);
-    dev.pointwise(s.B, u, nullptr, Candidate<T>{s});
+  static void gates(Device& dev, const Half<T>& s) {
+    half_gemm(dev, 0, 2, s.B, s.G, s.R, s.hb, s.H, s.w_hh, s.pre);
+    dev.pointwise(s.B, s.units(), nullptr, Reset<T>{s});
+    half_gemm(dev, 2, 3, s.B, s.G, s.R, static_cast<const T*>(s.rh), s.G, s.w_hh, s.pre);
+    dev.pointwise(s.B, s.units(), nullptr, Candidate<T>{s});
   }
 
   template <class Device, typename T>
-  static void advance(Device& dev, const Half<T>& s, Slice u) {
-    gates(dev, s, u);
-    dev.pointwise(s.B, u, s.mask, Advance<T>{s});
+  static void advance(Device& dev, const Half<T>& s) {
+    gates(dev, s);
+    dev.pointwise(s.B, s.units(), s.mask, Advance<T>{s});
   }
 
   template <class Device, typename T>
-  static void retreat(Device& dev, const Half<T>& s, Slice u) {
-    gates(dev, s, u);
-    dev.pointwise(s.B, u, s.mask, Retreat<T>{s});
-    dev.barrier();  // d (r hb) reads d of the candidate's pre-activation of every unit
-    const int64_t G = s.G;
-    dev.gemm(false, false, s.B, u.size(), G, T(1), s.da + 2 * G, s.R, s.w_hh + 2 * G * G + u.j0, G, T(0),
-             s.drh + u.j0, G);
-    dev.pointwise(s.B, u, nullptr, ResetGrad<T>{s});
+  static void retreat(Device& dev, const Half<T>& s) {
+    gates(dev, s);
+    dev.pointwise(s.B, s.units(), s.mask, Retreat<T>{s});
+    const int64_t G = s.G;  // d (r hb) = d of the candidate's pre-activation W_g
+    dev.gemm(false, false, s.B, G, G, T(1), s.da + 2 * G, s.R, s.w_hh + 2 * G * G, G, T(0), s.drh, G);
+    dev.pointwise(s.B, s.units(), nullptr, ResetGrad<T>{s});
   }
 };
 

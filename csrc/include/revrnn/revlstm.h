@@ -106,23 +106,23 @@ struct RevLSTM {
   };
 
   template <class Device, typename T>
-  static void advance(Device& dev, const Half<T>& s, Slice u) {
-    half_gemm(dev, u, 0, kBlocks, s.B, s.G, s.R, s.hb, s.H, s.w_hh, s.pre);
-    dev.pointwise(s.B, u, nullptr, Gates<T>{s});
-    dev.pointwise(s.B, u, s.mask, Update<T, true>{s, 1});
-    dev.pointwise(s.B, u, nullptr, CellTanh<T>{s});
-    dev.pointwise(s.B, u, s.mask, Update<T, true>{s, 0});
+  static void advance(Device& dev, const Half<T>& s) {
+    half_gemm(dev, 0, kBlocks, s.B, s.G, s.R, s.hb, s.H, s.w_hh, s.pre);
+    dev.pointwise(s.B, s.units(), nullptr, Gates<T>{s});
+    dev.pointwise(s.B, s.units(), s.mask, Update<T, true>{s, 1});
+    dev.pointwise(s.B, s.units(), nullptr, CellTanh<T>{s});
+    dev.pointwise(s.B, s.units(), s.mask, Update<T, true>{s, 0});
   }
 
   template <class Device, typename T>
-  static void retreat(Device& dev, const Half<T>& s, Slice u) {
-    half_gemm(dev, u, 0, kBlocks, s.B, s.G, s.R, s.hb, s.H, s.w_hh, s.pre);
-    dev.pointwise(s.B, u, nullptr, Gates<T>{s});
-    dev.pointwise(s.B, u, nullptr, CellFloat<T>{s});
-    dev.pointwise(s.B, u, nullptr, CellTanh<T>{s});  // of the new c, as the forward computed it
-    dev.pointwise(s.B, u, s.mask, Update<T, false>{s, 0});
-    dev.pointwise(s.B, u, s.mask, Update<T, false>{s, 1});
-    dev.pointwise(s.B, u, s.mask, Grad<T>{s});
+  static void retreat(Device& dev, const Half<T>& s) {
+    half_gemm(dev, 0, kBlocks, s.B, s.G, s.R, s.hb, s.H, s.w_hh, s.pre);
+    dev.pointwise(s.B, s.units(), nullptr, Gates<T>{s});
+    dev.pointwise(s.B, s.units(), nullptr, CellFloat<T>{s});
+    dev.pointwise(s.B, s.units(), nullptr, CellTanh<T>{s});  // of the new c, as the forward computed it
+    dev.pointwise(s.B, s.units(), s.mask, Update<T, false>{s, 0});
+    dev.pointwise(s.B, s.units(), s.mask, Update<T, false>{s, 1});
+    dev.pointwise(s.B, s.units(), s.mask, Grad<T>{s});
   }
 };
 
