@@ -124,9 +124,9 @@ revrnn::fixed::Buffer buffer_args(const char* fn, const Addresses& a, int64_t de
 }
 
 // One layer's addresses, in this order (0 where absent): w_ih1, w_ih2, w_hh1, w_hh2, bias1,
-// bias2, drop, ints0, ints1, hf; and for the reverse: dstate0, dstate1, da1, da2, hb1, hb2,
-// rh1, rh2, xin.
-constexpr std::size_t kLayerAddresses = 19;
+// bias2, drop, ints0, ints1, hf; for the reverse: dstate0, dstate1, da1, da2, hb1, hb2, rh1,
+// rh2, xin; then the transposed weights w_ih1^T, w_ih2^T, w_hh1^T, w_hh2^T.
+constexpr std::size_t kLayerAddresses = 23;
 
 template <typename T>
 revrnn::RevLayer<T> layer_args(const char* fn, const revrnn::cpu::RevEntry& e, const Addresses& a, bool first,
@@ -136,7 +136,9 @@ revrnn::RevLayer<T> layer_args(const char* fn, const revrnn::cpu::RevEntry& e, c
                                 std::to_string(kLayerAddresses) + " addresses, got " + std::to_string(a.size()));
   const bool lstm = e.states == 2, fwd = !reverse;
   revrnn::RevLayer<T> l{{pointer<const T>(fn, "w_ih1", a[0], first), pointer<const T>(fn, "w_ih2", a[1], first)},
+                        {pointer<const T>(fn, "w_ih1_t", a[19], first), pointer<const T>(fn, "w_ih2_t", a[20], first)},
                         {pointer<const T>(fn, "w_hh1", a[2]), pointer<const T>(fn, "w_hh2", a[3])},
+                        {pointer<const T>(fn, "w_hh1_t", a[21]), pointer<const T>(fn, "w_hh2_t", a[22])},
                         {pointer<const T>(fn, "bias1", a[4], true), pointer<const T>(fn, "bias2", a[5], true)},
                         pointer<const T>(fn, "drop", a[6], true),
                         {pointer<int64_t>(fn, "ints0", a[7]), pointer<int64_t>(fn, "ints1", a[8], !lstm)},
@@ -360,7 +362,7 @@ PYBIND11_MODULE(_C, m) {
         reverse ? "Undo K steps of a reversible stack and differentiate them (revrnn/reversible.h:\n"
                   "rev_backward_chunk); see rev_forward_chunk for the arguments."
                 : "K steps of a reversible stack forward (revrnn/reversible.h: RevChunk, RevLayer): layers\n"
-                  "lists 19 addresses per layer, buffer 6, scratch 7 (see csrc/bindings.cpp).");
+                  "lists 23 addresses per layer, buffer 6, scratch 7 (see csrc/bindings.cpp).");
   }
   for (const bool forward : {true, false}) {
     const char* name = forward ? "rev_multiply" : "rev_divide";

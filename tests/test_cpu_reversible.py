@@ -192,10 +192,10 @@ def test_the_reversible_loop_allocates_nothing(tmp_path):
 def test_bindings_refuse_bad_arguments():
     C = glue._C
     args = dict(dtype=C.DType.float64, threads=1, K=1, B=1, G=2, forget_bits=3, max_forget=0.875, xp0=8, mask=0,
-                y=8, layers=[[0] * 19], buffer=[0] * 6, depth=1, spill_at=1, op=0, scratch=[0] * 7)
+                y=8, layers=[[0] * 23], buffer=[0] * 6, depth=1, spill_at=1, op=0, scratch=[0] * 7)
     with pytest.raises(ValueError, match="'cell' must be one of revgru, revlstm, got 'gru'"):
         C.rev_forward_chunk("gru", **args)
-    with pytest.raises(ValueError, match="must list 19 addresses, got 3"):
+    with pytest.raises(ValueError, match="must list 23 addresses, got 3"):
         C.rev_forward_chunk("revgru", **{**args, "layers": [[0] * 3]})
     with pytest.raises(ValueError, match="forget_bits must be in \\[0, 10\\], got 11"):
         C.rev_forward_chunk("revgru", **{**args, "forget_bits": 11})

@@ -23,6 +23,8 @@ struct Half {
   const T* xp;               // (B, R), rows xs apart: the half's projected input, biases included
   int64_t xs;
   const T* w_hh;             // (R, G)
+  const T* w_hh_t;           // (G, R): w_hh transposed, the form the gates' GEMMs read (row-major
+                             // "nn": OpenBLAS's small-matrix kernels, no packing per call)
   const T* hb;               // (B, G), rows H apart: the float value of the other half's h
   int64_t* own[kMaxStates];  // (B, G), rows H apart: the half's fixed-point states (h first)
   T* hf;                     // (B, G), rows H apart: the float value of own[0]
@@ -43,12 +45,12 @@ struct Half {
   REVRNN_HD Slice units() const { return {0, G}; }
 };
 
-// out[:, columns of gate blocks q0..q1] = in W[those rows]^T, with in (B, G) rows lda apart and
-// out (B, R).
+// out[:, columns of gate blocks q0..q1] = in W[those rows]^T = in W^T[:, those columns], with in
+// (B, G) rows lda apart, W^T (G, R) and out (B, R).
 template <class Device, typename T>
-void half_gemm(Device& dev, int q0, int q1, int64_t B, int64_t G, int64_t R, const T* in, int64_t lda, const T* w,
+void half_gemm(Device& dev, int q0, int q1, int64_t B, int64_t G, int64_t R, const T* in, int64_t lda, const T* w_t,
                T* out) {
-  dev.gemm(false, true, B, (q1 - q0) * G, G, T(1), in, lda, w + q0 * G * G, G, T(0), out + q0 * G, R);
+  dev.gemm(false, false, B, (q1 - q0) * G, G, T(1), in, lda, w_t + q0 * G, R, T(0), out + q0 * G, R);
 }
 
 // The other half's d h += da[:, columns c0..c0 + n] W[rows c0..c0 + n]: the recurrent part of the

@@ -24,7 +24,9 @@ namespace revrnn {
 template <typename T>
 struct RevLayer {
   const T* w_ih[2];            // (R, H) for the layers above the first, else null
+  const T* w_ih_t[2];          // (H, R): w_ih transposed, the form the projection's GEMM reads
   const T* w_hh[2];            // (R, G)
+  const T* w_hh_t[2];          // (G, R): w_hh transposed, the form the gates' GEMMs read
   const T* bias[2];            // (R) or null, with w_ih
   const T* drop;               // (B, H): locked dropout on the layer's input, or null
   int64_t* ints[kMaxStates];   // (B, H) fixed-point states: in, at the chunk's start; out, at its end
@@ -143,7 +145,7 @@ void project(Device& dev, const RevChunk<T>& c, int64_t l, int64_t r0, int64_t n
   dev.pointwise(n, all, nullptr, Dropped<T>{c.layers[l - 1].hf + r0 * H, ly.drop ? ly.drop + r0 * H : nullptr, xin, G});
   dev.pointwise(n, all, nullptr, FillBias<T>{ly.bias[0], ly.bias[1], xp, G, R, Cell::kBlocks});
   for (int a = 0; a < 2; ++a)
-    dev.gemm(false, true, n, R, H, T(1), static_cast<const T*>(xin), H, ly.w_ih[a], H, T(1), xp + a * R, 2 * R);
+    dev.gemm(false, false, n, R, H, T(1), static_cast<const T*>(xin), H, ly.w_ih_t[a], R, T(1), xp + a * R, 2 * R);
 }
 
 // Half a of layer l at step t for rows [r0, r0 + n): its operands in the loop's buffers. xp is
@@ -162,6 +164,7 @@ Half<T> half(const RevChunk<T>& c, int64_t t, int64_t l, int a, const T* xp, int
   s.xp = xp + r0 * 2 * R + a * R;
   s.xs = 2 * R;
   s.w_hh = ly.w_hh[a];
+  s.w_hh_t = ly.w_hh_t[a];
   s.hb = ly.hf + other;
   for (int k = 0; k < Cell::kStates; ++k) s.own[k] = ly.ints[k] + own;
   s.hf = ly.hf + own;

@@ -94,9 +94,9 @@ struct RevGRU {
 
   template <class Device, typename T>
   static void gates(Device& dev, const Half<T>& s) {
-    half_gemm(dev, 0, 2, s.B, s.G, s.R, s.hb, s.H, s.w_hh, s.pre);
+    half_gemm(dev, 0, 2, s.B, s.G, s.R, s.hb, s.H, s.w_hh_t, s.pre);
     dev.pointwise(s.B, s.units(), nullptr, Reset<T>{s});
-    half_gemm(dev, 2, 3, s.B, s.G, s.R, static_cast<const T*>(s.rh), s.G, s.w_hh, s.pre);
+    half_gemm(dev, 2, 3, s.B, s.G, s.R, static_cast<const T*>(s.rh), s.G, s.w_hh_t, s.pre);
     dev.pointwise(s.B, s.units(), nullptr, Candidate<T>{s});
   }
 

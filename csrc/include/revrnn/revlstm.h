@@ -107,7 +107,7 @@ struct RevLSTM {
 
   template <class Device, typename T>
   static void advance(Device& dev, const Half<T>& s) {
-    half_gemm(dev, 0, kBlocks, s.B, s.G, s.R, s.hb, s.H, s.w_hh, s.pre);
+    half_gemm(dev, 0, kBlocks, s.B, s.G, s.R, s.hb, s.H, s.w_hh_t, s.pre);
     dev.pointwise(s.B, s.units(), nullptr, Gates<T>{s});
     dev.pointwise(s.B, s.units(), s.mask, Update<T, true>{s, 1});
     dev.pointwise(s.B, s.units(), nullptr, CellTanh<T>{s});
@@ -116,7 +116,7 @@ struct RevLSTM {
 
   template <class Device, typename T>
   static void retreat(Device& dev, const Half<T>& s) {
-    half_gemm(dev, 0, kBlocks, s.B, s.G, s.R, s.hb, s.H, s.w_hh, s.pre);
+    half_gemm(dev, 0, kBlocks, s.B, s.G, s.R, s.hb, s.H, s.w_hh_t, s.pre);
     dev.pointwise(s.B, s.units(), nullptr, Gates<T>{s});
     dev.pointwise(s.B, s.units(), nullptr, CellFloat<T>{s});
     dev.pointwise(s.B, s.units(), nullptr, CellTanh<T>{s});  // of the new c, as the forward computed it

@@ -146,6 +146,8 @@ class CompiledHalves(TorchHalf):
                 check(f"state[{k}]", s, (B, H), torch.int64)
             hs[layer] = hs[layer].to(dtype, memory_format=torch.contiguous_format, copy=True)
             check("h", hs[layer], (B, H), dtype)
+            # transposed weights: the GEMMs read them untransposed ("nn"), which spares BLAS a packing per call
+            w_t = [None if t is None else t.t().contiguous() for t in w[:4]]
             addresses = [*map(address, w), address(drop), *map(address, ints[layer]),
                          *[0] * (2 - len(ints[layer])), hs[layer].data_ptr()]
             if reverse:
@@ -157,7 +159,8 @@ class CompiledHalves(TorchHalf):
                               *map(address, r["da"] + r["hb"] + r["rh"]), address(r["xin"])]
             else:
                 addresses += [0] * 9
-            keep += [*w, drop]
+            addresses += list(map(address, w_t))
+            keep += [*w, *w_t, drop]
             layers.append(addresses)
         ops = K * plan.ops_per_step
         if buf is None:
