@@ -234,7 +234,7 @@ void run_elements(const char* fn, bool forward, int64_t rows, int64_t G, uintptr
   const uint8_t* ap = pointer<const uint8_t>(fn, "active", active, true);
   int64_t* op_out = pointer<int64_t>(fn, "out", out);
   py::gil_scoped_release release;
-  (forward ? revrnn::cpu::multiply_elements : revrnn::cpu::divide_elements)(rows, G, hp, np, qp, ap, op_out, buf, op);
+  revrnn::cpu::exact_elements(forward, rows, G, hp, np, qp, ap, op_out, buf, op);
 }
 
 }  // namespace

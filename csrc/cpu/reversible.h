@@ -23,13 +23,11 @@ struct RevEntry {
 const RevEntry* find_reversible(const std::string& name);
 std::string reversible_names();
 
-// One exact multiply (divide) of every element of (rows, G) states through the buffer, as the
-// reversible loop runs them: the per-operation form of the integer core. h and out may alias;
-// q may be null (no update); active (rows) may be null (every row).
-void multiply_elements(int64_t rows, int64_t G, const int64_t* h, const int64_t* n, const int64_t* q,
-                       const uint8_t* active, int64_t* out, const fixed::Buffer& buf, int64_t op);
-void divide_elements(int64_t rows, int64_t G, const int64_t* h, const int64_t* n, const int64_t* q,
-                     const uint8_t* active, int64_t* out, const fixed::Buffer& buf, int64_t op);
+// One exact multiply (forward) or divide of every element of (rows, G) states through the
+// buffer, as the reversible loop runs them: the per-operation form of the integer core. h and out
+// may alias; q may be null (no update); active (rows) may be null (every row).
+void exact_elements(bool forward, int64_t rows, int64_t G, const int64_t* h, const int64_t* n, const int64_t* q,
+                    const uint8_t* active, int64_t* out, const fixed::Buffer& buf, int64_t op);
 
 }  // namespace cpu
 }  // namespace revrnn

@@ -110,5 +110,14 @@ REVRNN_HD int64_t divide(const Buffer& f, int64_t e, int64_t op, int64_t h, int6
   return out;
 }
 
+// One exact update of a state v forward (MUL(v, z) + q through the buffer) or back (its
+// inverse), with the gate z quantised here; without forgetting (k = 0) v + q or v - q.
+template <bool kForward, typename T>
+REVRNN_HD int64_t update(const Buffer& f, int64_t e, int64_t op, int64_t v, T z, int forget_bits, int64_t q) {
+  if (!forget_bits) return kForward ? wrap_add(v, q) : wrap_sub(v, q);
+  const int64_t n = quantise_gate(z, forget_bits);
+  return kForward ? multiply(f, e, op, v, n, q) : divide(f, e, op, v, n, q);
+}
+
 }  // namespace fixed
 }  // namespace revrnn

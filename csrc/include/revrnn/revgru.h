@@ -42,36 +42,31 @@ struct RevGRU {
     }
   };
 
+  // The exact update of element (b, j) forward or back; returns the float value of the new h.
+  template <bool kForward, typename T>
+  REVRNN_HD static T exact(const Half<T>& s, int64_t b, int64_t j, bool valid) {
+    const int64_t i = b * s.H + j, G = s.G;
+    const T* a = s.act + b * kActs * G + j;
+    const int64_t q = fixed::quantise_update(a[4 * G], valid);
+    int64_t h = s.own[0][i];
+    if (valid) h = fixed::update<kForward>(s.buf, b * G + j, s.op, h, a[3 * G], s.forget_bits, q);
+    s.own[0][i] = h;
+    return s.hf[i] = fixed::to_float<T>(h);
+  }
+
   template <typename T>
   struct Advance {
     Half<T> s;
-    REVRNN_HD void operator()(int64_t b, int64_t j, bool valid) const {
-      const int64_t i = b * s.H + j, G = s.G;
-      const T* a = s.act + b * kActs * G + j;
-      const int64_t q = fixed::quantise_update(a[4 * G], valid);
-      int64_t h = s.own[0][i];
-      if (valid)
-        h = s.forget_bits ? fixed::multiply(s.buf, b * G + j, s.op, h, fixed::quantise_gate(a[3 * G], s.forget_bits), q)
-                          : fixed::wrap_add(h, q);
-      s.own[0][i] = h;
-      s.hf[i] = fixed::to_float<T>(h);
-    }
+    REVRNN_HD void operator()(int64_t b, int64_t j, bool valid) const { exact<true>(s, b, j, valid); }
   };
 
   template <typename T>
   struct Retreat {  // the inverse of Advance, then the pointwise gradients
     Half<T> s;
     REVRNN_HD void operator()(int64_t b, int64_t j, bool valid) const {
+      const T prev = exact<false>(s, b, j, valid);
       const int64_t i = b * s.H + j, G = s.G;
       const T* a = s.act + b * kActs * G + j;
-      const int64_t q = fixed::quantise_update(a[4 * G], valid);
-      int64_t h = s.own[0][i];
-      if (valid)
-        h = s.forget_bits ? fixed::divide(s.buf, b * G + j, s.op, h, fixed::quantise_gate(a[3 * G], s.forget_bits), q)
-                          : fixed::wrap_sub(h, q);
-      s.own[0][i] = h;
-      const T prev = fixed::to_float<T>(h);
-      s.hf[i] = prev;
       const T sv = a[0], g = a[2 * G], z = a[3 * G], dh = s.dh[0][i];
       const T dz = s.forget_bits ? dh * (prev - g) : -dh * g;
       T* d = s.da + b * s.R + j;

@@ -68,14 +68,7 @@ struct RevLSTM {
       const T gate = which ? a[5 * G] : a[6 * G];
       const int64_t q = fixed::quantise_update(which ? a[7 * G] : a[9 * G], valid), op = s.op + 1 - which;
       int64_t v = s.own[which][i];
-      if (valid) {
-        if (s.forget_bits) {
-          const int64_t n = fixed::quantise_gate(gate, s.forget_bits);
-          v = kForward ? fixed::multiply(s.buf, b * G + j, op, v, n, q) : fixed::divide(s.buf, b * G + j, op, v, n, q);
-        } else {
-          v = kForward ? fixed::wrap_add(v, q) : fixed::wrap_sub(v, q);
-        }
-      }
+      if (valid) v = fixed::update<kForward>(s.buf, b * G + j, op, v, gate, s.forget_bits, q);
       s.own[which][i] = v;
       if (!which)
         s.hf[i] = fixed::to_float<T>(v);
