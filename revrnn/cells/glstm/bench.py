@@ -49,7 +49,8 @@ def sparse(b: Any) -> None:
 
 
 def sparse_cpu(time_candidates: Any, quick: bool) -> list[dict[str, Any]]:
-    """The ``sparse`` group on the compiled executor (training steps, T=200 B=32 I=H=256):
+    """The ``sparse`` group on the compiled executor (training steps, T=200 B=32 I=H=256), with
+    the input projection's GEMMs alone beside them (dense on both paths);
     ``time_candidates(label, (T, B, I, H), candidates, targets)`` is the script's timer."""
     from ...backends import get_backend
     from ...nn import GLSTM
@@ -71,9 +72,17 @@ def sparse_cpu(time_candidates: Any, quick: bool) -> list[dict[str, Any]]:
                 backend.glstm_sparse = before
         return run
 
+    # what neither path skips: the input projection and its two gradient GEMMs, dense in torch
+    xs, w, g = x.detach().reshape(T * B, I), m.weight_ih_l0.detach(), torch.randn(T * B, 4 * H)
+
+    def projection() -> None:
+        torch.mm(xs, w.t())
+        torch.mm(g.t(), xs)
+        torch.mm(g, w)
+
     backend.sparse_work = type(backend.sparse_work)()
     label = f"GLSTM {open_fraction:.1%} open"
-    rows = time_candidates(label, (T, B, I, H), {"cpu sparse": step("always"), "cpu dense": step("never")},
-                           {"cpu dense": (">=", 4.0)})
+    rows = time_candidates(label, (T, B, I, H), {"cpu sparse": step("always"), "cpu dense": step("never"),
+                                                 "projection GEMMs": projection}, {"cpu dense": (">=", 4.0)})
     rows[0]["skipped_fraction"] = backend.sparse_work.skipped_fraction
     return rows
