@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <climits>
+#include <optional>
 #include <tuple>
 
 #include "cpu/blas.h"
@@ -61,7 +62,7 @@ revrnn::ChunkForward<T> forward_args(const CellEntry& e, int64_t K, int64_t B, i
   const char* fn = "forward_chunk";
   revrnn::ChunkForward<T> c{K, B, H, pointer<const T>(fn, "xp", xp), pointer<const T>(fn, "w_hh", w_hh),
                             pointer<const T>(fn, "b_rec", b_rec, !e.rec_bias),
-                            pointer<const uint8_t>(fn, "mask", mask, true), {}, pointer<T>(fn, "act", act),
+                            pointer<const uint8_t>(fn, "mask", mask, true), {}, pointer<T>(fn, "act", act, e.acts == 0),
                             pointer<T>(fn, "y", y), pointer<T>(fn, "rec", rec), keep,
                             pointer<const T>(fn, "aux", aux, !e.aux), pointer<T>(fn, "mid", mid, e.phases != 2),
                             pointer<const T>(fn, "unit", unit, !e.unit), pointer<T>(fn, "fb", fb, !e.feedback),
@@ -80,7 +81,7 @@ revrnn::ChunkBackward<T> backward_args(const CellEntry& e, int64_t K, int64_t B,
                                        uintptr_t dproj, uintptr_t dw_hr, uintptr_t params, uintptr_t dparams) {
   const char* fn = "backward_chunk";
   revrnn::ChunkBackward<T> c{K, B, H, pointer<const T>(fn, "w_hh", w_hh),
-                             pointer<const uint8_t>(fn, "mask", mask, true), pointer<const T>(fn, "act", act),
+                             pointer<const uint8_t>(fn, "mask", mask, true), pointer<const T>(fn, "act", act, e.acts == 0),
                              {}, pointer<const T>(fn, "grad_y", grad_y), {}, pointer<T>(fn, "dxp", dxp),
                              pointer<T>(fn, "drec", drec), pointer<T>(fn, "dw_hh", dw_hh, true),
                              pointer<const T>(fn, "aux", aux, !e.aux),
@@ -219,6 +220,39 @@ void run_glstm_sparse(bool backward, int64_t K, int64_t B, int64_t H, const Addr
                            pointer<T>(fn, "rec", a[17], true), pointer<T>(fn, "dw", a[18], true)};
   py::gil_scoped_release release;
   revrnn::cpu::glstm_sparse(backward, c);
+}
+
+// The NRU's chunk: addresses [xp, w_hh, w_heads, b_heads, mask, s, y (forward) or grad_y
+// (backward), g, dxp, dheads, rec, heads, work]; 0 where a pass does not use one (b_heads and
+// mask may always be 0).
+template <typename T>
+void run_nru(bool backward, int threads, int64_t K, int64_t B, int64_t H, int64_t M, int64_t k, bool relu,
+             std::optional<double> clamp, double eps, bool keep, const Addresses& a) {
+  const char* fn = backward ? "nru_backward" : "nru_forward";
+  revrnn::bindings::check_sizes(fn, B, H);
+  int64_t r = 0;
+  while ((r + 1) * (r + 1) <= k * M) ++r;
+  if (K < 0 || threads < 1 || M < 1 || k < 1 || r * r != k * M)
+    throw std::invalid_argument(std::string(fn) + ": need K >= 0, threads >= 1, M >= 1, k >= 1 and k*M a square, got K=" +
+                                std::to_string(K) + ", threads=" + std::to_string(threads) + ", M=" +
+                                std::to_string(M) + ", k=" + std::to_string(k));
+  if (a.size() != 13)
+    throw std::invalid_argument(std::string(fn) + ": argument 'addresses' must list 13 addresses, got " +
+                                std::to_string(a.size()));
+  if (B > INT_MAX || H + M > INT_MAX || 2 * k + 4 * r > INT_MAX)
+    throw std::invalid_argument(std::string(fn) + ": B, H + M or 2k + 4r exceeds the BLAS's 32-bit sizes");
+  if (!revrnn::cpu::blas_loaded()) throw std::runtime_error(std::string(fn) + ": no BLAS loaded (call load_blas first)");
+  const bool fwd = !backward;
+  revrnn::NruChunk<T> c{K, B, H, M, k, r, relu, clamp.has_value(), T(clamp.value_or(0.0)), T(eps), keep && fwd,
+                        pointer<const T>(fn, "xp", a[0], backward), pointer<const T>(fn, "w_hh", a[1]),
+                        pointer<const T>(fn, "w_heads", a[2]), pointer<const T>(fn, "b_heads", a[3], true),
+                        pointer<const uint8_t>(fn, "mask", a[4], true), pointer<T>(fn, "s", a[5]),
+                        fwd ? pointer<T>(fn, "y", a[6]) : nullptr, backward ? pointer<const T>(fn, "grad_y", a[6]) : nullptr,
+                        pointer<T>(fn, "g", a[7], fwd), pointer<T>(fn, "dxp", a[8], fwd),
+                        pointer<T>(fn, "dheads", a[9], fwd), pointer<T>(fn, "rec", a[10]), pointer<T>(fn, "heads", a[11]),
+                        pointer<T>(fn, "work", a[12])};
+  py::gil_scoped_release release;
+  revrnn::cpu::nru(backward, threads, c);
 }
 
 // The per-operation integer core: one multiply or divide of every element through the buffer.
@@ -378,6 +412,23 @@ PYBIND11_MODULE(_C, m) {
                 : "One exact divide of every element through the buffer (revrnn/fixed.h: divide).");
   }
 
+  m.def("nru_work_size", [](int64_t k, int64_t M) { return revrnn::nru::work_size(k, M); }, py::arg("k"),
+        py::arg("M"), "Scratch elements per row of an NRU chunk with k heads of memory size M.");
+  for (const bool backward : {false, true}) {
+    m.def(
+        backward ? "nru_backward" : "nru_forward",
+        [backward](DType dtype, int threads, int64_t K, int64_t B, int64_t H, int64_t M, int64_t k, bool relu,
+                   std::optional<double> clamp, double eps, bool keep, const Addresses& addresses) {
+          if (dtype == DType::float32)
+            run_nru<float>(backward, threads, K, B, H, M, k, relu, clamp, eps, keep, addresses);
+          else
+            run_nru<double>(backward, threads, K, B, H, M, k, relu, clamp, eps, keep, addresses);
+        },
+        py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"), py::arg("M"), py::arg("k"),
+        py::arg("relu"), py::arg("clamp"), py::arg("eps"), py::arg("keep"), py::arg("addresses"),
+        "The NRU's chunk (revrnn/nru.h: NruChunk); addresses: 13, in the order of run_nru\n"
+        "(csrc/bindings.cpp); clamp: the memory clamp or None.");
+  }
   for (const bool backward : {false, true}) {
     m.def(
         backward ? "glstm_sparse_backward" : "glstm_sparse_forward",

@@ -45,9 +45,13 @@ def test_bad_nonlinearity():
         revrnn.nn.RNN(2, 3, nonlinearity="sigmoid")
 
 
-def test_no_kernels_yet():
-    """auto falls back to the reference; asking for Triton names the cell."""
-    m = revrnn.nn.RNN(2, 3)
-    assert revrnn.backends.resolve("auto", m.cells[0], torch.device("cpu")).name in ("reference", "cpu")
-    with pytest.raises(revrnn.BackendUnavailable, match="elman"):
-        revrnn.backends.resolve("cpu", m.cells[0], torch.device("cpu"))
+def test_backends():
+    """The compiled executor runs it (tests/test_cpu_backend.py); Triton has no kernels for it
+    and, asked for, names the cell."""
+    from revrnn.backends import _REGISTRY
+    cell = revrnn.nn.RNN(2, 3).cells[0]
+    assert _REGISTRY["cpu"].runner_for(cell) is not None
+    assert not _REGISTRY["triton"].supports(cell, torch.float32)
+    if revrnn.available_backends()["triton"] is None:
+        with pytest.raises(revrnn.BackendUnavailable, match="elman"):
+            revrnn.backends.resolve("triton", cell, torch.device("cpu"))

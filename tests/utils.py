@@ -178,11 +178,12 @@ def randomise_bn(m: nn.Module) -> None:
 
 
 def assert_low_precision(ref64: nn.Module, x: Tensor, dtype: torch.dtype, ulps: int = 16,
-                         backend: str = "triton") -> None:
+                         backend: str = "triton", factor: float = 2) -> None:
     """A copy of ``ref64`` (float64, reference backend) in ``dtype`` on ``backend`` is no
-    further from float64 than twice the reference's own error in ``dtype``, plus ``ulps``·eps,
-    in every output, state and gradient, whose dtypes match the reference's. ``ref64`` takes the
-    weights rounded to ``dtype`` first, and ``x`` is rounded too, so all runs start alike."""
+    further from float64 than ``factor`` times the reference's own error in ``dtype``, plus
+    ``ulps``·eps, in every output, state and gradient, whose dtypes match the reference's.
+    ``ref64`` takes the weights rounded to ``dtype`` first, and ``x`` is rounded too, so all runs
+    start alike."""
     low = copy.deepcopy(ref64).to(dtype)
     ref64.load_state_dict({k: v.double() for k, v in low.state_dict().items()})
     tri = copy.deepcopy(low)
@@ -191,10 +192,24 @@ def assert_low_precision(ref64: nn.Module, x: Tensor, dtype: torch.dtype, ulps: 
     truth, ref, got = grads(ref64, x.double()), grads(low, x), grads(tri, x)
     eps = torch.finfo(dtype).eps
     for key in truth:
-        bound = 2 * rel_err(ref[key].double(), truth[key]) + ulps * eps
+        bound = factor * rel_err(ref[key].double(), truth[key]) + ulps * eps
         err = rel_err(got[key].double(), truth[key])
         assert got[key].dtype == ref[key].dtype, key
         assert err <= bound, f"{key}: {backend} {err:.3g} from float64, reference {dtype} {bound:.3g} allowed"
+
+
+def rounding_spread(module: nn.Module, x: Tensor, hx, want: dict[str, Tensor], floor: float) -> float:
+    """How far :func:`grads` of ``module`` moves from ``want`` when every parameter entry moves by
+    about one rounding of its dtype (times 1 + δ, δ ~ N(0, eps²)): the largest :func:`rel_err`.
+    Two correct implementations that round differently cannot be told apart below it; for most
+    cells it is a few eps, for a cell whose state grows without decay (the NRU's memory) it can
+    be 10⁷ eps."""
+    moved = copy.deepcopy(module)
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.mul_(1 + torch.finfo(p.dtype).eps * torch.randn_like(p))
+    got = grads(moved, x, hx)
+    return max(rel_err(got[k], want[k], floor) for k in want)
 
 
 def packed_grads(module: nn.Module, x: Tensor, lengths: Tensor, seed: int | None = None) -> dict[str, Tensor]:
@@ -256,9 +271,10 @@ void* malloc(size_t n) {
 """
 
 
-def malloc_calls(tmp_path: Path, script: str) -> list:
-    """What ``script`` prints last (a list of malloc call counts), run in a fresh Python with an
-    interposed malloc that counts calls (``revrnn_test_malloc_calls()`` through ctypes)."""
+def malloc_calls(tmp_path: Path, script: str, *args: str) -> list:
+    """What ``script`` prints last (a list of malloc call counts), run with ``args`` in a fresh
+    Python with an interposed malloc that counts calls (``revrnn_test_malloc_calls()`` through
+    ctypes)."""
     import pytest
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
@@ -266,7 +282,7 @@ def malloc_calls(tmp_path: Path, script: str) -> list:
     src, lib = tmp_path / "count.c", tmp_path / "libcount.so"
     src.write_text(COUNTING_MALLOC)
     subprocess.run([cc, "-shared", "-fPIC", "-O1", str(src), "-o", str(lib), "-ldl"], check=True)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                          env={**os.environ, "LD_PRELOAD": str(lib)})
     assert run.returncode == 0, run.stderr
     return eval(run.stdout.strip().splitlines()[-1])

@@ -72,6 +72,17 @@ void glstm_sparse(bool backward, const SparseChunk<T>& c) {
 template void glstm_sparse<float>(bool, const SparseChunk<float>&);
 template void glstm_sparse<double>(bool, const SparseChunk<double>&);
 
+template <typename T>
+void nru(bool backward, int threads, const NruChunk<T>& c) {
+  CpuDevice dev{threads};
+  if (backward)
+    nru_backward(dev, c);
+  else
+    nru_forward(dev, c);
+}
+template void nru<float>(bool, int, const NruChunk<float>&);
+template void nru<double>(bool, int, const NruChunk<double>&);
+
 std::string cell_names() {
   std::string out;
   for (const CellEntry& e : kCells) out += (out.empty() ? "" : ", ") + std::string(e.name);

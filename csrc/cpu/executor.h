@@ -6,6 +6,7 @@
 
 #include "revrnn/executor.h"
 #include "revrnn/glstm_sparse.h"
+#include "revrnn/nru.h"
 
 namespace revrnn {
 namespace cpu {
@@ -39,6 +40,10 @@ std::string cell_names();
 // The g-LSTM's sparse chunk (revrnn/glstm_sparse.h), forward or backward.
 template <typename T>
 void glstm_sparse(bool backward, const SparseChunk<T>& c);
+
+// The NRU's chunk (revrnn/nru.h), forward or backward, on a team of `threads`.
+template <typename T>
+void nru(bool backward, int threads, const NruChunk<T>& c);
 
 }  // namespace cpu
 }  // namespace revrnn

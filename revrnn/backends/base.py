@@ -119,3 +119,16 @@ class Runner:
     def backward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk, residuals: tuple,
                  grad_out: Tensor, grad_state: State) -> tuple[Tensor, State, dict[str, Tensor | None]]:
         raise NotImplementedError
+
+
+def weight_grad(dpre: Tensor, operand: Tensor, dtype: torch.dtype) -> Tensor:
+    """``Σ_steps dpreᵀ · operand`` as one GEMM: dpre (K, B, G), operand (K, B, H) -> (G, H)."""
+    K, B, G = dpre.shape
+    return dpre.reshape(K * B, G).t().to(dtype) @ operand.reshape(K * B, operand.shape[-1]).to(dtype)
+
+
+def bias_sums(cell: CellSpec, p: Params, dpre: Tensor, cols: dict[str, slice]) -> dict[str, Tensor | None]:
+    """Gradients of the bias parameters among ``p``: each the sum over steps and rows of the
+    ``dpre`` columns given for it."""
+    return {name: dpre[..., cols[name]].sum((0, 1)).to(p[name].dtype) if p[name].requires_grad else None
+            for name in cols if name in p}

@@ -1,9 +1,10 @@
 // Every cell the compiled executors run, as X(name, Cell): the name is the one its family's glue
 // passes (revrnn/cells/<family>/cpu.py), Cell the struct of per-element math in its header.
 // Adding a cell to the executors is one header and one entry here; the reversible cells, whose
-// loop is revrnn/reversible.h, have their own list.
+// loop is revrnn/reversible.h, have their own list, and the NRU its own loop (revrnn/nru.h).
 #pragma once
 
+#include "revrnn/elman.h"
 #include "revrnn/glstm.h"
 #include "revrnn/gru.h"
 #include "revrnn/libru.h"
@@ -29,7 +30,9 @@
   X(mgu, MGUv<0>)       \
   X(mgu1, MGUv<1>)      \
   X(mgu2, MGUv<2>)      \
-  X(glstm, GLSTM)
+  X(glstm, GLSTM)       \
+  X(elman_tanh, Elman<false>) \
+  X(elman_relu, Elman<true>)
 
 #define REVRNN_REVERSIBLE_CELLS(X) \
   X(revgru, RevGRU)                 \

@@ -32,6 +32,15 @@ double log1p(double) __attribute__((simd("notinbranch")));
 }
 #endif
 
+// `omp simd` on the host (the build passes -fopenmp-simd; the clause, e.g. reduction(+ : s), is
+// the macro's argument), nothing on the device.
+#ifdef __CUDACC__
+#define REVRNN_SIMD(...)
+#else
+#define REVRNN_PRAGMA(x) _Pragma(#x)
+#define REVRNN_SIMD(...) REVRNN_PRAGMA(omp simd __VA_ARGS__)
+#endif
+
 namespace revrnn {
 
 // Explicit overloads instead of std:: calls so that float stays float on both sides and nvcc

@@ -56,12 +56,6 @@ def grad_buffers(grad_state: State, sdtype: torch.dtype) -> list[Tensor]:
     return [g.to(sdtype, memory_format=torch.contiguous_format, copy=True) for g in grad_state]
 
 
-def weight_grad(dpre: Tensor, operand: Tensor, dtype: torch.dtype) -> Tensor:
-    """``Σ_steps dpreᵀ · operand`` as one GEMM: dpre (K, B, G), operand (K, B, H) -> (G, H)."""
-    K, B, G = dpre.shape
-    return dpre.reshape(K * B, G).t().to(dtype) @ operand.reshape(K * B, operand.shape[-1]).to(dtype)
-
-
 class SigmoidGates:
     """The gate hooks of the LSTM and reset-after GRU runners for σ gates; a family whose gates
     are learned functions overrides them in its own glue."""
@@ -74,13 +68,6 @@ class SigmoidGates:
                    skip: int) -> dict:
         """Parameter gradients of the :meth:`gate_operands`."""
         return {}
-
-
-def bias_sums(cell: CellSpec, p: Params, dpre: Tensor, cols: dict[str, slice]) -> dict[str, Tensor | None]:
-    """Gradients of the bias parameters among ``p``: each the sum over steps and rows of the
-    ``dpre`` columns given for it."""
-    return {name: dpre[..., cols[name]].sum((0, 1)).to(p[name].dtype) if p[name].requires_grad else None
-            for name in cols if name in p}
 
 
 def chunk_mask(chunk: Chunk) -> Tensor | None:

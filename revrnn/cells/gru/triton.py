@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from ...backends.base import Runner
-from ...backends.triton.runner import ChunkBuffers, SigmoidGates, bias_sums, chunk_mask, common, grad_buffers, kernels, weight_grad
+from ...backends.base import bias_sums, weight_grad
+from ...backends.triton.runner import ChunkBuffers, SigmoidGates, chunk_mask, common, grad_buffers, kernels
 from ...kernels import gru, persistent  # noqa: F401 (attributes of kernels; torch.compile cannot trace an import)
 from ..base import CellSpec, Params
 from .spec import GRUCell

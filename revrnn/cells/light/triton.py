@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from ...backends.base import Runner
-from ...backends.triton.runner import ChunkBuffers, chunk_mask, common, grad_buffers, kernels, weight_grad
+from ...backends.base import weight_grad
+from ...backends.triton.runner import ChunkBuffers, chunk_mask, common, grad_buffers, kernels
 from ...kernels import light  # noqa: F401 (an attribute of kernels; torch.compile cannot trace an import)
 from ..base import CellSpec
 from .libru import log_eps, safe_log

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from ...backends.base import Chunk, Runner
-from ...backends.triton.runner import ChunkBuffers, SigmoidGates, chunk_mask, common, grad_buffers, kernels, weight_grad
+from ...backends.base import weight_grad
+from ...backends.triton.runner import ChunkBuffers, SigmoidGates, chunk_mask, common, grad_buffers, kernels
 from ...kernels import lstm, persistent  # noqa: F401 (attributes of kernels; torch.compile cannot trace an import)
 from ..base import CellSpec, Params
 from .spec import LSTMCell

@@ -1,10 +1,11 @@
-"""The non-saturating recurrent unit: spec :mod:`.spec`; Triton glue :mod:`.triton` (kernels
-``revrnn.kernels.nru``)."""
+"""The non-saturating recurrent unit: spec :mod:`.spec`; what its runners share :mod:`.chunk`;
+Triton glue :mod:`.triton` (kernels ``revrnn.kernels.nru``); compiled-executor glue :mod:`.cpu`
+(loop ``csrc/include/revrnn/nru.h``)."""
 from ..family import Case, Family
 from .spec import L5_EPS, NRUCell, check_heads, l5_heads
 
 FAMILY = Family(
-    name="nru", package=__name__, cells=(NRUCell,), modules={"nru": "NRU"}, backends=("triton",),
+    name="nru", package=__name__, cells=(NRUCell,), modules={"nru": "NRU"}, backends=("triton", "cpu"),
     cases=(
         # geometries (memory size M, heads k), φ = ReLU and the memory clamp
         Case("nru-m8k2", "NRU", dict(memory_size=8, num_heads=2), hidden=7, compile="every"),

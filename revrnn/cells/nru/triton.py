@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...backends.base import Runner
-from ...backends.triton.runner import bias_sums, chunk_mask, common, kernels, weight_grad
+from ...backends.triton.runner import chunk_mask, common, kernels
 from ...kernels import nru  # noqa: F401 (an attribute of kernels; torch.compile cannot trace an import)
-from ..base import CellSpec, Params
-from .spec import L5_EPS, NRUCell
+from ..base import CellSpec
+from .chunk import NRUChunks
+from .spec import L5_EPS
 
 
 def runners(backend):
@@ -16,17 +16,14 @@ def runners(backend):
     return lambda cell: runner
 
 
-class NRURunner(Runner):
+class NRURunner(NRUChunks):
     """The NRU step as two GEMMs in torch and two kernels forward, three GEMMs (one recomputes
     the heads) and three kernels backward (see :mod:`revrnn.kernels.nru`).
 
     Unlike the other cells', the GEMMs run in the state dtype, float32 for float16/bfloat16
-    input, as the reference step computes: the memory is unbounded. States, outputs and their
-    gradients are in the state dtype; the gradient of the projected input is in its dtype.
-
-    Residuals: the states ``[h; m]`` before and after every step, one (K + 1, B, H + M) tensor
-    in the state dtype, and nothing else; backward recomputes each step's heads with one GEMM
-    on ``[h_t; m_{t-1}]``, and the kernels recompute the write and erase vectors from them.
+    input, as the reference step computes: the memory is unbounded. The gradient of the
+    projected input is in its dtype. Residuals as :class:`.chunk.NRUChunks`; the kernels
+    recompute the write and erase vectors from the recomputed heads.
     """
 
     def refusal(self, cell: CellSpec) -> str | None:
@@ -34,12 +31,6 @@ class NRURunner(Runner):
             return None
         return (f"memory_size={cell.memory_size} with num_heads={cell.num_heads} gives a row tile "
                 f"larger than Triton's largest tensor ({kernels.nru.MAX_TILE} elements)")
-
-    @staticmethod
-    def weights(cell: NRUCell, p: Params, sdtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``weight_hh``, ``weight_heads`` and ``bias_heads`` (None without bias) in the state dtype."""
-        bias = p["bias_heads"].to(sdtype) if cell.bias else None
-        return p["weight_hh"].to(sdtype), p["weight_heads"].to(sdtype), bias
 
     @staticmethod
     def heads(u: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor) -> None:
@@ -56,8 +47,7 @@ class NRURunner(Runner):
         L = H + cell.memory_size
         w_hh, w_heads, b_heads = self.weights(cell, p, sdtype)
         mask = chunk_mask(chunk)
-        s = common.new((K + 1 if keep else 2, B, L), sdtype, xp.device)
-        s[0, :, :H], s[0, :, H:] = state
+        s = self.states(cell, state, K + 1 if keep else 2, lambda shape: common.new(shape, sdtype, xp.device))
         y = common.new((K, B, H), sdtype, xp.device)
         rec = common.new((B, H), sdtype, xp.device)
         heads = common.new((B, cell.head_rows), sdtype, xp.device)
@@ -69,9 +59,7 @@ class NRURunner(Runner):
             self.heads(s[w], w_heads, b_heads, heads)
             kernels.nru.nru_memory_step(heads, s[r], mi, s[w], cell.num_heads, cell.use_relu, cell.memory_clamp,
                                         L5_EPS)
-        last = s[K if keep else K % 2]
-        end = tuple(part.clone(memory_format=torch.contiguous_format) for part in (last[:, :H], last[:, H:]))
-        return y, end, ((s,) if keep else None)
+        return y, self.split(s[K if keep else K % 2], H), ((s,) if keep else None)
 
     def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
         (s,) = residuals
@@ -96,12 +84,5 @@ class NRURunner(Runner):
             g.addmm_(dheads[i], w_heads)  # the heads' part of the gradients of h_t and m_{t-1}
             kernels.nru.nru_hidden_backward(g, dy[i], s[i + 1], mi, dxp[i])
             g.addmm_(dxp[i], w_hh)
-        grads: dict[str, Tensor | None] = {"weight_hh": None, "weight_heads": None}
-        if p["weight_hh"].requires_grad:
-            grads["weight_hh"] = weight_grad(dxp, s[:K], sdtype).to(p["weight_hh"].dtype)
-        if p["weight_heads"].requires_grad:  # the operands [h_t; m_{t-1}] as two column blocks
-            dw = (weight_grad(dheads, s[1:, :, :H], sdtype), weight_grad(dheads, s[:K, :, H:], sdtype))
-            grads["weight_heads"] = torch.cat(dw, 1).to(p["weight_heads"].dtype)
-        grads.update(bias_sums(cell, p, dheads, {"bias_heads": slice(None)}))
-        dstate = tuple(part.clone(memory_format=torch.contiguous_format) for part in (g[:, :H], g[:, H:]))
-        return dxp.to(chunk.xp.dtype), dstate, grads
+        grads = self.grads(cell, p, s, dxp, dheads)
+        return dxp.to(chunk.xp.dtype), self.split(g, H), grads
