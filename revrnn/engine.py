@@ -9,9 +9,15 @@ backend, and owns the memory strategy:
   kept; backward re-runs one chunk at a time to rebuild its residuals (√T chunks by default).
   With ``checkpoint_slots=s`` instead, at most ``s`` states are kept at once and steps are
   re-run following the binomial schedule of :mod:`revrnn.schedule` (revolve), which is
-  optimal in step evaluations for that budget. When the cell's projection is row-wise, the
-  projected inputs are not kept either: backward recomputes each piece's projection from the
-  layer input.
+  optimal in step evaluations for that budget.
+
+With ``recompute`` and a row-wise projection the engine also projects chunk-wise
+(:attr:`Plan.project`): it takes the layer input instead of its projection, projects each chunk
+when the chunk runs and drops it after, and in backward pushes each chunk's projection gradient
+through the projection at once (the input's gradient for those steps, the projection's parameter
+gradients accumulated), so no tensor of the projection's size T·B·G is ever alive. Cells whose
+projection uses statistics over the whole sequence (the LiGRU's and LiBRU's batch norm) keep
+the projection and its gradient for the whole sequence.
 
 Truncated BPTT belongs to the training loop (detach the state every k steps), not here.
 """
@@ -58,10 +64,13 @@ class Plan:
     checkpoint_slots: int | None = None  # binomial schedule with this many kept states
     mask: Tensor | None = None  # (T, B) bool
     extras: Params = field(default_factory=dict)
-    names: tuple[str, ...] = ()  # recurrent parameter names, in the order given to apply()
-    # Recomputes xp[s:e] from the layer input (for row-wise projections); ``recompute`` uses it
-    # to drop the O(T) projection.
-    reproject: Callable[[int, int], Tensor] | None = None
+    names: tuple[str, ...] = ()  # parameter names, in the order given to apply()
+    t0: int = 0  # the sequence's first step (a stream's chunk starts later; time-gated cells read it)
+    # Chunk-wise projection: ``project(params, x[s:e], s, e)`` is the projection of steps s .. e-1
+    # from the layer input (differentiable in both); the engine then takes the layer input and
+    # every parameter of the cell, and hands the backend those in ``step_names`` only.
+    project: Callable[[Params, Tensor, int, int], Tensor] | None = None
+    step_names: tuple[str, ...] | None = None
 
     def chunk_bounds(self, T: int) -> list[tuple[int, int]]:
         K = chunk_length(self.memory, T, self.checkpoint_every)
@@ -69,7 +78,17 @@ class Plan:
 
     def chunk(self, xp: Tensor, s: int, e: int) -> Chunk:
         """Steps ``s .. e-1``; ``xp`` holds exactly those steps' projected inputs."""
-        return Chunk(t0=s, xp=xp, mask=None if self.mask is None else self.mask[s:e])
+        return Chunk(t0=self.t0 + s, xp=xp, mask=None if self.mask is None else self.mask[s:e])
+
+    def step_params(self, params: Params) -> Params:
+        return params if self.step_names is None else {k: params[k] for k in self.step_names}
+
+    def inputs(self, inp: Tensor, params: Params, s: int, e: int) -> Chunk:
+        """Steps ``s .. e-1`` of ``inp``, the projection or (chunk-wise) the layer input."""
+        if self.project is None:
+            return self.chunk(inp[s:e], s, e)
+        with torch.no_grad():
+            return self.chunk(self.project(params, inp[s:e], s, e), s, e)
 
 
 class _Sequence(torch.autograd.Function):
@@ -82,9 +101,10 @@ class _Sequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, plan: Plan, n_state: int, xp: Tensor, *tensors: Tensor):
+    def forward(ctx, plan: Plan, n_state: int, inp: Tensor, *tensors: Tensor):
         state, params = tuple(tensors[:n_state]), dict(zip(plan.names, tensors[n_state:]))
-        T = xp.shape[0]
+        step_params = plan.step_params(params)
+        T = inp.shape[0]
         outputs = None
 
         def emit(s: int, out: Tensor) -> None:
@@ -94,11 +114,9 @@ class _Sequence(torch.autograd.Function):
             outputs[s:s + out.shape[0]] = out
 
         ctx.plan = plan
-        ctx.drop_xp = plan.memory == "recompute" and plan.reproject is not None
-        ctx.xp_meta = (xp.shape, xp.dtype, xp.device)
         kept: list[tuple[Tensor, ...]] = []  # per chunk: residuals (store) or start state
         if plan.checkpoint_slots is not None:
-            run = _Binomial(plan, params, lambda s, e: plan.chunk(xp[s:e], s, e))
+            run = _Binomial(plan, step_params, lambda s, e: plan.inputs(inp, params, s, e))
             ctx.h0 = hold(t.detach() for t in state)
             ctx.trail, state = run.descend(T, state, emit)
         else:
@@ -107,12 +125,12 @@ class _Sequence(torch.autograd.Function):
                 if not store:
                     kept.append(state)
                 out, state, res = plan.backend.forward_chunk(
-                    plan.cell, params, plan.extras, plan.chunk(xp[s:e], s, e), state, keep=store)
+                    plan.cell, step_params, plan.extras, plan.inputs(inp, params, s, e), state, keep=store)
                 emit(s, out)
                 if store:
                     kept.append(tuple(res))
         ctx.sizes = [len(k) for k in kept]
-        ctx.save_for_backward(None if ctx.drop_xp else xp, *tensors[n_state:], *(t for k in kept for t in k))
+        ctx.save_for_backward(inp, *tensors[n_state:], *(t for k in kept for t in k))
         ctx.mark_non_differentiable(*[t for t in state if not t.is_floating_point()])
         return (outputs, *state)
 
@@ -121,48 +139,73 @@ class _Sequence(torch.autograd.Function):
         # Custom Functions materialise missing output grads as zeros, so none is None here.
         plan: Plan = ctx.plan
         saved = ctx.saved_tensors
-        xp, n_p = saved[0], len(plan.names)
+        inp, n_p = saved[0], len(plan.names)
         params = dict(zip(plan.names, saved[1:1 + n_p]))
+        step_params = plan.step_params(params)
         flat, kept = saved[1 + n_p:], []
         for n in ctx.sizes:
             kept.append(flat[:n])
             flat = flat[n:]
-        shape, dtype, device = ctx.xp_meta
-        grad_xp = torch.zeros(shape, dtype=dtype, device=device)
+        T = inp.shape[0]
+        # of the projection, or (chunk-wise) of the layer input, which may need none
+        grad_in = torch.zeros_like(inp) if ctx.needs_input_grad[2] else None
         grad_p: dict[str, Tensor | None] = {k: None for k in plan.names}
 
-        def chunk(s: int, e: int) -> Chunk:
-            if not ctx.drop_xp:
-                return plan.chunk(xp[s:e], s, e)
-            with torch.no_grad():
-                return plan.chunk(plan.reproject(s, e), s, e)
+        def add(k: str, g: Tensor | None) -> None:
+            if g is not None:
+                grad_p[k] = g if grad_p[k] is None else grad_p[k] + g
 
-        def reverse(s: int, e: int, residuals) -> None:
+        def reverse(s: int, e: int, residuals=None, start: State | None = None) -> None:
+            """Differentiate steps s .. e-1 from their residuals, or recompute them from ``start``."""
             nonlocal grad_state
+            graph = None
+            if plan.project is None:
+                chunk = plan.chunk(inp[s:e], s, e)
+            else:  # projected once, with its graph, for the recompute and the push below
+                with torch.enable_grad():
+                    x = inp[s:e].detach().requires_grad_(grad_in is not None)
+                    leaves = {k: v.detach().requires_grad_(v.requires_grad) for k, v in params.items()}
+                    xp = plan.project(leaves, x, s, e)
+                graph = (xp, x, leaves)
+                chunk = plan.chunk(xp.detach(), s, e)
+            if residuals is None:
+                residuals = plan.backend.recompute_residuals(plan.cell, step_params, plan.extras, chunk, start)
             held = hold(residuals)  # counted as activations while this chunk's backward runs
             gxp, grad_state, gp = plan.backend.backward_chunk(
-                plan.cell, params, plan.extras, chunk(s, e), residuals, grad_out[s:e], grad_state)
-            del held
-            grad_xp[s:e] = gxp
+                plan.cell, step_params, plan.extras, chunk, residuals, grad_out[s:e], grad_state)
+            del held, residuals
             for k, g in gp.items():
-                if g is not None:
-                    grad_p[k] = g if grad_p[k] is None else grad_p[k] + g
+                add(k, g)
+            if graph is None:
+                if grad_in is not None:
+                    grad_in[s:e] = gxp
+                return
+            xp, x, leaves = graph
+            wrt = {k: v for k, v in leaves.items() if v.requires_grad}
+            if x.requires_grad:
+                wrt[""] = x
+            if wrt and xp.requires_grad:
+                for k, g in zip(wrt, torch.autograd.grad(xp, list(wrt.values()), gxp, allow_unused=True)):
+                    if k:
+                        add(k, g)
+                    elif g is not None:
+                        grad_in[s:e] = g
 
         if plan.checkpoint_slots is not None:
-            run = _Binomial(plan, params, chunk)
+            run = _Binomial(plan, step_params, lambda s, e: plan.inputs(inp, params, s, e))
             trail, ctx.trail = ctx.trail, None  # backward owns the kept states and frees them as it goes
             if trail is None:  # a second backward (retain_graph=True): redo the forward part
-                trail, _ = run.descend(shape[0], unhold(ctx.h0))
-            run.reverse(shape[0], *trail, reverse)
+                trail, _ = run.descend(T, unhold(ctx.h0))
+            run.reverse(T, *trail, reverse)
         else:
-            bounds = plan.chunk_bounds(shape[0])
+            bounds = plan.chunk_bounds(T)
             for i in range(len(bounds) - 1, -1, -1):
                 s, e = bounds[i]
                 if plan.memory == "recompute":
-                    reverse(s, e, plan.backend.recompute_residuals(plan.cell, params, plan.extras, chunk(s, e), kept[i]))
+                    reverse(s, e, start=kept[i])
                 else:
                     reverse(s, e, kept[i])
-        return (None, None, grad_xp, *grad_state, *(grad_p[k] for k in plan.names))
+        return (None, None, grad_in, *grad_state, *(grad_p[k] for k in plan.names))
 
 
 class _Binomial:
@@ -206,9 +249,9 @@ class _Binomial:
                 return (kept, hold(t.detach() for t in res)), state
         raise AssertionError("a binomial schedule reverses its last step")
 
-    def reverse(self, T: int, kept: dict[int, tuple], tape: tuple,
-                reverse: Callable[[int, int, State], None]) -> None:
-        """The backward part: everything after the first reverse, whose residuals are ``tape``."""
+    def reverse(self, T: int, kept: dict[int, tuple], tape: tuple, reverse: Callable[..., None]) -> None:
+        """The backward part: everything after the first reverse, whose residuals are ``tape``;
+        ``reverse(s, e, residuals)`` or ``reverse(s, e, start=state)`` differentiates steps s .. e-1."""
         actions = binomial(T, self.slots)
         next(a for a in actions if a.op == "reverse")
         reverse(T - 1, T, unhold(tape))
@@ -224,21 +267,21 @@ class _Binomial:
             elif a.op == "advance":
                 state = self.advance(a.a, a.b, state, None)
             else:
-                p = self.plan
-                reverse(a.a, a.a + 1, p.backend.recompute_residuals(
-                    p.cell, self.params, p.extras, self.chunk(a.a, a.a + 1), state))
+                reverse(a.a, a.a + 1, start=state)
 
 
-def run_sequence(plan: Plan, xp: Tensor, state: State, params: Params) -> tuple[Tensor, State]:
-    """Run ``plan.cell`` over ``xp`` (T, B, G) from ``state``; returns outputs (T, B, H_out)
-    and the final state. Differentiable in ``xp``, ``state`` and the recurrent parameters.
+def run_sequence(plan: Plan, inp: Tensor, state: State, params: Params) -> tuple[Tensor, State]:
+    """Run ``plan.cell`` from ``state`` over ``inp``: the projection ``xp`` (T, B, G) and the
+    recurrent parameters, or with :attr:`Plan.project` the layer input (T, B, I) and every
+    parameter; returns outputs (T, B, H_out) and the final state. Differentiable in ``inp``,
+    ``state`` and ``params``.
 
     A backend whose steps are plain autograd (the reference) runs ``store`` directly under
     autograd, which keeps exactly what each step's backward needs; everything else goes
     through one :class:`_Sequence` node.
     """
-    if plan.memory == "store" and plan.backend.autograd_steps:
-        return plan.backend.forward_autograd(plan.cell, params, plan.extras, plan.chunk(xp, 0, xp.shape[0]), state)
+    if plan.memory == "store" and plan.backend.autograd_steps and plan.project is None:
+        return plan.backend.forward_autograd(plan.cell, params, plan.extras, plan.chunk(inp, 0, inp.shape[0]), state)
     plan.names = tuple(params)
-    out, *final = _Sequence.apply(plan, len(state), xp, *state, *params.values())
+    out, *final = _Sequence.apply(plan, len(state), inp, *state, *params.values())
     return out, tuple(final)

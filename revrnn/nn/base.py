@@ -135,9 +135,16 @@ class RecurrentBase(nn.Module):
         return s
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, input: Tensor | PackedSequence, hx: Tensor | tuple[Tensor, ...] | None = None):
+    def forward(self, input: Tensor | PackedSequence, hx: Tensor | tuple[Tensor, ...] | None = None, t0: int = 0):
+        """As torch.nn's; ``t0`` is the index of the input's first step in a longer sequence (a
+        stream's chunk, :func:`revrnn.stream_backward`), for cells whose step depends on it."""
         packed = isinstance(input, PackedSequence)
         name = type(self).__name__
+        if not isinstance(t0, int) or isinstance(t0, bool) or t0 < 0:
+            raise ValueError(f"{name}: t0 must be a non-negative int, got {t0!r}")
+        if t0 and self.bidirectional:
+            raise ValueError(f"{name}: t0 must be 0 for a bidirectional module (its reverse direction "
+                             f"reads the sequence from its end), got {t0}")
         if packed:
             sorted_indices = input.sorted_indices
             x, lengths = pad_packed_sequence(input)  # original batch order, (T, B, I)
@@ -160,7 +167,7 @@ class RecurrentBase(nn.Module):
         if lengths is not None:
             mask = torch.arange(T, device=x.device)[:, None] < lengths[None, :]
 
-        layer_in, state_n = self._stack(x, states, mask, lengths)
+        layer_in, state_n = self._stack(x, states, mask, lengths, t0)
         if packed:
             output = repack(layer_in, lengths, sorted_indices, input)
         else:
@@ -171,9 +178,9 @@ class RecurrentBase(nn.Module):
         return output, state_n[0] if len(state_n) == 1 else state_n
 
     def _stack(self, x: Tensor, states: tuple[Tensor, ...], mask: Tensor | None,
-               lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Run every layer and direction on ``x`` (T, B, I): the top layer's output (T, B, F)
-        and the final states, each (layers · directions, B, size)."""
+               lengths: Tensor | None, t0: int = 0) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Run every layer and direction on ``x`` (T, B, I), whose first step is step ``t0``:
+        the top layer's output (T, B, F) and the final states, each (layers · directions, B, size)."""
         finals: list[tuple[Tensor, ...]] = []
         layer_in = x
         for layer in range(self.num_layers):
@@ -184,25 +191,26 @@ class RecurrentBase(nn.Module):
                 index = layer * self.num_directions + direction
                 seq = layer_in if direction == 0 else reverse_padded(layer_in, lengths)
                 m = mask if direction == 0 or mask is None else reverse_padded(mask, lengths)
-                out, final = self._run(index, seq, tuple(s[index] for s in states), m)
+                out, final = self._run(index, seq, tuple(s[index] for s in states), m, t0)
                 outs.append(out if direction == 0 else reverse_padded(out, lengths))
                 finals.append(final)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         return layer_in, tuple(torch.stack([f[k] for f in finals]) for k in range(len(self.state_sizes)))
 
-    def _run(self, index: int, x: Tensor, state: tuple[Tensor, ...], mask: Tensor | None):
+    def _run(self, index: int, x: Tensor, state: tuple[Tensor, ...], mask: Tensor | None, t0: int = 0):
         cell = self.cells[index]
         p = self.cell_params(index)
         backend = resolve(self.backend, cell, x.device, x.dtype)
-        xp = cell.project(p, x, mask, self.training)
         recurrent = {spec.name: p[spec.name] for spec in cell.param_specs() if spec.recurrent}
         plan = Plan(cell=cell, backend=backend, memory=self.memory,
                     checkpoint_every=self.checkpoint_every, checkpoint_slots=self.checkpoint_slots, mask=mask,
-                    extras=cell.extras(p, x.shape[1], x, self.training))
-        if cell.rowwise_projection:  # the engine decides whether to use it
-            x_in, training = x.detach(), self.training
-            plan.reproject = lambda s, e: cell.project(p, x_in[s:e], None if mask is None else mask[s:e], training)
-        return run_sequence(plan, xp, state, recurrent)
+                    extras=cell.extras(p, x.shape[1], x, self.training), t0=t0)
+        if self.memory == "recompute" and cell.rowwise_projection:  # chunk-wise projection
+            training = self.training
+            plan.project = lambda q, xs, s, e: cell.project(q, xs, None if mask is None else mask[s:e], training)
+            plan.step_names = tuple(recurrent)
+            return run_sequence(plan, x, state, p)
+        return run_sequence(plan, cell.project(p, x, mask, self.training), state, recurrent)
 
     def _check_input(self, x: Tensor) -> None:
         dtype, device = self._param_dtype, next(iter(self.cell_params(0).values())).device

@@ -61,7 +61,8 @@ class ReversibleBase(RecurrentBase):
         return s + (f", chunk_size={self.chunk_size}" if self.chunk_size is not None else "")
 
     def _stack(self, x: Tensor, states: tuple[Tensor, ...], mask: Tensor | None,
-               lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+               lengths: Tensor | None, t0: int = 0) -> tuple[Tensor, tuple[Tensor, ...]]:
+        # t0 unused: the reversible cells' steps do not depend on the step index
         backend = resolve(self.backend, self.cells[0], x.device, x.dtype)
         if x.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{type(self).__name__} supports float32 and float64, got {x.dtype}; "

@@ -1,0 +1,180 @@
+"""The streamed loss: one exact training step on a sequence whose outputs are never all in memory.
+
+:func:`stream_backward` runs a recurrent model over a sequence chunk by chunk and adds to every
+parameter's ``.grad`` the gradient of ``Σ_chunks loss_fn(output of the chunk, t0)`` that
+backpropagation through the whole sequence gives. Forward runs the chunks without a graph and
+keeps only the state at each chunk's start (and the random-number state there, so that dropout
+draws the same masks again); backward walks the chunks in reverse, re-creates each chunk's
+outputs from its start state with a graph, applies the loss and backpropagates the chunk, the
+gradient of its end state coming from the chunk after it. Inside a chunk the model trains with
+its own memory strategy (``store``, ``recompute``, ``reversible`` ...), so memory is the kept
+start states (T/K states) plus one chunk of K steps: with the default K = ⌈√T⌉, O(√T) states
+and nothing of size T. The cost is one more forward of the sequence, as for checkpointing. The
+re-runs leave the module's buffers (running statistics) as the forward left them.
+
+The input comes from a :class:`Source`: a tensor (:class:`TensorSource`, or a tensor passed
+directly), or anything that can hand out the steps ``s .. e-1`` again on request, e.g. a
+generated stream (:class:`revrnn.tasks.StreamSource`), so that the input need not be in memory
+either.
+
+The gradients equal those of one call of the model on the whole sequence for every cell whose
+projection is row-wise (all but the LiGRU's and LiBRU's batch norm, whose statistics are then
+per chunk) and without per-call random draws (the LiGRU's recurrent-dropout mask is drawn per
+chunk; dropout between layers is per step and replays exactly).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from .nn.base import RecurrentBase
+from .schedule import default_every
+
+State = tuple[Tensor, ...]
+
+
+class Source(Protocol):
+    """A sequence that can hand out any of its chunks again: ``len(source)`` steps, and
+    ``source.chunk(s, e)`` the steps ``s .. e-1`` as the model takes them (time-major, or batch
+    first for a ``batch_first`` model)."""
+
+    def __len__(self) -> int: ...
+
+    def chunk(self, s: int, e: int) -> Tensor: ...
+
+
+class TensorSource:
+    """A tensor as a :class:`Source`: time along dimension 1 if ``batch_first``, else 0."""
+
+    def __init__(self, x: Tensor, batch_first: bool = False) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 3:
+            raise ValueError(f"the input must be a 3-D tensor, got {type(x).__name__}"
+                             f"{'' if not isinstance(x, Tensor) else f' of {x.dim()} dimensions'}")
+        self.x, self.batch_first = x, batch_first
+
+    def __len__(self) -> int:
+        return self.x.shape[1 if self.batch_first else 0]
+
+    def chunk(self, s: int, e: int) -> Tensor:
+        return self.x[:, s:e] if self.batch_first else self.x[s:e]
+
+
+@dataclass
+class StreamResult:
+    """What :func:`stream_backward` did: the summed loss, the final state (detached, to carry
+    into a next window), the gradient of the initial state (None where it was not given or
+    needs none) and the number of chunks."""
+
+    loss: float
+    state: Tensor | State
+    hx_grad: Tensor | State | None
+    chunks: int
+
+
+def _as_tuple(state) -> State | None:
+    return None if state is None else (state,) if isinstance(state, Tensor) else tuple(state)
+
+
+def _as_model(state: State | None, single: bool) -> Tensor | State | None:
+    """``state`` in the form the model takes and returns: a tensor for single-state models."""
+    return None if state is None else state[0] if single else state
+
+
+def _rng_state(device: torch.device) -> tuple:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(saved: tuple, device: torch.device) -> None:
+    torch.set_rng_state(saved[0])
+    if saved[1] is not None:
+        torch.cuda.set_rng_state(saved[1], device)
+
+
+def stream_backward(model: nn.Module, source: Source | Tensor, loss_fn: Callable[[Tensor, int], Tensor],
+                    hx: Tensor | State | None = None, chunk: int | None = None) -> StreamResult:
+    """One exact training step of ``model`` on ``source`` without its outputs in memory.
+
+    Args:
+        model: a unidirectional recurrent module called as ``model(x_chunk, state) -> (output,
+            state)``, e.g. any :mod:`revrnn.nn` module (which is also told the chunk's first
+            step, ``t0``: the g-LSTM's time gates read it) or a torch.nn one.
+        source: the input, a :class:`Source` or a tensor (time-major unless the model is
+            ``batch_first``).
+        loss_fn: ``loss_fn(output, t0)`` -> a scalar tensor for the chunk that starts at step
+            ``t0`` (e.g. a linear head and cross-entropy against that chunk's targets); the step's
+            loss is their sum.
+        hx: the initial state, or None for zeros; its gradient is returned where it requires one.
+        chunk: steps per chunk, ⌈√T⌉ by default.
+
+    Gradients are added to the parameters' ``.grad``, as ``loss.backward()`` would.
+    """
+    if getattr(model, "bidirectional", False):
+        raise ValueError("stream_backward needs a unidirectional model: a bidirectional one reads the "
+                         "whole sequence from its end")
+    if isinstance(source, Tensor):
+        source = TensorSource(source, getattr(model, "batch_first", False))
+    # revrnn modules take the chunk's first step (time-gated cells read it); others do not
+    offset = (lambda s: {"t0": s}) if isinstance(model, RecurrentBase) else (lambda s: {})
+    T = len(source)
+    if T < 1:
+        raise ValueError(f"the source must have at least one step, got {T}")
+    K = default_every(T) if chunk is None else chunk
+    if not isinstance(K, int) or isinstance(K, bool) or K < 1:
+        raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
+    bounds = [(s, min(s + K, T)) for s in range(0, T, K)]
+    given = _as_tuple(hx)
+    single = isinstance(hx, Tensor)
+    state = None if given is None else tuple(h.detach() for h in given)
+    starts: list[tuple[State | None, tuple]] = []
+    device = None
+    with torch.no_grad():
+        for s, e in bounds:
+            x = source.chunk(s, e)
+            device = x.device
+            starts.append((state, _rng_state(device)))
+            _, returned = model(x, _as_model(state, single), **offset(s))
+            single = isinstance(returned, Tensor)
+            state = tuple(h.detach() for h in _as_tuple(returned))
+    end_rng = _rng_state(device)
+    final = state
+    # the re-runs below would update running statistics (batch norm) a second time
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+
+    total, grad = 0.0, None
+    for (s, e), (start, rng) in zip(reversed(bounds), reversed(starts)):
+        _set_rng_state(rng, device)
+        leaves = None if start is None else tuple(h.detach().requires_grad_(h.is_floating_point()) for h in start)
+        with torch.enable_grad():
+            out, end = model(source.chunk(s, e), _as_model(leaves, single), **offset(s))
+            loss = loss_fn(out, s)
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise ValueError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}"
+                             f"{'' if not isinstance(loss, Tensor) else f' of shape {tuple(loss.shape)}'}")
+        tensors, grads = [loss], [None]
+        if grad is not None:  # the end state's gradient, from the chunk after this one
+            for h, g in zip(_as_tuple(end), grad):
+                if h.requires_grad and g is not None:
+                    tensors.append(h)
+                    grads.append(g)
+        if loss.requires_grad or len(tensors) > 1:
+            keep = [i for i, t in enumerate(tensors) if t.requires_grad]
+            torch.autograd.backward([tensors[i] for i in keep], [grads[i] for i in keep])
+        total += float(loss.detach())
+        grad = None if leaves is None else tuple(h.grad if h.requires_grad else None for h in leaves)
+        del out, end, loss, tensors, grads
+    _set_rng_state(end_rng, device)
+    with torch.no_grad():
+        for k, b in model.named_buffers():
+            b.copy_(buffers[k])
+
+    hx_grad = None
+    if given is not None and grad is not None:
+        wanted = [(h, g) for h, g in zip(given, grad) if h.requires_grad and g is not None]
+        if wanted:  # into hx's own graph, as backward() would (a leaf's .grad accumulates)
+            torch.autograd.backward([h for h, _ in wanted], [g for _, g in wanted])
+            hx_grad = _as_model(grad, single)
+    return StreamResult(total, _as_model(final, single), hx_grad, len(bounds))
