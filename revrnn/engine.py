@@ -280,8 +280,22 @@ def run_sequence(plan: Plan, inp: Tensor, state: State, params: Params) -> tuple
     autograd, which keeps exactly what each step's backward needs; everything else goes
     through one :class:`_Sequence` node.
     """
+    if not torch.is_grad_enabled() or not any(t.requires_grad for t in (inp, *state, *params.values())):
+        return _forward_only(plan, inp, state, params)
     if plan.memory == "store" and plan.backend.autograd_steps and plan.project is None:
         return plan.backend.forward_autograd(plan.cell, params, plan.extras, plan.chunk(inp, 0, inp.shape[0]), state)
     plan.names = tuple(params)
     out, *final = _Sequence.apply(plan, len(state), inp, *state, *params.values())
     return out, tuple(final)
+
+
+def _forward_only(plan: Plan, inp: Tensor, state: State, params: Params) -> tuple[Tensor, State]:
+    """Without a graph (inference, or a stream's forward pass): the chunks run keeping nothing."""
+    T, outputs = inp.shape[0], []
+    step_params = plan.step_params(params)
+    with torch.no_grad():
+        for s, e in plan.chunk_bounds(T):
+            out, state, _ = plan.backend.forward_chunk(plan.cell, step_params, plan.extras,
+                                                       plan.inputs(inp, params, s, e), state, keep=False)
+            outputs.append(out)
+    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)), tuple(state)
