@@ -121,6 +121,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     progress = None
     if not args.no_progress:
         progress = lambda it: tqdm(it, desc="profile", unit="run", file=sys.stderr)  # noqa: E731
+    if args.process:
+        return _profile_processes(args, device, out, progress)
     report = memory_sweep(make, args.T, args.batch, args.input_size, args.strategies, device=device,
                           dtype=getattr(torch, args.dtype), repeats=args.repeats, seed=args.seed, progress=progress)
     report.env.update(model=f"{args.cell} (input {args.input_size}, hidden {args.hidden}, {args.layers} layer(s), "
@@ -132,6 +134,27 @@ def cmd_profile(args: argparse.Namespace) -> int:
         json.dump(report.env, f, indent=1)
     report.plot(out / "mem_vs_T.png")
     print(f"wrote {out / 'mem.csv'}, {out / 'mem.json'}, {out / 'env.json'}, {out / 'mem_vs_T.png'}")
+    return 0
+
+
+def _profile_processes(args: argparse.Namespace, device: torch.device, out: Path, progress) -> int:
+    """``revrnn profile --process``: every configuration in a fresh process (process peaks)."""
+    from .profile.process import TORCH_MODELS, Run, sweep, table
+    sizes = dict(batch=args.batch, input_size=args.input_size, hidden=args.hidden, layers=args.layers,
+                 device=device.type, dtype=args.dtype, threads=args.threads, seed=args.seed)
+    twin = f"torch.{CELLS[args.cell].__name__}"
+    runs = []
+    for T in args.T:
+        runs += [Run(REVERSIBLE_OF.get(args.cell, args.cell) if s.kind == "reversible" else args.cell, s.text, T=T,
+                     backend=args.backend, stream=stream, **sizes)
+                 for s in args.strategies if s.kind != "tbptt" for stream in ((False, True) if args.stream else (False,))]
+        if twin in TORCH_MODELS:
+            runs += [Run(twin, s, T=T, **sizes) for s in ("bptt", "ckpt", "save_on_cpu")]
+    peaks = sweep(runs, progress=progress)
+    print(table(peaks))
+    with open(out / "process.json", "w") as f:
+        json.dump([p.to_dict() for p in peaks], f, indent=1)
+    print(f"wrote {out / 'process.json'}")
     return 0
 
 
@@ -214,6 +237,12 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="profile", help="directory for the files (created)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     pr.add_argument("--threads", type=_positive_int, default=1, help="CPU threads")
+    pr.add_argument("--process", action="store_true",
+                    help="each configuration in a fresh process: the process peak (resident set on CPU, the "
+                         "allocator's peak on CUDA) above its baseline, beside the accounting, with torch.nn's "
+                         "twin of the cell (plain, torch.utils.checkpoint, save_on_cpu); writes process.json")
+    pr.add_argument("--stream", action="store_true",
+                    help="with --process, also each strategy under the streamed loss (revrnn.stream_backward)")
     pr.set_defaults(func=cmd_profile)
     return p
 

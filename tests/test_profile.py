@@ -228,3 +228,62 @@ def test_plot_without_timings(tmp_path):
         warnings.simplefilter("error")
         report.plot(tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+# -- process peaks (revrnn.profile.process) ---------------------------------------------------
+from revrnn.profile.process import Peak, Run, measure  # noqa: E402
+
+needs_proc = pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="needs /proc")
+
+
+@needs_proc
+def test_process_peak_sees_what_the_accounting_misses():
+    """A fresh process's peak covers the outputs and every temporary, beyond what is saved for
+    backward: for full BPTT it is at least the accounting; the streamed loss needs less."""
+    bptt = measure(Run("gru", "bptt", T=400, batch=8, input_size=4, hidden=32, threads=1))
+    stream = measure(Run("gru", "bptt", T=400, batch=8, input_size=4, hidden=32, threads=1, stream=True,
+                         generated=True))
+    assert bptt.error is None and stream.error is None, (bptt.error, stream.error)
+    assert bptt.peak_bytes >= bptt.saved_peak_bytes > 0
+    assert bptt.baseline_bytes > 0 and bptt.input_bytes == 400 * 8 * 4 * 4 and stream.input_bytes == 0
+    assert stream.peak_bytes < bptt.peak_bytes and stream.saved_peak_bytes is None
+    assert bptt.step_s > 0 and bptt.loss is not None
+
+
+@needs_proc
+def test_process_rows_for_torch_baselines_and_reversible_buffers():
+    rows = {s: measure(Run("torch.GRU", s, T=64, batch=4, input_size=4, hidden=8, threads=1))
+            for s in ("bptt", "ckpt", "save_on_cpu")}
+    assert all(r.error is None and r.peak_bytes > 0 for r in rows.values()), rows
+    rev = measure(Run("revgru", "reversible", T=64, batch=4, input_size=4, hidden=8, threads=1, forget_bits=3))
+    assert rev.error is None and 0 < rev.buffer_bits_per_element_step < 32
+
+
+def test_process_failures_are_rows(monkeypatch):
+    """A child's error, the kernel killing it (out of memory) and a timeout are rows, not crashes."""
+    import subprocess
+    bad = measure(Run("nosuch"))
+    assert bad.peak_bytes is None and "model must be one of" in bad.error
+
+    def killed(*args, **kwargs):
+        return subprocess.CompletedProcess(args[0], -9, "", "")
+    monkeypatch.setattr(subprocess, "run", killed)
+    assert measure(Run("gru")).oom
+
+    def slow(*args, **kwargs):
+        raise subprocess.TimeoutExpired(args[0], kwargs["timeout"])
+    monkeypatch.setattr(subprocess, "run", slow)
+    assert "timed out" in measure(Run("gru"), timeout=1).error
+
+
+@needs_proc
+def test_cli_process_mode(tmp_path, capsys):
+    assert main(["profile", "--process", "--stream", "--cell", "gru", "--T", "50", "--hidden", "8",
+                 "--input-size", "4", "--batch", "2", "--strategies", "bptt,ckpt", "--no-progress",
+                 "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "process.json").read_text())
+    names = [r["name"] for r in rows]
+    assert names == ["gru bptt", "gru bptt streamed (√T-step chunks)", "gru ckpt", "gru ckpt streamed (√T-step chunks)",
+                     "torch.GRU bptt", "torch.GRU ckpt", "torch.GRU save_on_cpu"], names
+    assert all(r["error"] is None and r["peak_bytes"] > 0 for r in rows)
+    assert "peak MiB" in capsys.readouterr().out

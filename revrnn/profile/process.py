@@ -85,12 +85,21 @@ class Peak:
         return d
 
 
-def measure(run: Run, timeout: float | None = None) -> Peak:
+#: glibc's setting that maps every allocation of at least this many bytes on its own (and unmaps
+#: it when freed), instead of serving it from a heap that keeps freed memory resident
+MAPPED = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
+
+
+def measure(run: Run, timeout: float | None = None, mapped: bool = False) -> Peak:
     """Train ``run`` in a fresh process and return what it measured; out-of-memory, a killed
-    child and a timeout are recorded in the result."""
+    child and a timeout are recorded in the result. With ``mapped`` (glibc only, :data:`MAPPED`)
+    the resident set follows the live allocations: by default it is what a user sees, which
+    includes what the allocator's heap retains after frees and varies from run to run by tens
+    of MiB."""
     cmd = [sys.executable, "-m", "revrnn.profile.process", json.dumps(asdict(run))]
+    env = {**os.environ, **MAPPED} if mapped else None
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return Peak(run, error=f"timed out after {timeout} s")
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

@@ -74,6 +74,11 @@ class Strategy:
         return self.kind if self.k is None else f"{self.kind}({self.k})"
 
     @property
+    def text(self) -> str:
+        """The form :meth:`parse` reads back."""
+        return self.kind if self.k is None else f"{self.kind}:{self.k}"
+
+    @property
     def exact(self) -> bool:
         """Whether the gradient equals full BPTT's (up to rounding); truncation is not."""
         return self.kind != "tbptt"

@@ -166,14 +166,19 @@ def _forward(plan: RevPlan, params: list[Params], x: Tensor, ints: list[Ints],
     T, B = x.shape[:2]
     buf = plan.new_buffer(B, x.device)
     hs = [s[0] for s in surs] if surs is not None else [fixed.to_float(s[0], x.dtype) for s in ints]
-    outs = []
+    outs, out = [], None
     for s, e in plan.chunks(T):
         if buf is not None:
             buf.begin_chunk((e - s) * plan.ops_per_step)
-        outs.append(plan.halves[0].forward_chunk(plan, params, x[s:e], s, ints, surs, hs, buf))
+        y = plan.halves[0].forward_chunk(plan, params, x[s:e], s, ints, surs, hs, buf)
+        if surs is not None:  # store: the outputs are part of the graph
+            outs.append(y)
+        else:  # written in place: a concatenation would hold the outputs twice
+            out = y.new_empty((T, *y.shape[1:])) if out is None else out
+            out[s:e] = y
         if buf is not None:
             buf.end_chunk()
-    return torch.cat(outs), buf
+    return (torch.cat(outs) if surs is not None else out), buf
 
 
 class Halves:
