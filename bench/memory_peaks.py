@@ -8,9 +8,10 @@ with ``torch.autograd.graph.save_on_cpu``).
 Without the streamed loss the outputs and their gradient (T·B·H each) are the user's own and
 count in the peak; with it (``revrnn.stream_backward``, 1000-step chunks, the input generated on
 request) nothing of size T exists. The million-step rows are the streamed ones at T = 10⁶, with
-``--steps`` training steps each (AdamW).
+``--long-steps`` training steps each (AdamW). Each row records the commit it ran at; ``--append``
+adds rows to the file, so a sweep can be run in parts.
 
-    python bench/memory_peaks.py [--quick] [--threads 2] [--steps 1] [--out file.json]
+    python bench/memory_peaks.py [--quick] [--lengths 1e3,1e4] [--streamed-lengths 1e6] [--append]
 
 Writes ``bench/results/memory_peaks_<machine>.json`` (every row, the machine, versions, commit)
 and prints the table in markdown for the README.
@@ -35,22 +36,21 @@ SIZES = dict(batch=16, input_size=64, hidden=128)
 CHUNK = 1000
 
 
+#: the non-streamed rows: (model, strategy, extra keywords, the longest T)
+PLAIN = (("torch.GRU", "bptt", {}, 10 ** 5), ("torch.GRU", "ckpt", {}, 10 ** 4), ("torch.GRU", "save_on_cpu", {}, 10 ** 4),
+         ("gru", "bptt", {}, 10 ** 4), ("gru", "ckpt", {}, 10 ** 5), ("gru", "revolve:8", {}, 10 ** 4),
+         ("revgru", "reversible", dict(forget_bits=0), 10 ** 5), ("revgru", "reversible", dict(forget_bits=3), 10 ** 5))
+#: the streamed rows (1000-step chunks, generated input); a GRU with at most 32 kept states per chunk
+STREAMED = (("gru", "revolve:32", {}), ("revgru", "reversible", dict(forget_bits=0)),
+            ("revgru", "reversible", dict(forget_bits=3)))
+
+
 def runs(lengths: list[int], streamed_lengths: list[int], threads: int, steps: int, long_steps: int) -> list[Run]:
-    out = []
-    for T in lengths:
-        for model, strategy, extra in (("torch.GRU", "bptt", {}), ("torch.GRU", "ckpt", {}),
-                                       ("torch.GRU", "save_on_cpu", {}), ("gru", "bptt", {}), ("gru", "ckpt", {}),
-                                       ("gru", "revolve:8", {}), ("revgru", "reversible", dict(forget_bits=0)),
-                                       ("revgru", "reversible", dict(forget_bits=3))):
-            if T > 10 ** 4 and strategy in ("save_on_cpu",):  # the same as bptt on a CPU
-                continue
-            out.append(Run(model, strategy, T=T, threads=threads, steps=steps, **SIZES, **extra))
-    for T in streamed_lengths:
-        for model, strategy, extra in (("gru", "bptt", {}), ("gru", "revolve:8", {}),
-                                       ("revgru", "reversible", dict(forget_bits=0)),
-                                       ("revgru", "reversible", dict(forget_bits=3))):
-            out.append(Run(model, strategy, T=T, stream=True, chunk=CHUNK, generated=True, threads=threads,
-                           steps=long_steps if T >= 10 ** 6 else steps, **SIZES, **extra))
+    out = [Run(model, strategy, T=T, threads=threads, steps=steps, **SIZES, **extra)
+           for T in lengths for model, strategy, extra, longest in PLAIN if T <= longest]
+    out += [Run(model, strategy, T=T, stream=True, chunk=CHUNK, generated=True, threads=threads,
+                steps=long_steps if T >= 10 ** 6 else steps, **SIZES, **extra)
+            for T in streamed_lengths for model, strategy, extra in STREAMED]
     return out
 
 
@@ -81,28 +81,37 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=1, help="training steps per row (median time)")
     ap.add_argument("--long-steps", type=int, default=3, help="training steps of the T = 10⁶ rows")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per row")
+    ap.add_argument("--lengths", default="1e3,1e4,1e5", help="T of the non-streamed rows (comma-separated)")
+    ap.add_argument("--streamed-lengths", default="1e4,1e5,1e6", help="T of the streamed rows")
+    ap.add_argument("--append", action="store_true", help="add the rows to the JSON file instead of replacing it")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+
+    def lengths(text: str) -> list[int]:
+        return [int(float(v)) for v in text.split(",") if v]
     if args.quick:
         todo = runs([1000], [1000, 4000], args.threads, 1, 1)
     else:
-        todo = runs([10 ** 3, 10 ** 4, 10 ** 5], [10 ** 4, 10 ** 5, 10 ** 6], args.threads, args.steps, args.long_steps)
+        todo = runs(lengths(args.lengths), lengths(args.streamed_lengths), args.threads, args.steps, args.long_steps)
+    here = commit()  # of the code the rows run
     peaks = []
     for i, run in enumerate(todo):
         print(f"[{i + 1}/{len(todo)}] {run.name} T={run.T}", file=sys.stderr, flush=True)
         peaks.append(measure(run, args.timeout))
         print(table(peaks[-1:]).splitlines()[1], file=sys.stderr, flush=True)
     print(table(peaks))
-    rows = [p.to_dict() for p in peaks]
-    print()
-    print(markdown(rows))
     machine = platform.processor() or platform.machine()
     slug = "".join(c if c.isalnum() else "-" for c in machine.lower()).strip("-")
     out = args.out or ROOT / "bench" / "results" / f"memory_peaks_{slug}{'_quick' if args.quick else ''}.json"
+    rows = [p.to_dict() | {"commit": here["commit"], "dirty": here["dirty"]} for p in peaks]
+    if args.append and out.exists():
+        rows = json.loads(out.read_text())["rows"] + rows
+    print()
+    print(markdown(rows))
     meta = {"machine": machine, "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
             "python": platform.python_version(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"), "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30:.1f} GiB",
-            "sizes": SIZES, "chunk": CHUNK, **commit(), "args": {k: str(v) for k, v in vars(args).items()}}
+            "sizes": SIZES, "chunk": CHUNK, **here, "args": {k: str(v) for k, v in vars(args).items()}}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}", file=sys.stderr)
 
