@@ -11,7 +11,7 @@ A configuration (:class:`Run`) names a model (a :data:`revrnn.nn.MODULES` cell, 
 ``bptt``, ``ckpt`` — ``torch.utils.checkpoint`` over ⌈√T⌉-step chunks — or ``save_on_cpu`` for
 torch.nn), the sizes, and whether the loss is streamed (:func:`revrnn.stream_backward`) and the
 input generated on request (:class:`revrnn.stream.NoiseSource`) instead of a tensor. The loss is a
-linear read-out of every step's output, summed.
+linear read-out of every step's output, averaged over steps and rows.
 """
 from __future__ import annotations
 
@@ -164,8 +164,8 @@ def _step(run: Run, model, source, head, torch) -> float:
     """One training step's loss; gradients land in the parameters."""
     from ..stream import stream_backward
 
-    def loss_fn(out, t0):
-        return (out @ head).sum()
+    def loss_fn(out, t0):  # the mean over every step and row: a gradient whose size does not grow with T
+        return (out @ head).sum() / (run.T * run.batch)
 
     if run.stream:
         return stream_backward(model, source, loss_fn, chunk=run.chunk).loss
