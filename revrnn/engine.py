@@ -291,11 +291,15 @@ def run_sequence(plan: Plan, inp: Tensor, state: State, params: Params) -> tuple
 
 def _forward_only(plan: Plan, inp: Tensor, state: State, params: Params) -> tuple[Tensor, State]:
     """Without a graph (inference, or a stream's forward pass): the chunks run keeping nothing."""
-    T, outputs = inp.shape[0], []
+    T, outputs = inp.shape[0], None
     step_params = plan.step_params(params)
     with torch.no_grad():
         for s, e in plan.chunk_bounds(T):
             out, state, _ = plan.backend.forward_chunk(plan.cell, step_params, plan.extras,
                                                        plan.inputs(inp, params, s, e), state, keep=False)
-            outputs.append(out)
-    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)), tuple(state)
+            if e - s == T:
+                outputs = out
+            else:  # written in place: a concatenation would hold the outputs twice
+                outputs = out.new_empty((T, *out.shape[1:])) if outputs is None else outputs
+                outputs[s:e] = out
+    return outputs, tuple(state)
