@@ -285,5 +285,7 @@ def test_cli_process_mode(tmp_path, capsys):
     names = [r["name"] for r in rows]
     assert names == ["gru bptt", "gru bptt streamed (√T-step chunks)", "gru ckpt", "gru ckpt streamed (√T-step chunks)",
                      "torch.GRU bptt", "torch.GRU ckpt", "torch.GRU save_on_cpu"], names
-    assert all(r["error"] is None and r["peak_bytes"] > 0 for r in rows)
+    # A configuration this small may stay under the peak the baseline's warm-up reached: zero is a
+    # measurement, None is not.
+    assert all(r["error"] is None and r["peak_bytes"] is not None and r["peak_bytes"] >= 0 for r in rows)
     assert "peak MiB" in capsys.readouterr().out
