@@ -10,7 +10,10 @@ gradient of its end state coming from the chunk after it. Inside a chunk the mod
 its own memory strategy (``store``, ``recompute``, ``reversible`` ...), so memory is the kept
 start states (T/K states) plus one chunk of K steps: with the default K = ⌈√T⌉, O(√T) states
 and nothing of size T. The cost is one more forward of the sequence, as for checkpointing. The
-re-runs leave the module's buffers (running statistics) as the forward left them.
+re-runs leave the module's buffers (running statistics) as the forward left them. Rows of
+different lengths stream too (``lengths``: each chunk is packed). On CPU the C heap's free pages
+go back to the system after every chunk (:mod:`revrnn.heap`), so the resident set follows the
+live memory rather than what glibc retains over thousands of chunks.
 
 The input comes from a :class:`Source`: a tensor (:class:`TensorSource`, or a tensor passed
 directly), or anything that can hand out the steps ``s .. e-1`` again on request, e.g. a
@@ -29,7 +32,9 @@ from typing import Callable, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from . import heap
 from .nn.base import RecurrentBase
 from .schedule import default_every
 
@@ -150,8 +155,59 @@ class _Starts:
         return state, tuple(None if buf is None else buf[i] for buf in self.rng)
 
 
+class _Runner:
+    """One chunk of the model: ``run(x, state, single, s) -> (output, state tuple, single)``, the
+    chunk packed by the rows' lengths when they are given."""
+
+    def __init__(self, model: nn.Module, lengths, steps: int) -> None:
+        self.model, self.steps = model, steps
+        # revrnn modules take the chunk's first step (time-gated cells read it); others do not
+        self.t0 = isinstance(model, RecurrentBase)
+        self.batch_first = bool(getattr(model, "batch_first", False))
+        self.lengths = None
+        if lengths is not None:
+            n = torch.as_tensor(lengths)
+            if n.dim() != 1 or n.is_floating_point() or n.is_complex() or n.dtype == torch.bool:
+                raise ValueError(f"lengths must be a 1-D tensor or list of ints, got {lengths!r}")
+            if n.numel() and (int(n.min()) < 1 or int(n.max()) > steps):
+                raise ValueError(f"lengths must lie in [1, {steps}] (the source's steps), got "
+                                 f"{n.tolist() if n.numel() <= 16 else f'{int(n.min())} .. {int(n.max())}'}")
+            self.lengths = n.to("cpu", torch.int64)
+            self.steps = int(n.max()) if n.numel() else steps
+
+    def __call__(self, x: Tensor, state: State | None, single: bool, s: int):
+        kwargs = {"t0": s} if self.t0 else {}
+        if self.lengths is None:
+            out, returned = self.model(x, _as_model(state, single), **kwargs)
+            return out, _as_tuple(returned), isinstance(returned, Tensor)
+        bdim, tdim = (0, 1) if self.batch_first else (1, 0)
+        if x.shape[bdim] != len(self.lengths):
+            raise ValueError(f"lengths has {len(self.lengths)} rows, the input {x.shape[bdim]}")
+        here = (self.lengths - s).clamp(0, x.shape[tdim])
+        rows = here.nonzero().flatten()  # rows not yet ended (never none: steps ends at the longest)
+        part = len(rows) < len(here)
+        take = rows.to(x.device)
+        if part:
+            x = x.index_select(bdim, take)
+            inner = tuple(h.index_select(1, take) for h in state)  # a chunk after the first: state given
+        else:
+            inner = state
+        packed = pack_padded_sequence(x, here[rows], batch_first=self.batch_first, enforce_sorted=False)
+        out, returned = self.model(packed, _as_model(inner, single), **kwargs)
+        single = isinstance(returned, Tensor)
+        out, _ = pad_packed_sequence(out, batch_first=self.batch_first, total_length=x.shape[tdim])
+        returned = _as_tuple(returned)
+        if part:  # the ended rows: zeros out, their state carried as it was
+            shape = list(out.shape)
+            shape[bdim] = len(here)
+            out = out.new_zeros(shape).index_copy(bdim, take, out)
+            returned = tuple(h.index_copy(1, take, r) for h, r in zip(state, returned))
+        return out, returned, single
+
+
 def stream_backward(model: nn.Module, source: Source | Tensor, loss_fn: Callable[[Tensor, int], Tensor],
-                    hx: Tensor | State | None = None, chunk: int | None = None) -> StreamResult:
+                    hx: Tensor | State | None = None, chunk: int | None = None,
+                    lengths: Tensor | list[int] | None = None) -> StreamResult:
     """One exact training step of ``model`` on ``source`` without its outputs in memory.
 
     Args:
@@ -165,6 +221,11 @@ def stream_backward(model: nn.Module, source: Source | Tensor, loss_fn: Callable
             loss is their sum.
         hx: the initial state, or None for zeros; its gradient is returned where it requires one.
         chunk: steps per chunk, ⌈√T⌉ by default.
+        lengths: each row's length, for rows of different lengths padded to one source (as
+            ``pack_padded_sequence`` takes them); the model then sees each chunk packed, steps
+            past the longest row are not run, ``loss_fn`` gets the chunk's output with zeros past
+            each row's end (as ``pad_packed_sequence`` gives it) and the returned state is each
+            row's state at its own last step.
 
     Gradients are added to the parameters' ``.grad``, as ``loss.backward()`` would.
     """
@@ -173,11 +234,11 @@ def stream_backward(model: nn.Module, source: Source | Tensor, loss_fn: Callable
                          "whole sequence from its end")
     if isinstance(source, Tensor):
         source = TensorSource(source, getattr(model, "batch_first", False))
-    # revrnn modules take the chunk's first step (time-gated cells read it); others do not
-    offset = (lambda s: {"t0": s}) if isinstance(model, RecurrentBase) else (lambda s: {})
     T = len(source)
     if T < 1:
         raise ValueError(f"the source must have at least one step, got {T}")
+    run = _Runner(model, lengths, T)
+    T = run.steps
     K = default_every(T) if chunk is None else chunk
     if not isinstance(K, int) or isinstance(K, bool) or K < 1:
         raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
@@ -192,9 +253,9 @@ def stream_backward(model: nn.Module, source: Source | Tensor, loss_fn: Callable
             x = source.chunk(s, e)
             device = x.device
             starts.put(i, state, device)
-            _, returned = model(x, _as_model(state, single), **offset(s))
-            single = isinstance(returned, Tensor)
-            state = tuple(h.detach() for h in _as_tuple(returned))
+            _, state, single = run(x, state, single, s)
+            if device.type == "cpu":
+                heap.release()
     end_rng = _rng_state(device)
     final = state
     # the re-runs below would update running statistics (batch norm) a second time
@@ -206,14 +267,14 @@ def stream_backward(model: nn.Module, source: Source | Tensor, loss_fn: Callable
         _set_rng_state(rng, device)
         leaves = None if start is None else tuple(h.detach().requires_grad_(h.is_floating_point()) for h in start)
         with torch.enable_grad():
-            out, end = model(source.chunk(s, e), _as_model(leaves, single), **offset(s))
+            out, end, _ = run(source.chunk(s, e), leaves, single, s)
             loss = loss_fn(out, s)
         if not isinstance(loss, Tensor) or loss.numel() != 1:
             raise ValueError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}"
                              f"{'' if not isinstance(loss, Tensor) else f' of shape {tuple(loss.shape)}'}")
         tensors, grads = [loss], [None]
         if grad is not None:  # the end state's gradient, from the chunk after this one
-            for h, g in zip(_as_tuple(end), grad):
+            for h, g in zip(end, grad):
                 if h.requires_grad and g is not None:
                     tensors.append(h)
                     grads.append(g)
@@ -223,6 +284,8 @@ def stream_backward(model: nn.Module, source: Source | Tensor, loss_fn: Callable
         total += float(loss.detach())
         grad = None if leaves is None else tuple(h.grad if h.requires_grad else None for h in leaves)
         del out, end, loss, tensors, grads
+        if device.type == "cpu":
+            heap.release()
     _set_rng_state(end_rng, device)
     with torch.no_grad():
         for k, b in model.named_buffers():

@@ -14,6 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
 import revrnn
 from revrnn.cells import cases
 from utils import assert_close_all
@@ -90,6 +92,59 @@ def test_equals_backprop_through_the_sequence(case, strategy):
     whole = loss_fn(out, 0)
     whole.backward()
     assert_close_all(param_grads(model), {k: v for k, v in want.items() if not k.startswith("hx")}, 1e-10)
+
+
+def whole_sequence_configurations():
+    """The configurations whose chunked forward is the whole sequence's (see the module docstring)."""
+    return [p for p in configurations() if not getattr(p.values[0].make(I, H, dtype=F64).cells[0], "forget_bits", 0)
+            and p.values[0].make(I, H, dtype=F64).cells[0].rowwise_projection and "dropout" not in str(p.values[0].kwargs)]
+
+
+@pytest.mark.parametrize("case, strategy", whole_sequence_configurations())
+def test_packed_rows_equal_the_packed_sequence(case, strategy):
+    """Rows of different lengths (one ends inside the second chunk, one inside the third; only the
+    longest reaches the last chunk) stream as one packed call on the whole sequence: the same
+    gradients, initial-state gradients and each row's final state."""
+    torch.manual_seed(0)
+    model = case.make(I, H, dtype=F64, num_layers=2, **STRATEGIES[strategy]).train()
+    lengths = torch.tensor([T, 5, 9])
+    x = torch.randn(T, B, I, dtype=F64)
+    loss_fn = loss_of(torch.randn(model.cells[-1].output_size, dtype=F64), torch.randn(T, B, dtype=F64))
+    hx = tuple(torch.randn(2, B, size, dtype=F64, requires_grad=True) for size in model.state_sizes)
+    hx = hx[0] if len(hx) == 1 else hx
+    as_tuple = (lambda h: (h,)) if isinstance(hx, torch.Tensor) else tuple
+
+    out, final = model(pack_padded_sequence(x, lengths, enforce_sorted=False), hx)
+    out, _ = pad_packed_sequence(out, total_length=T)
+    whole = loss_fn(out, 0)
+    whole.backward()
+    want = param_grads(model) | {f"hx{k}": h.grad.clone() for k, h in enumerate(as_tuple(hx))}
+    model.zero_grad()
+    for h in as_tuple(hx):
+        h.grad = None
+    result = revrnn.stream_backward(model, x, loss_fn, hx, chunk=K, lengths=lengths)
+    assert result.chunks == 4
+    assert result.loss == pytest.approx(whole.item(), rel=1e-12)
+    assert_close_all(param_grads(model) | {f"hx{k}": h.grad for k, h in enumerate(as_tuple(hx))}, want, 1e-10)
+    assert_close_all({f"h{k}": h for k, h in enumerate(as_tuple(result.state))},
+                     {f"h{k}": h.detach() for k, h in enumerate(as_tuple(final))}, 1e-12)
+
+
+def test_packed_rows_stop_at_the_longest():
+    """Steps past the longest row are not run: padding after it costs nothing and changes nothing."""
+    torch.manual_seed(0)
+    model = revrnn.nn.GRU(I, H, dtype=F64)
+    x = torch.randn(T, B, I, dtype=F64)
+    seen = []
+    result = revrnn.stream_backward(model, x, lambda out, t0: seen.append(out.shape[0]) or out.sum(),
+                                    chunk=K, lengths=[6, 2, 7])
+    assert result.chunks == 2 and sorted(seen) == [3, 4]  # the loss is applied in the backward pass
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, 13\]"):
+        revrnn.stream_backward(model, x, lambda out, t0: out.sum(), lengths=[0, 2, 7])
+    with pytest.raises(ValueError, match="lengths has 2 rows, the input 3"):
+        revrnn.stream_backward(model, x, lambda out, t0: out.sum(), lengths=[2, 7])
+    with pytest.raises(ValueError, match="lengths must be a 1-D tensor or list of ints"):
+        revrnn.stream_backward(model, x, lambda out, t0: out.sum(), lengths=[2.0, 7.0, 1.0])
 
 
 def test_dropout_between_layers_replays():
