@@ -26,6 +26,7 @@ chunk; dropout between layers is per step and replays exactly).
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -52,11 +53,12 @@ class Source(Protocol):
 
 
 class TensorSource:
-    """A tensor as a :class:`Source`: time along dimension 1 if ``batch_first``, else 0."""
+    """A tensor as a :class:`Source`: time along dimension 1 if ``batch_first``, else 0; (T, B,
+    features) for a recurrent module, or e.g. (T, B) token ids for a model that embeds them."""
 
     def __init__(self, x: Tensor, batch_first: bool = False) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 3:
-            raise ValueError(f"the input must be a 3-D tensor, got {type(x).__name__}"
+        if not isinstance(x, Tensor) or x.dim() < 2:
+            raise ValueError(f"the input must be a tensor with time and batch dimensions, got {type(x).__name__}"
                              f"{'' if not isinstance(x, Tensor) else f' of {x.dim()} dimensions'}")
         self.x, self.batch_first = x, batch_first
 
@@ -161,8 +163,9 @@ class _Runner:
 
     def __init__(self, model: nn.Module, lengths, steps: int) -> None:
         self.model, self.steps = model, steps
-        # revrnn modules take the chunk's first step (time-gated cells read it); others do not
-        self.t0 = isinstance(model, RecurrentBase)
+        # revrnn modules take the chunk's first step (time-gated cells read it), and so may a
+        # model around one; others do not
+        self.t0 = isinstance(model, RecurrentBase) or "t0" in inspect.signature(model.forward).parameters
         self.batch_first = bool(getattr(model, "batch_first", False))
         self.lengths = None
         if lengths is not None:
@@ -212,8 +215,9 @@ def stream_backward(model: nn.Module, source: Source | Tensor, loss_fn: Callable
 
     Args:
         model: a unidirectional recurrent module called as ``model(x_chunk, state) -> (output,
-            state)``, e.g. any :mod:`revrnn.nn` module (which is also told the chunk's first
-            step, ``t0``: the g-LSTM's time gates read it) or a torch.nn one.
+            state)``, e.g. any :mod:`revrnn.nn` module or a torch.nn one; a model whose
+            ``forward`` takes ``t0`` (every :mod:`revrnn.nn` module) is told the chunk's first
+            step (the g-LSTM's time gates read it).
         source: the input, a :class:`Source` or a tensor (time-major unless the model is
             ``batch_first``).
         loss_fn: ``loss_fn(output, t0)`` -> a scalar tensor for the chunk that starts at step

@@ -252,7 +252,7 @@ def test_final_state_carries():
     (lambda m, x: revrnn.stream_backward(m, x, lambda out, t0: out), "loss_fn must return a scalar tensor"),
     (lambda m, x: revrnn.stream_backward(m, x, lambda out, t0: out.sum(), chunk=0), "chunk must be a positive int"),
     (lambda m, x: revrnn.stream_backward(m, x[:0], lambda out, t0: out.sum()), "at least one step"),
-    (lambda m, x: revrnn.stream_backward(m, x[0], lambda out, t0: out.sum()), "must be a 3-D tensor"),
+    (lambda m, x: revrnn.stream_backward(m, x[0, 0], lambda out, t0: out.sum()), "with time and batch dimensions"),
     (lambda m, x: revrnn.stream_backward(revrnn.nn.GRU(I, H, bidirectional=True), x, lambda out, t0: out.sum()),
      "needs a unidirectional model"),
 ])

@@ -87,6 +87,9 @@ class Family:
     #: command-line name -> class name in :mod:`revrnn.nn`, for modules built from
     #: ``(input_size, hidden_size)`` alone
     modules: Mapping[str, str] = field(default_factory=dict)
+    #: the same for modules that also need the sequence length their time gates spread over
+    #: (``t_max``): a training run builds them with its ``T``
+    timed_modules: Mapping[str, str] = field(default_factory=dict)
     #: backends with glue modules in the family's package
     backends: tuple[str, ...] = ()
     cases: tuple[Case, ...] = ()

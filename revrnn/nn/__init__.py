@@ -16,6 +16,8 @@ from .rnn import RNN
 #: the modules that build from (input_size, hidden_size) alone, by command-line name (from the
 #: catalog, :data:`revrnn.cells.FAMILIES`)
 MODULES = {cli: globals()[name] for family in FAMILIES for cli, name in family.modules.items()}
+#: the modules that also take the sequence length their time gates spread over (``t_max``)
+TIMED_MODULES = {cli: globals()[name] for family in FAMILIES for cli, name in family.timed_modules.items()}
 
-__all__ = ["MODULES", "RecurrentBase", "LSTM", "GRU", "MGU", "LiGRU", "LiBRU", "NRU", "GLSTM", "KAFLSTM", "KAFGRU",
+__all__ = ["MODULES", "TIMED_MODULES", "RecurrentBase", "LSTM", "GRU", "MGU", "LiGRU", "LiBRU", "NRU", "GLSTM", "KAFLSTM", "KAFGRU",
            "RevGRU", "RevLSTM", "RNN"]

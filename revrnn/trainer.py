@@ -1,0 +1,295 @@
+"""Training any cell on any task of :mod:`revrnn.tasks`, from Python and from ``revrnn train``.
+
+Three ways to backpropagate a batch (``Config.mode``):
+
+* ``full``: one call on the whole sequence, one backward; memory is what the module's strategy
+  (``memory=store / recompute / reversible``) keeps, and the outputs;
+* ``stream``: :func:`revrnn.stream_backward`, chunk by chunk (``window`` steps, ⌈√T⌉ by
+  default): the exact gradient of ``full`` without the outputs ever all in memory;
+* ``tbptt``: truncated backpropagation, windows of ``window`` steps, each backpropagated at once
+  and its end state carried into the next window detached (gradients stop at window borders).
+
+One optimiser step (AdamW, gradients clipped to ``clip``) per batch; the loss is the mean over
+the batch's scored steps. A task whose batches continue the same text (``carries``) also
+carries the state from batch to batch, detached. Metrics go to ``metrics.jsonl`` in ``out``, a
+learning curve to ``curve.png``, and a checkpoint to ``checkpoint.pt`` that resumes bit for bit
+(model, optimiser, random state, the carried state; the data are a function of the step).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from . import nn as rnn
+from .stream import stream_backward
+from .tasks import Batch, Task, make
+
+MODES = ("full", "stream", "tbptt")
+#: every module a run can train, by command-line name (a timed one gets ``t_max`` = the task's T)
+CELLS = rnn.MODULES | rnn.TIMED_MODULES
+
+
+@dataclass
+class Config:
+    """Everything a run depends on; stored in its checkpoint and its metrics."""
+
+    task: str = "copy"
+    T: int | None = None  # the task's default when None
+    cell: str = "gru"
+    hidden: int = 128
+    layers: int = 1
+    backend: str = "auto"
+    #: keyword arguments of the cell's module: memory=, checkpoint_every=, forget_bits= ...
+    cell_kwargs: dict[str, Any] = field(default_factory=dict)
+    mode: str = "full"
+    window: int | None = None  # tbptt window (required) or stream chunk (⌈√T⌉ when None)
+    steps: int = 1000
+    batch: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    clip: float | None = 1.0
+    seed: int = 0
+    eval_every: int = 100
+    eval_batches: int | None = None  # None: a finite split whole, 4 batches of a generated task
+    log_every: int = 10
+    save_every: int | None = None  # checkpoint every this many steps (and at the end)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(sorted(CELLS))}, got {self.cell!r}")
+        for name in ("hidden", "layers", "steps", "batch", "eval_every", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("window", "save_every", "eval_batches", "T"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        if self.mode == "tbptt" and self.window is None:
+            raise ValueError("mode='tbptt' needs a window (steps per truncation)")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
+        if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
+            raise ValueError(f"clip must be a positive number or None, got {self.clip!r}")
+
+    def make_task(self) -> Task:
+        return make(self.task, seed=self.seed, **({} if self.T is None else {"T": self.T}))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class Net(nn.Module):
+    """The task's inputs (token ids through an embedding, or features as they are), a recurrent
+    stack, and a linear read-out per step (``head``, applied by the loss)."""
+
+    def __init__(self, task: Task, cfg: Config) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(task.tokens, cfg.hidden) if task.tokens else None
+        width = cfg.hidden if task.tokens else task.features
+        kwargs = dict(cfg.cell_kwargs)
+        if cfg.cell in rnn.TIMED_MODULES:
+            kwargs.setdefault("t_max", float(task.T))
+        self.rnn = CELLS[cfg.cell](width, cfg.hidden, num_layers=cfg.layers, backend=cfg.backend, **kwargs)
+        self.head = nn.Linear(getattr(self.rnn, "proj_size", 0) or cfg.hidden, task.outputs)
+
+    def forward(self, x: Tensor, state=None, t0: int = 0):
+        """``x`` (T, B) tokens or (T, B, features) -> (recurrent output, final state)."""
+        if self.embed is not None:
+            x = self.embed(x)
+        return self.rnn(x, state, t0=t0)
+
+
+def _detach(state):
+    if state is None:
+        return None
+    return state.detach() if isinstance(state, Tensor) else tuple(h.detach() for h in state)
+
+
+class Trainer:
+    """A run: ``Trainer(cfg, out).run()``; ``Trainer.resume(out)`` continues a saved one."""
+
+    def __init__(self, cfg: Config, out: str | Path | None = None, progress: bool = True,
+                 callback: Callable[[dict], None] | None = None) -> None:
+        self.cfg, self.task = cfg, cfg.make_task()
+        if getattr(self.task, "seq2seq", False):
+            raise ValueError(f"task {cfg.task!r} maps one sequence to another: it needs a sequence-to-sequence "
+                             "model, not a single recurrent stack")
+        if cfg.mode == "stream" and cfg.cell_kwargs.get("bidirectional"):
+            raise ValueError("mode='stream' needs a unidirectional model")
+        torch.manual_seed(cfg.seed)
+        self.net = Net(self.task, cfg)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step, self.carried, self.seconds = 0, None, 0.0
+        self.out = None if out is None else Path(out)
+        self.progress, self.callback = progress, callback
+        self.history: list[dict] = []
+
+    # --- one batch ----------------------------------------------------------------------------------
+
+    def _loss_fn(self, batch: Batch, count: int):
+        def loss_fn(out: Tensor, t0: int) -> Tensor:
+            part = batch.slice(t0, t0 + out.shape[0])
+            return self.task.loss(self.net.head(out), part.y, part.scored) / count
+        return loss_fn
+
+    def backward(self, batch: Batch) -> float:
+        """Gradients of the batch's mean loss into the parameters; returns the loss. The state of
+        a carrying task comes from the last batch and goes to the next (detached)."""
+        cfg, count = self.cfg, max(1, int(batch.scored.sum()))
+        loss_fn = self._loss_fn(batch, count)
+        state = self.carried if self.task.carries else None
+        if cfg.mode == "stream":
+            result = stream_backward(self.net, batch.x, loss_fn, hx=state, chunk=cfg.window)
+            total, state = result.loss, result.state
+        elif cfg.mode == "tbptt":
+            total = 0.0
+            for s in range(0, len(batch), cfg.window):
+                out, state = self.net(batch.x[s:s + cfg.window], _detach(state), t0=s)
+                loss = loss_fn(out, s)
+                loss.backward()
+                total += float(loss.detach())
+        else:
+            out, state = self.net(batch.x, state)
+            loss = loss_fn(out, 0)
+            loss.backward()
+            total = float(loss.detach())
+        if self.task.carries:
+            self.carried = _detach(state)
+        return total
+
+    def train_step(self) -> float:
+        batch = self.task.batch("train", self.step, self.cfg.batch)
+        if self.task.carries and self.step % self.task.batches("train", self.cfg.batch) == 0:
+            self.carried = None  # a new pass over the text starts from the zero state
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.backward(batch)
+        if self.cfg.clip is not None:
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.clip)
+        self.opt.step()
+        self.step += 1
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "valid", batches: int | None = None) -> dict:
+        """Loss (per scored step) and metric over the first ``batches`` batches of ``split``
+        (``cfg.eval_batches`` when None; see :class:`Config`)."""
+        limit = self.task.batches(split, self.cfg.batch)
+        n = batches if batches is not None else self.cfg.eval_batches
+        n = (n or 4) if limit is None else min(n or limit, limit)
+        loss = score = count = 0
+        state = None
+        training = self.net.training
+        self.net.eval()  # no dropout, and no random draws that training would miss after a resume
+        for i in range(n):
+            b = self.task.batch(split, i, self.cfg.batch)
+            out, state = self.net(b.x, state if self.task.carries else None)
+            logits = self.net.head(out)
+            loss += float(self.task.loss(logits, b.y, b.scored))
+            score += self.task.score(logits, b.y, b.scored)
+            count += int(b.scored.sum())
+        self.net.train(training)
+        return {"loss": loss / max(count, 1), self.task.metric: self.task.metric_of(loss, score, count)}
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    def _record(self, row: dict) -> None:
+        self.history.append(row)
+        if self.out is not None:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if self.callback is not None:
+            self.callback(row)
+
+    def run(self) -> list[dict]:
+        """Train to ``cfg.steps``; returns the metric rows (also in ``metrics.jsonl``)."""
+        from tqdm import tqdm
+        cfg = self.cfg
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.step == 0:
+                (self.out / "metrics.jsonl").write_text(json.dumps({"config": asdict(cfg), **self.task.describe()}) + "\n")
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=f"{cfg.cell} {cfg.task}",
+                   unit="step", dynamic_ncols=True)
+        window: list[float] = []
+        while self.step < cfg.steps:
+            t = time.perf_counter()
+            window.append(self.train_step())
+            self.seconds += time.perf_counter() - t
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                row = {"step": self.step, "split": "train", "loss": sum(window) / len(window),
+                       "seconds": round(self.seconds, 3)}
+                window.clear()
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                self._record(row)
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                row = {"step": self.step, "split": "valid", **self.evaluate("valid")}
+                bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}", valid=f"{row['loss']:.4f}")
+                self._record(row)
+            if self.out is not None and ((cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps):
+                self.save(self.out / "checkpoint.pt")
+        bar.close()
+        if self.out is not None:
+            plot(self.history, self.out / "curve.png", self.task)
+        return self.history
+
+    # --- checkpoints --------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        torch.save({"config": asdict(self.cfg), "step": self.step, "seconds": self.seconds,
+                    "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                    "rng": torch.get_rng_state(), "carried": self.carried, "history": self.history}, path)
+
+    @classmethod
+    def resume(cls, out: str | Path, steps: int | None = None, **kwargs) -> Trainer:
+        """The run saved in ``out`` (its ``checkpoint.pt``), to continue with :meth:`run`;
+        ``steps`` raises its total. Metric rows past the checkpoint are dropped from the file."""
+        out = Path(out)
+        saved = torch.load(out / "checkpoint.pt", weights_only=False)
+        cfg = Config.from_dict(saved["config"])
+        if steps is not None:
+            cfg.steps = steps
+        self = cls(cfg, out, **kwargs)
+        self.net.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        self.step, self.seconds, self.carried = saved["step"], saved["seconds"], saved["carried"]
+        self.history = saved["history"]
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= self.step]
+        (out / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
+        return self
+
+
+def plot(history: list[dict], path: Path, task: Task) -> None:
+    """The learning curve: training and validation loss per step, and the memoryless baseline."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for split, style in (("train", "-"), ("valid", "o-")):
+        rows = [r for r in history if r.get("split") == split]
+        if rows:
+            ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], style, label=split, markersize=3)
+    ax.axhline(task.baseline, color="grey", linestyle="--", label="no memory")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss per scored step")
+    ax.set_title(f"{task.name} (T={task.T})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
