@@ -17,7 +17,10 @@ from .profile import Strategy, cell_factory, memory_sweep
 from .profile.sweep import REVERSIBLE_OF
 from .schedule import default_every
 from .tasks import ADDING_BASELINE_MSE
+from .tasks import TASKS
 from .train import Regressor, train_adding
+from .trainer import CELLS as TRAINABLE
+from .trainer import Config, Trainer
 
 CELLS = rnn.MODULES
 #: the modules whose memory modes are "store" and "reversible"
@@ -63,25 +66,50 @@ def print_table(rows: list[dict], out=sys.stdout) -> None:
               f"{r['ratio_vs_store']:>8.3f}x {r['grad_rel_err_vs_store']:>18.1e}", file=out)
 
 
+def train_config(args: argparse.Namespace) -> Config:
+    """The run ``revrnn train``'s flags describe."""
+    cell_kwargs = {"memory": args.memory or memory_modes(args.cell)[1]}
+    if args.memory and args.memory not in TRAINABLE[args.cell].memory_modes:
+        raise SystemExit(f"revrnn: --memory {args.memory} is not available for --cell {args.cell}; "
+                         f"choose from {', '.join(TRAINABLE[args.cell].memory_modes)}")
+    for flag in ("checkpoint_every", "checkpoint_slots", "forget_bits", "dropout"):
+        if getattr(args, flag) is not None:
+            cell_kwargs[flag] = getattr(args, flag)
+    mode, window = ("tbptt", args.tbptt) if args.tbptt else ("stream", args.stream) if args.stream else ("full", None)
+    try:
+        return Config(task=args.task, T=args.T, cell=args.cell, hidden=args.hidden, layers=args.layers,
+                      backend=args.backend, cell_kwargs=cell_kwargs, mode=mode, window=window,
+                      steps=args.steps or 1000, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
+                      clip=args.clip or None, seed=args.seed, eval_every=args.eval_every or max(1, (args.steps or 1000) // 10),
+                      log_every=args.log_every, save_every=args.save_every)
+    except ValueError as e:
+        raise SystemExit(f"revrnn: {e}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    torch.manual_seed(args.seed)
-    args.memory = args.memory or memory_modes(args.cell)[1]
-    module = build(args.cell, args.hidden, args.layers, args.backend, args.memory,
-                   args.checkpoint_every, args.chrono)
-    model = Regressor(module)
-    print(f"training {args.cell} (hidden {args.hidden}, {args.layers} layer(s), memory={args.memory}, "
-          f"backend={args.backend}{f', truncated BPTT {args.tbptt}' if args.tbptt else ''}) "
-          f"on the adding problem, T={args.T}, batch {args.batch}, {args.steps} steps")
-    every = max(1, args.steps // 10)
-    report = lambda step, loss: print(f"  step {step + 1:>5}  mse {loss:.4f}") if (step + 1) % every == 0 else None
-    result = train_adding(model, args.T, args.steps, args.batch, args.lr, args.tbptt, seed=args.seed,
-                          callback=report)
-    print(f"final mse {result.final_loss:.4f} (predicting the mean scores {ADDING_BASELINE_MSE:.4f}); "
-          f"{result.seconds:.1f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            settings = {k: v for k, v in vars(args).items() if k != "func"}
-            json.dump({"args": settings, "losses": result.losses, "seconds": result.seconds}, f)
+    reason = available_backends("cpu").get(args.backend) if args.backend != "auto" else None
+    if reason is not None:
+        raise SystemExit(f"revrnn: --backend {args.backend} is not available here: {reason}")
+    try:
+        if args.resume:
+            trainer = Trainer.resume(args.resume, steps=args.steps, progress=not args.no_progress)
+        else:
+            trainer = Trainer(train_config(args), args.out, progress=not args.no_progress)
+            if args.chrono:
+                init.chrono_(trainer.net.rnn, args.chrono)
+    except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
+        raise SystemExit(f"revrnn: {e}") from None
+    cfg, task = trainer.cfg, trainer.task
+    how = {"full": "full backpropagation", "stream": f"the streamed loss (chunks of {cfg.window or 'sqrt(T)'})",
+           "tbptt": f"truncated backpropagation (windows of {cfg.window})"}[cfg.mode]
+    print(f"training {cfg.cell} (hidden {cfg.hidden}, {cfg.layers} layer(s), {cfg.cell_kwargs}, backend "
+          f"{cfg.backend}) on {task.name}, T={task.T}, batch {cfg.batch}, steps {trainer.step}..{cfg.steps}, with {how}")
+    trainer.run()
+    final = trainer.evaluate("valid")
+    print(f"valid: loss {final['loss']:.4f} per scored step, {task.metric} {final[task.metric]:.4f} "
+          f"(without memory: loss {task.baseline:.4f}); {trainer.seconds:.1f} s training")
+    if trainer.out is not None:
+        print(f"wrote {trainer.out / 'metrics.jsonl'}, {trainer.out / 'curve.png'}, {trainer.out / 'checkpoint.pt'}")
     return 0
 
 
@@ -90,7 +118,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name, reason in available_backends("cpu").items():
         print(f"  {name:<10} {'available' if reason is None else 'unavailable: ' + reason}")
     print()
-    cmd_train(argparse.Namespace(**{**vars(args), "json": None}))
+    torch.manual_seed(args.seed)
+    args.memory = args.memory or memory_modes(args.cell)[1]
+    model = Regressor(build(args.cell, args.hidden, args.layers, args.backend, args.memory,
+                            args.checkpoint_every, args.chrono))
+    print(f"training {args.cell} (hidden {args.hidden}, memory={args.memory}) on the adding problem, T={args.T}")
+    result = train_adding(model, args.T, args.steps, args.batch, args.lr, args.tbptt, seed=args.seed)
+    print(f"final mse {result.final_loss:.4f} (predicting the mean scores {ADDING_BASELINE_MSE:.4f}); "
+          f"{result.seconds:.1f} s")
     print(f"\nactivation memory of one forward ({args.cell}, hidden {args.hidden}, batch {args.batch}; "
           "saved tensors, parameters and inputs excluded)")
     print_table(memory_table(args.cell, args.hidden, args.batch, args.lengths, args.backend))
@@ -158,6 +193,16 @@ def _profile_processes(args: argparse.Namespace, device: torch.device, out: Path
     return 0
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help that shows each option's default where it has one (the epilog keeps its lines)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not any(action.default is v for v in (None, False, argparse.SUPPRESS)) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _positive_int(text: str) -> int:
     try:
         value = float(text) if "e" in text.lower() else int(text)  # 1e3 as in --T 1e3,4e3
@@ -205,9 +250,47 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--threads", type=_positive_int, default=1,
                         help="CPU threads (default 1: small recurrent steps are faster on one)")
 
-    t = sub.add_parser("train", help="train a cell on the adding problem")
-    training_args(t, T=100, steps=500)
-    t.add_argument("--json", help="write the loss curve to this file")
+    trainable = [n for n, c in TASKS.items() if not getattr(c, "seq2seq", False)]
+    t = sub.add_parser("train", help="train any cell on a task (copy, adding, denoise, digits, chars ...)",
+                       formatter_class=_Help,
+                       description="Train a recurrent model on a task that needs no download, with full, "
+                                   "streamed or truncated backpropagation; writes metrics.jsonl, curve.png and "
+                                   "checkpoint.pt to --out (resume with --resume).",
+                       epilog="tasks:\n" + "\n".join(f"  {n:<9} {TASKS[n].summary}" for n in trainable))
+    t.add_argument("--task", choices=trainable, default="copy", help="what to learn (listed below)")
+    t.add_argument("--T", type=_positive_int, default=None, help="sequence length (default: the task's)")
+    t.add_argument("--cell", choices=sorted(TRAINABLE), default="gru", help="the recurrent module")
+    t.add_argument("--hidden", type=_positive_int, default=128, help="units per layer")
+    t.add_argument("--layers", type=_positive_int, default=1, help="recurrent layers")
+    t.add_argument("--memory", choices=["store", "recompute", "reversible"], default=None,
+                   help=f"the module's memory strategy (default: reversible for {'/'.join(sorted(REVERSIBLE))}, "
+                        "recompute otherwise)")
+    t.add_argument("--checkpoint-every", type=_positive_int, default=None, help="recompute: steps between kept states")
+    t.add_argument("--checkpoint-slots", type=_positive_int, default=None, help="recompute: at most this many kept states")
+    t.add_argument("--forget-bits", type=int, default=None, help="reversible cells: bits forgotten per step")
+    t.add_argument("--dropout", type=float, default=None, help="dropout between layers")
+    how = t.add_mutually_exclusive_group()
+    how.add_argument("--stream", type=_positive_int, nargs="?", const=0, default=None, metavar="CHUNK",
+                     help="the streamed loss (exact gradients, outputs never all in memory); chunk steps, sqrt(T) "
+                          "when not given")
+    how.add_argument("--tbptt", type=_positive_int, default=None, metavar="WINDOW", help="truncated backpropagation")
+    t.add_argument("--steps", type=_positive_int, default=None,
+                   help="optimiser steps (default 1000; with --resume, the new total)")
+    t.add_argument("--batch", type=_positive_int, default=32, help="sequences per step")
+    t.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    t.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (0: none)")
+    t.add_argument("--eval-every", type=_positive_int, default=None, help="steps between validations (steps/10)")
+    t.add_argument("--log-every", type=_positive_int, default=10, help="steps per training-loss row")
+    t.add_argument("--save-every", type=_positive_int, default=None, help="steps between checkpoints (and at the end)")
+    t.add_argument("--backend", choices=["auto", "reference", "triton", "cuda", "cpu"], default="auto",
+                   help="where the recurrence runs")
+    t.add_argument("--chrono", type=float, default=None, help="chrono initialisation with this t_max")
+    t.add_argument("--seed", type=int, default=0, help="initialisation, data and dropout")
+    t.add_argument("--threads", type=_positive_int, default=1, help="CPU threads")
+    t.add_argument("--out", default=None, help="directory for metrics.jsonl, curve.png, checkpoint.pt")
+    t.add_argument("--resume", default=None, metavar="DIR", help="continue the run saved in DIR")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("demo", help="train briefly, then print a memory table of the strategies")

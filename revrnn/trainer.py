@@ -225,6 +225,7 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=f"{cfg.cell} {cfg.task}",
                    unit="step", dynamic_ncols=True)
         window: list[float] = []
+        shown: dict[str, str] = {}
         while self.step < cfg.steps:
             t = time.perf_counter()
             window.append(self.train_step())
@@ -234,11 +235,13 @@ class Trainer:
                 row = {"step": self.step, "split": "train", "loss": sum(window) / len(window),
                        "seconds": round(self.seconds, 3)}
                 window.clear()
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                shown["loss"] = f"{row['loss']:.4f}"
+                bar.set_postfix(shown)
                 self._record(row)
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                 row = {"step": self.step, "split": "valid", **self.evaluate("valid")}
-                bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}", valid=f"{row['loss']:.4f}")
+                shown["valid"] = f"{row['loss']:.4f}"
+                bar.set_postfix(shown)
                 self._record(row)
             if self.out is not None and ((cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps):
                 self.save(self.out / "checkpoint.pt")

@@ -5,23 +5,36 @@ import json
 
 import pytest
 
-from revrnn.cli import CELLS, main, memory_table
+from revrnn.cli import TRAINABLE, main, memory_table
 
 
-@pytest.mark.parametrize("cell", sorted(CELLS))
-def test_train_runs_and_writes_the_loss_curve(cell, tmp_path, capsys):
-    out = tmp_path / "curve.json"
-    assert main(["train", "--cell", cell, "--T", "6", "--steps", "3", "--batch", "4",
-                 "--hidden", "6", "--json", str(out)]) == 0
-    data = json.loads(out.read_text())
-    assert len(data["losses"]) == 3 and all(v == v for v in data["losses"])
-    assert "final mse" in capsys.readouterr().out
+@pytest.mark.parametrize("cell", sorted(TRAINABLE))
+def test_train_every_cell_writes_metrics_curve_and_checkpoint(cell, tmp_path, capsys):
+    assert main(["train", "--task", "adding", "--cell", cell, "--T", "6", "--steps", "3", "--batch", "4",
+                 "--hidden", "6", "--out", str(tmp_path), "--no-progress", "--log-every", "1"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["config"]["cell"] == cell and rows[0]["task"] == "adding"
+    train = [r for r in rows[1:] if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3] and all(r["loss"] == r["loss"] for r in train)
+    assert (tmp_path / "curve.png").exists() and (tmp_path / "checkpoint.pt").exists()
+    assert "valid: loss" in capsys.readouterr().out
 
 
 def test_truncated_bptt_and_chrono(capsys):
-    assert main(["train", "--T", "9", "--steps", "2", "--batch", "3", "--hidden", "4",
+    assert main(["train", "--T", "30", "--steps", "2", "--batch", "3", "--hidden", "4", "--no-progress",
                  "--tbptt", "4", "--chrono", "9", "--memory", "store"]) == 0
-    assert "truncated BPTT 4" in capsys.readouterr().out
+    assert "truncated backpropagation (windows of 4)" in capsys.readouterr().out
+
+
+def test_streamed_language_model_resumes(tmp_path, capsys):
+    argv = ["train", "--task", "chars", "--T", "16", "--batch", "3", "--hidden", "8", "--cell", "revgru",
+            "--stream", "5", "--no-progress", "--log-every", "1", "--out", str(tmp_path)]
+    assert main(argv + ["--steps", "2"]) == 0
+    assert main(["train", "--resume", str(tmp_path), "--steps", "4", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "the streamed loss (chunks of 5)" in out and "steps 2..4" in out
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows[1:] if r["split"] == "train"] == [1, 2, 3, 4]
 
 
 def test_memory_table_recompute_saves_memory():
@@ -41,9 +54,9 @@ def test_memory_table_reversible_saves_memory():
 
 
 def test_reversible_training_with_truncated_bptt(capsys):
-    assert main(["train", "--cell", "revlstm", "--T", "9", "--steps", "2", "--batch", "3", "--hidden", "4",
-                 "--tbptt", "4"]) == 0
-    assert "memory=reversible" in capsys.readouterr().out
+    assert main(["train", "--cell", "revlstm", "--T", "30", "--steps", "2", "--batch", "3", "--hidden", "4",
+                 "--tbptt", "8", "--no-progress"]) == 0
+    assert "'memory': 'reversible'" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv", [["train", "--cell", "revgru", "--memory", "recompute"],
@@ -59,3 +72,16 @@ def test_bad_arguments_exit_with_usage(argv, capsys):
         main(argv)
     assert e.value.code == 2
     assert "usage: revrnn" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--lr", "-1"], "revrnn: lr must be a positive finite number, got -1.0"),
+    (["train", "--cell", "revgru", "--hidden", "5"], "revrnn: hidden_size must be even"),
+    (["train", "--backend", "cuda"], "revrnn: --backend cuda is not available here"),
+    (["train", "--task", "copy", "--T", "12"], "revrnn: T must be an int >= 21, got 12"),
+    (["train", "--resume", "/nonexistent/run"], "revrnn: "),
+])
+def test_bad_flags_end_in_one_line(argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--steps", "1", "--no-progress"])
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)

@@ -5,27 +5,19 @@ Every task hands out :class:`Batch` es of the same form, so that one training lo
 step and which steps are scored. A task whose consecutive batches continue the same text
 (``carries``) is trained with the state carried from one batch to the next.
 
-=========  ==========================================================================================
-copy       copy memory (Arjovsky et al. 2016): recall 10 symbols after a long blank delay
-adding     the adding problem (Hochreiter & Schmidhuber 1997): sum the two marked values
-denoise    denoise (Jing et al. 2019): recall 10 symbols scattered among noise, in order
-digits     sequential pixel digits: the 8×8 digits scikit-learn ships, one pixel per step
-pdigits    the same with the pixels in a fixed random order (long-range dependencies everywhere)
-chars      character-level language modelling on the Python standard library's own sources
-reverse    a digit string and its reversal (sequence to sequence)
-=========  ==========================================================================================
+:data:`TASKS` names them; each class's ``summary`` says in a line what it is (``revrnn train
+--help`` lists them).
 """
 from __future__ import annotations
 
 from .base import IGNORE, Batch, Task, generator
-from .digits import Digits
+from .digits import Digits, PermutedDigits
 from .generated import ADDING_BASELINE_MSE, Adding, Copy, Denoise, adding_problem
 from .seq2seq import Reverse
 from .text import Chars
 
 #: every task by name (the ``revrnn train --task`` choices)
-TASKS: dict[str, type[Task]] = {t.name: t for t in (Copy, Adding, Denoise, Digits, Chars, Reverse)}
-TASKS["pdigits"] = Digits.permuted
+TASKS: dict[str, type[Task]] = {t.name: t for t in (Copy, Adding, Denoise, Digits, PermutedDigits, Chars, Reverse)}
 
 
 def make(name: str, **kwargs) -> Task:
@@ -35,5 +27,5 @@ def make(name: str, **kwargs) -> Task:
     return TASKS[name](**kwargs)
 
 
-__all__ = ["ADDING_BASELINE_MSE", "IGNORE", "TASKS", "Adding", "Batch", "Chars", "Copy", "Denoise", "Digits",
+__all__ = ["ADDING_BASELINE_MSE", "IGNORE", "TASKS", "Adding", "Batch", "Chars", "Copy", "Denoise", "Digits", "PermutedDigits",
            "Reverse", "Task", "adding_problem", "generator", "make"]

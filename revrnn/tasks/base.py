@@ -60,6 +60,8 @@ class Task:
     beat); ``metric`` names what :meth:`score` reports beside the loss."""
 
     name: ClassVar[str]
+    #: what the task is, in one line
+    summary: ClassVar[str]
     metric: ClassVar[str] = "accuracy"
     #: consecutive batches continue the same sequences: carry the state (language modelling)
     carries: ClassVar[bool] = False

@@ -34,6 +34,7 @@ class Digits(Task):
     steps when ``T`` is a longer multiple of 64. ``permuted``: the pixels in one fixed random order."""
 
     name = "digits"
+    summary = "sequential 8x8 digits (scikit-learn's), one pixel per step, T a multiple of 64"
     features, classes = 1, 10
 
     def __init__(self, T: int = 64, seed: int = 0, permuted: bool = False) -> None:
@@ -41,12 +42,6 @@ class Digits(Task):
         if T % 64:
             raise ValueError(f"T must be a multiple of 64 (pixels held T/64 steps each), got {T}")
         self.order = torch.randperm(64, generator=torch.Generator().manual_seed(FIXED + 1)) if permuted else None
-
-    @classmethod
-    def permuted(cls, T: int = 64, seed: int = 0) -> Digits:
-        task = cls(T, seed, permuted=True)
-        task.name = "pdigits"
-        return task
 
     @property
     def baseline(self) -> float:
@@ -88,3 +83,14 @@ class Digits(Task):
 
     def describe(self) -> dict:
         return super().describe() | {"permuted": self.permuted}
+
+
+class PermutedDigits(Digits):
+    """:class:`Digits` with the pixels in one fixed random order: every class depends on pixels
+    spread over the whole sequence."""
+
+    name = "pdigits"
+    summary = "the digits with their pixels in one fixed random order"
+
+    def __init__(self, T: int = 64, seed: int = 0) -> None:
+        super().__init__(T, seed, permuted=True)

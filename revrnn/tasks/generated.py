@@ -54,6 +54,7 @@ class Copy(Task):
     T - 20). Scored on the recall steps only: without memory the best is uniform guessing, ln 8."""
 
     name = "copy"
+    summary = "copy memory (Arjovsky et al. 2016): recall 10 symbols after a blank delay"
     tokens, classes = MARKER + 1, SYMBOLS + 1
 
     def __init__(self, T: int = 120, seed: int = 0) -> None:
@@ -78,6 +79,7 @@ class Denoise(Task):
     order. Where they were differs per row, so the model must both find and keep them."""
 
     name = "denoise"
+    summary = "denoise (Jing et al. 2019): recall 10 symbols scattered among noise, in order"
     tokens, classes = MARKER + 1, SYMBOLS + 1
 
     def __init__(self, T: int = 120, seed: int = 0) -> None:
@@ -102,6 +104,7 @@ class Adding(Task):
     """The adding problem (:func:`adding_problem`), scored on the last step by squared error."""
 
     name, metric = "adding", "mse"
+    summary = "the adding problem (Hochreiter & Schmidhuber 1997): sum the two marked values"
     features = 2
 
     def __init__(self, T: int = 100, seed: int = 0) -> None:

@@ -38,6 +38,7 @@ class Chars(Task):
     character."""
 
     name, metric, carries = "chars", "bits/char", True
+    summary = "character-level language modelling on the Python standard library's sources"
     tokens = classes = 256
 
     def __init__(self, T: int = 128, seed: int = 0) -> None:
