@@ -13,12 +13,11 @@ from tqdm import tqdm
 
 from . import available_backends, init
 from . import nn as rnn
+from .demo import Settings as DemoSettings
+from .demo import __doc__ as demo_doc
 from .profile import Strategy, cell_factory, memory_sweep
 from .profile.sweep import REVERSIBLE_OF
-from .schedule import default_every
-from .tasks import ADDING_BASELINE_MSE
 from .tasks import TASKS
-from .train import Regressor, train_adding
 from .trainer import CELLS as TRAINABLE
 from .trainer import Config, Trainer
 
@@ -27,48 +26,15 @@ CELLS = rnn.MODULES
 REVERSIBLE = set(REVERSIBLE_OF.values())
 
 
-def memory_modes(cell: str) -> tuple[str, ...]:
-    """The cell's memory strategies, ``store`` (the baseline) first."""
-    return ("store", "reversible") if cell in REVERSIBLE else ("store", "recompute")
-
-
-def build(cell: str, hidden: int, layers: int, backend: str, memory: str,
-          checkpoint_every: int | None, chrono: float | None, input_size: int = 2) -> rnn.RecurrentBase:
-    if memory not in memory_modes(cell):
-        raise SystemExit(f"revrnn: --memory {memory} is not available for --cell {cell}; "
-                         f"choose from {', '.join(memory_modes(cell))}")
-    extra = {} if cell in REVERSIBLE else {"checkpoint_every": checkpoint_every}
-    module = CELLS[cell](input_size, hidden, num_layers=layers, backend=backend, memory=memory, **extra)
-    if chrono:
-        init.chrono_(module, chrono)
-    return module
-
-
-def memory_table(cell: str, hidden: int, batch: int, lengths: Sequence[int], backend: str) -> list[dict]:
-    """Per memory strategy of ``cell`` and length: bytes held for backward when the forward ends,
-    and the gradient error relative to ``store`` (both exact: the error is rounding only).
-    A short :func:`revrnn.profile.memory_sweep` without timing."""
-    strategies = {"store": Strategy.bptt(), "recompute": Strategy.checkpoint(), "reversible": Strategy.reversible()}
-    mode_of = {strategies[m].name: m for m in memory_modes(cell)}
-    report = memory_sweep(cell_factory(cell, 2, hidden, 1, backend), lengths, batch, 2,
-                          [strategies[m] for m in memory_modes(cell)], repeats=0)
-    store = {r.T: r.saved_bytes for r in report.rows if mode_of[r.strategy] == "store"}
-    return [{"T": r.T, "memory": mode_of[r.strategy], "activation_bytes": r.saved_bytes,
-             "checkpoint_every": default_every(r.T) if mode_of[r.strategy] == "recompute" else None,
-             "grad_rel_err_vs_store": r.grad_rel_err_vs_bptt, "ratio_vs_store": r.saved_bytes / store[r.T]}
-            for r in report.rows]
-
-
-def print_table(rows: list[dict], out=sys.stdout) -> None:
-    print(f"{'T':>6}  {'memory':<10} {'activations (MiB)':>18} {'vs store':>9} {'grad err vs store':>18}", file=out)
-    for r in rows:
-        print(f"{r['T']:>6}  {r['memory']:<10} {r['activation_bytes'] / 2**20:>18.3f} "
-              f"{r['ratio_vs_store']:>8.3f}x {r['grad_rel_err_vs_store']:>18.1e}", file=out)
+def default_memory(cell: str) -> str:
+    """A module's memory strategy unless told: reversible where it can, else recompute."""
+    modes = TRAINABLE[cell].memory_modes
+    return next(m for m in ("reversible", "recompute", "store") if m in modes)
 
 
 def train_config(args: argparse.Namespace) -> Config:
     """The run ``revrnn train``'s flags describe."""
-    cell_kwargs = {"memory": args.memory or memory_modes(args.cell)[1]}
+    cell_kwargs = {"memory": args.memory or default_memory(args.cell)}
     if args.memory and args.memory not in TRAINABLE[args.cell].memory_modes:
         raise SystemExit(f"revrnn: --memory {args.memory} is not available for --cell {args.cell}; "
                          f"choose from {', '.join(TRAINABLE[args.cell].memory_modes)}")
@@ -114,21 +80,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    print("revrnn demo: backends on this machine")
+    from .demo import run
+    print("revrnn demo; backends on this machine:")
     for name, reason in available_backends("cpu").items():
         print(f"  {name:<10} {'available' if reason is None else 'unavailable: ' + reason}")
     print()
-    torch.manual_seed(args.seed)
-    args.memory = args.memory or memory_modes(args.cell)[1]
-    model = Regressor(build(args.cell, args.hidden, args.layers, args.backend, args.memory,
-                            args.checkpoint_every, args.chrono))
-    print(f"training {args.cell} (hidden {args.hidden}, memory={args.memory}) on the adding problem, T={args.T}")
-    result = train_adding(model, args.T, args.steps, args.batch, args.lr, args.tbptt, seed=args.seed)
-    print(f"final mse {result.final_loss:.4f} (predicting the mean scores {ADDING_BASELINE_MSE:.4f}); "
-          f"{result.seconds:.1f} s")
-    print(f"\nactivation memory of one forward ({args.cell}, hidden {args.hidden}, batch {args.batch}; "
-          "saved tensors, parameters and inputs excluded)")
-    print_table(memory_table(args.cell, args.hidden, args.batch, args.lengths, args.backend))
+    run(Path(args.out), DemoSettings(T=args.T, steps=args.steps, hidden=args.hidden, memory_T=args.memory_T,
+                                     threads=args.threads), progress=not args.no_progress)
     return 0
 
 
@@ -232,24 +190,6 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="revrnn", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def training_args(sp: argparse.ArgumentParser, T: int, steps: int) -> None:
-        sp.add_argument("--cell", choices=sorted(CELLS), default="gru")
-        sp.add_argument("--hidden", type=_positive_int, default=32)
-        sp.add_argument("--layers", type=_positive_int, default=1)
-        sp.add_argument("--T", type=_positive_int, default=T, help="sequence length")
-        sp.add_argument("--steps", type=_positive_int, default=steps, help="optimiser steps")
-        sp.add_argument("--batch", type=_positive_int, default=64)
-        sp.add_argument("--lr", type=float, default=1e-2)
-        sp.add_argument("--memory", choices=["store", "recompute", "reversible"], default=None,
-                        help=f"default: reversible for {'/'.join(sorted(REVERSIBLE))}, recompute otherwise")
-        sp.add_argument("--checkpoint-every", type=_positive_int, default=None)
-        sp.add_argument("--tbptt", type=_positive_int, default=None, help="truncated BPTT window")
-        sp.add_argument("--backend", choices=["auto", "reference", "triton", "cuda", "cpu"], default="auto")
-        sp.add_argument("--chrono", type=float, default=None, help="chrono init with this t_max")
-        sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--threads", type=_positive_int, default=1,
-                        help="CPU threads (default 1: small recurrent steps are faster on one)")
-
     trainable = [n for n, c in TASKS.items() if not getattr(c, "seq2seq", False)]
     t = sub.add_parser("train", help="train any cell on a task (copy, adding, denoise, digits, chars ...)",
                        formatter_class=_Help,
@@ -293,11 +233,18 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    d = sub.add_parser("demo", help="train briefly, then print a memory table of the strategies")
-    training_args(d, T=50, steps=300)
-    d.add_argument("--lengths", type=_int_list, default=[250, 1000, 4000],
-                   help="comma-separated sequence lengths for the table")
-    d.set_defaults(func=cmd_demo, chrono=None)
+    d = sub.add_parser("demo", help="the headline in about two minutes: a reversible GRU learns, and its memory",
+                       formatter_class=_Help, description=demo_doc)
+    defaults = DemoSettings()
+    d.add_argument("--T", type=_positive_int, default=defaults.T, help="the copy task's length")
+    d.add_argument("--steps", type=_positive_int, default=defaults.steps, help="training steps")
+    d.add_argument("--hidden", type=_positive_int, default=defaults.hidden, help="units")
+    d.add_argument("--memory-T", type=_positive_int, default=defaults.memory_T,
+                   help="sequence length of the memory comparison")
+    d.add_argument("--threads", type=_positive_int, default=1, help="CPU threads")
+    d.add_argument("--out", default="revrnn-demo", help="directory for demo.png, demo.json and the run")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_demo)
 
     pr = sub.add_parser("profile", help="memory, time and gradient error of training strategies vs T",
                         description="Train one step per (strategy, T); write a table, mem.csv, mem.json, "

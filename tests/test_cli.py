@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from revrnn.cli import TRAINABLE, main, memory_table
+from revrnn.cli import TRAINABLE, main
 
 
 @pytest.mark.parametrize("cell", sorted(TRAINABLE))
@@ -37,20 +37,18 @@ def test_streamed_language_model_resumes(tmp_path, capsys):
     assert [r["step"] for r in rows[1:] if r["split"] == "train"] == [1, 2, 3, 4]
 
 
-def test_memory_table_recompute_saves_memory():
-    rows = memory_table("gru", hidden=8, batch=2, lengths=[16, 64], backend="reference")
-    by = {(r["T"], r["memory"]): r for r in rows}
-    for T in (16, 64):
-        assert by[T, "recompute"]["activation_bytes"] < by[T, "store"]["activation_bytes"]
-        assert by[T, "recompute"]["grad_rel_err_vs_store"] < 1e-5  # exact up to float32 rounding
-    assert by[64, "store"]["activation_bytes"] == 4 * by[16, "store"]["activation_bytes"]
-
-
-def test_memory_table_reversible_saves_memory():
-    rows = memory_table("revgru", hidden=8, batch=2, lengths=[64], backend="reference")
-    by = {r["memory"]: r for r in rows}
-    assert by["reversible"]["activation_bytes"] * 10 < by["store"]["activation_bytes"]
-    assert by["reversible"]["grad_rel_err_vs_store"] < 1e-5
+def test_demo_learns_measures_and_plots(tmp_path, capsys):
+    """A tiny demo: the training run, the three process peaks (the reversible step's lowest) and
+    the plot."""
+    assert main(["demo", "--T", "21", "--steps", "4", "--hidden", "8", "--memory-T", "3000", "--no-progress",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "recall accuracy" in out and "RevGRU, reversible" in out
+    data = json.loads((tmp_path / "demo.json").read_text())
+    peaks = {r["label"]: r["peak_bytes"] for r in data["memory"]}
+    assert all(r["error"] is None for r in data["memory"]) and len(peaks) == 3
+    assert peaks["RevGRU, reversible"] < peaks["torch.nn.GRU"] / 3
+    assert (tmp_path / "demo.png").stat().st_size > 1000 and (tmp_path / "copy" / "metrics.jsonl").exists()
 
 
 def test_reversible_training_with_truncated_bptt(capsys):
@@ -66,7 +64,7 @@ def test_memory_strategy_must_fit_the_cell(argv):
         main(argv)
 
 
-@pytest.mark.parametrize("argv", [["train", "--T", "0"], ["train", "--cell", "rnn"], ["demo", "--lengths", "10,x"]])
+@pytest.mark.parametrize("argv", [["train", "--T", "0"], ["train", "--cell", "rnn"], ["demo", "--steps", "x"]])
 def test_bad_arguments_exit_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
