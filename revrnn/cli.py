@@ -47,7 +47,8 @@ def train_config(args: argparse.Namespace) -> Config:
                       backend=args.backend, cell_kwargs=cell_kwargs, mode=mode, window=window,
                       steps=args.steps or 1000, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
                       clip=args.clip or None, seed=args.seed, eval_every=args.eval_every or max(1, (args.steps or 1000) // 10),
-                      log_every=args.log_every, save_every=args.save_every)
+                      log_every=args.log_every, save_every=args.save_every, aux=args.aux, aux_window=args.aux_window,
+                      aux_weight=args.aux_weight, aux_pretrain=args.aux_pretrain)
     except ValueError as e:
         raise SystemExit(f"revrnn: {e}") from None
 
@@ -214,6 +215,13 @@ def parser() -> argparse.ArgumentParser:
                      help="the streamed loss (exact gradients, outputs never all in memory); chunk steps, sqrt(T) "
                           "when not given")
     how.add_argument("--tbptt", type=_positive_int, default=None, metavar="WINDOW", help="truncated backpropagation")
+    t.add_argument("--aux", default=None, metavar="r:LENGTH|p:LENGTH",
+                   help="an auxiliary loss (Trinh et al. 2018): reconstruct the LENGTH steps before a random "
+                        "anchor (r) or predict those after it (p), with a 2-layer LSTM decoder")
+    t.add_argument("--aux-window", type=_positive_int, default=None,
+                   help="steps before the anchor the auxiliary gradient enters (default: all)")
+    t.add_argument("--aux-weight", type=float, default=1.0, help="the auxiliary loss's weight")
+    t.add_argument("--aux-pretrain", type=int, default=0, help="steps on the auxiliary loss alone first")
     t.add_argument("--steps", type=_positive_int, default=None,
                    help="optimiser steps (default 1000; with --resume, the new total)")
     t.add_argument("--batch", type=_positive_int, default=32, help="sequences per step")

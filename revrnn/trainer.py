@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from . import nn as rnn
+from .auxiliary import Auxiliary, Decoder
+from .auxiliary import backward as auxiliary_backward
 from .stream import stream_backward
 from .tasks import Batch, Task, make
 
@@ -60,6 +62,12 @@ class Config:
     eval_batches: int | None = None  # None: a finite split whole, 4 batches of a generated task
     log_every: int = 10
     save_every: int | None = None  # checkpoint every this many steps (and at the end)
+    #: an auxiliary loss, "r:LENGTH" (reconstruct before an anchor) or "p:LENGTH" (predict after
+    #: it), see :mod:`revrnn.auxiliary`; its window, weight and pretraining steps
+    aux: str | None = None
+    aux_window: int | None = None
+    aux_weight: float = 1.0
+    aux_pretrain: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -82,6 +90,13 @@ class Config:
             raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
         if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
             raise ValueError(f"clip must be a positive number or None, got {self.clip!r}")
+        _ = self.auxiliary  # its own checks
+
+    @property
+    def auxiliary(self) -> Auxiliary | None:
+        if self.aux is None:
+            return None
+        return Auxiliary.parse(self.aux, window=self.aux_window, weight=self.aux_weight, pretrain=self.aux_pretrain)
 
     def make_task(self) -> Task:
         return make(self.task, seed=self.seed, **({} if self.T is None else {"T": self.T}))
@@ -104,7 +119,9 @@ class Net(nn.Module):
         if cfg.cell in rnn.TIMED_MODULES:
             kwargs.setdefault("t_max", float(task.T))
         self.rnn = CELLS[cfg.cell](width, cfg.hidden, num_layers=cfg.layers, backend=cfg.backend, **kwargs)
-        self.head = nn.Linear(getattr(self.rnn, "proj_size", 0) or cfg.hidden, task.outputs)
+        width = getattr(self.rnn, "proj_size", 0) or cfg.hidden
+        self.head = nn.Linear(width, task.outputs)
+        self.aux = Decoder(task, width, cfg.hidden) if cfg.aux else None
 
     def forward(self, x: Tensor, state=None, t0: int = 0):
         """``x`` (T, B) tokens or (T, B, features) -> (recurrent output, final state)."""
@@ -130,10 +147,14 @@ class Trainer:
                              "model, not a single recurrent stack")
         if cfg.mode == "stream" and cfg.cell_kwargs.get("bidirectional"):
             raise ValueError("mode='stream' needs a unidirectional model")
+        self.aux = cfg.auxiliary
+        if self.aux is not None:
+            self.aux.check(self.task.T)
         torch.manual_seed(cfg.seed)
         self.net = Net(self.task, cfg)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.step, self.carried, self.seconds = 0, None, 0.0
+        self.step, self.carried, self.seconds, self.aux_seconds = 0, None, 0.0, 0.0
+        self.aux_loss: float | None = None  # the last batch's
         self.out = None if out is None else Path(out)
         self.progress, self.callback = progress, callback
         self.history: list[dict] = []
@@ -147,11 +168,20 @@ class Trainer:
         return loss_fn
 
     def backward(self, batch: Batch) -> float:
-        """Gradients of the batch's mean loss into the parameters; returns the loss. The state of
-        a carrying task comes from the last batch and goes to the next (detached)."""
+        """Gradients of the batch's mean loss into the parameters; returns the loss (None while
+        an auxiliary loss pretrains alone). The state of a carrying task comes from the last
+        batch and goes to the next (detached). The auxiliary loss, if any, adds its own gradient
+        (``aux_loss``)."""
         cfg, count = self.cfg, max(1, int(batch.scored.sum()))
         loss_fn = self._loss_fn(batch, count)
         state = self.carried if self.task.carries else None
+        if self.aux is not None:
+            t = time.perf_counter()
+            anchor = self.aux.anchor(len(batch), cfg.seed, self.step)
+            self.aux_loss = auxiliary_backward(self.aux, self.net, self.net.aux, batch, anchor, state)
+            self.aux_seconds += time.perf_counter() - t
+            if self.step < self.aux.pretrain:
+                return None
         if cfg.mode == "stream":
             result = stream_backward(self.net, batch.x, loss_fn, hx=state, chunk=cfg.window)
             total, state = result.loss, result.state
@@ -171,7 +201,7 @@ class Trainer:
             self.carried = _detach(state)
         return total
 
-    def train_step(self) -> float:
+    def train_step(self) -> float | None:
         batch = self.task.batch("train", self.step, self.cfg.batch)
         if self.task.carries and self.step % self.task.batches("train", self.cfg.batch) == 0:
             self.carried = None  # a new pass over the text starts from the zero state
@@ -225,17 +255,25 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=f"{cfg.cell} {cfg.task}",
                    unit="step", dynamic_ncols=True)
         window: list[float] = []
+        aux: list[float] = []
         shown: dict[str, str] = {}
         while self.step < cfg.steps:
             t = time.perf_counter()
-            window.append(self.train_step())
+            loss = self.train_step()
+            if loss is not None:
+                window.append(loss)
+            if self.aux_loss is not None:
+                aux.append(self.aux_loss)
             self.seconds += time.perf_counter() - t
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                row = {"step": self.step, "split": "train", "loss": sum(window) / len(window),
+                row = {"step": self.step, "split": "train", "loss": sum(window) / len(window) if window else None,
                        "seconds": round(self.seconds, 3)}
+                if aux:  # the auxiliary loss and the share of the time it took
+                    row |= {"aux_loss": sum(aux) / len(aux), "aux_seconds": round(self.aux_seconds, 3)}
                 window.clear()
-                shown["loss"] = f"{row['loss']:.4f}"
+                aux.clear()
+                shown["loss"] = "pretraining" if row["loss"] is None else f"{row['loss']:.4f}"
                 bar.set_postfix(shown)
                 self._record(row)
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
@@ -254,6 +292,7 @@ class Trainer:
 
     def save(self, path: str | Path) -> None:
         torch.save({"config": asdict(self.cfg), "step": self.step, "seconds": self.seconds,
+                    "aux_seconds": self.aux_seconds,
                     "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
                     "rng": torch.get_rng_state(), "carried": self.carried, "history": self.history}, path)
 
@@ -271,6 +310,7 @@ class Trainer:
         self.opt.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         self.step, self.seconds, self.carried = saved["step"], saved["seconds"], saved["carried"]
+        self.aux_seconds = saved["aux_seconds"]
         self.history = saved["history"]
         lines = (out / "metrics.jsonl").read_text().splitlines()
         kept = [line for line in lines if json.loads(line).get("step", 0) <= self.step]
@@ -285,7 +325,7 @@ def plot(history: list[dict], path: Path, task: Task) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for split, style in (("train", "-"), ("valid", "o-")):
-        rows = [r for r in history if r.get("split") == split]
+        rows = [r for r in history if r.get("split") == split and r["loss"] is not None]
         if rows:
             ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], style, label=split, markersize=3)
     ax.axhline(task.baseline, color="grey", linestyle="--", label="no memory")

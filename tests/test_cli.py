@@ -20,6 +20,15 @@ def test_train_every_cell_writes_metrics_curve_and_checkpoint(cell, tmp_path, ca
     assert "valid: loss" in capsys.readouterr().out
 
 
+def test_auxiliary_loss(tmp_path):
+    assert main(["train", "--task", "pdigits", "--T", "128", "--steps", "3", "--batch", "4", "--hidden", "8",
+                 "--tbptt", "32", "--aux", "r:20", "--aux-window", "40", "--aux-pretrain", "1", "--log-every", "1",
+                 "--no-progress", "--out", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows[1:] if r["split"] == "train"]
+    assert train[0]["loss"] is None and train[1]["loss"] > 0 and all(r["aux_loss"] > 0 for r in train)
+
+
 def test_truncated_bptt_and_chrono(capsys):
     assert main(["train", "--T", "30", "--steps", "2", "--batch", "3", "--hidden", "4", "--no-progress",
                  "--tbptt", "4", "--chrono", "9", "--memory", "store"]) == 0
@@ -78,6 +87,7 @@ def test_bad_arguments_exit_with_usage(argv, capsys):
     (["train", "--backend", "cuda"], "revrnn: --backend cuda is not available here"),
     (["train", "--task", "copy", "--T", "12"], "revrnn: T must be an int >= 21, got 12"),
     (["train", "--resume", "/nonexistent/run"], "revrnn: "),
+    (["train", "--aux", "q:5"], "revrnn: aux must be r:LENGTH or p:LENGTH"),
 ])
 def test_bad_flags_end_in_one_line(argv, message):
     with pytest.raises(SystemExit) as e:

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from revrnn import auxiliary
 from revrnn.tasks import make
 from revrnn.trainer import Config, Trainer
 from utils import assert_close_all
@@ -71,7 +72,8 @@ def test_language_model_carries_state_between_batches():
 
 @pytest.mark.parametrize("task, kwargs", [("chars", dict(T=16, mode="tbptt", window=8)),
                                           ("copy", dict(cell="lstm", layers=2, cell_kwargs={"dropout": 0.5},
-                                                        mode="stream", window=9))])
+                                                        mode="stream", window=9)),
+                                          ("copy", dict(aux="r:6", aux_window=10, aux_pretrain=2))])
 def test_resume_is_bit_identical(tmp_path, task, kwargs):
     """Six steps at once, and three then three after a restart from the checkpoint: the same
     parameters, optimiser moments and losses, bit for bit (the LM's carried state and the
@@ -95,6 +97,37 @@ def test_resume_is_bit_identical(tmp_path, task, kwargs):
     assert (tmp_path / "part" / "curve.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("kind", ["r", "p"])
+def test_auxiliary_gradient_stays_in_its_window(kind):
+    """The auxiliary loss reaches the main network only through the ``window`` steps before the
+    anchor: the input gradient is zero before them and after the anchor, and not inside."""
+    t = trainer(task="adding", T=40, aux=f"{kind}:5", aux_window=8)
+    batch = t.task.batch("train", 0, 5)
+    batch.x.requires_grad_(True)
+    anchor = t.aux.anchor(40, 0, 0)
+    assert anchor == t.aux.anchor(40, 0, 0) and (5 <= anchor <= 40 if kind == "r" else 1 <= anchor <= 35)
+    loss = auxiliary.backward(t.aux, t.net, t.net.aux, batch, anchor)
+    g = batch.x.grad.abs().sum(dim=(1, 2))
+    start = max(0, anchor - 8)
+    assert loss > 0 and (g[:start] == 0).all() and (g[anchor:] == 0).all() and (g[start:anchor] > 0).any()
+    assert all(p.grad is not None for p in t.net.aux.parameters()) and t.net.head.weight.grad is None
+
+
+def test_auxiliary_pretraining_then_joint():
+    """Two steps on the auxiliary loss alone (the read-out head untouched, no supervised loss
+    logged), then both; each row reports the auxiliary loss and its time."""
+    t = trainer(aux="p:5", aux_pretrain=2, steps=3)
+    head = t.net.head.weight.clone()
+    t.run()
+    train = [r for r in t.history if r["split"] == "train"]
+    assert [r["loss"] is None for r in train] == [True, True, False]
+    assert all(r["aux_loss"] > 0 and r["aux_seconds"] > 0 for r in train)
+    assert not torch.equal(head, t.net.head.weight)
+    t2 = trainer(aux="p:5", aux_pretrain=2, steps=2)
+    t2.run()
+    assert torch.equal(head, t2.net.head.weight)
+
+
 def test_evaluate_a_finite_split():
     t = trainer(task="digits", T=64, batch=64)
     result = t.evaluate("valid")
@@ -110,6 +143,9 @@ def test_evaluate_a_finite_split():
     (dict(hidden=0), "hidden must be a positive int"),
     (dict(clip=0), "clip must be a positive number or None"),
     (dict(task="reverse"), "needs a sequence-to-sequence model"),
+    (dict(aux="x:3"), "aux must be r:LENGTH or p:LENGTH"),
+    (dict(aux="r:30", T=30), "must be shorter than the sequence"),
+    (dict(aux="r:3", aux_window=0), "aux window must be a positive int"),
 ])
 def test_bad_configuration(kwargs, message):
     with pytest.raises(ValueError, match=message):
