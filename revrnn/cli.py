@@ -48,7 +48,8 @@ def train_config(args: argparse.Namespace) -> Config:
                       steps=args.steps or 1000, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
                       clip=args.clip or None, seed=args.seed, eval_every=args.eval_every or max(1, (args.steps or 1000) // 10),
                       log_every=args.log_every, save_every=args.save_every, aux=args.aux, aux_window=args.aux_window,
-                      aux_weight=args.aux_weight, aux_pretrain=args.aux_pretrain)
+                      aux_weight=args.aux_weight, aux_pretrain=args.aux_pretrain, budget=args.budget,
+                      curriculum=args.curriculum)
     except ValueError as e:
         raise SystemExit(f"revrnn: {e}") from None
 
@@ -222,6 +223,11 @@ def parser() -> argparse.ArgumentParser:
                    help="steps before the anchor the auxiliary gradient enters (default: all)")
     t.add_argument("--aux-weight", type=float, default=1.0, help="the auxiliary loss's weight")
     t.add_argument("--aux-pretrain", type=int, default=0, help="steps on the auxiliary loss alone first")
+    t.add_argument("--budget", type=float, default=0.0,
+                   help="g-LSTM: λ of the computational budget (mean time-gate openness) added to the loss")
+    t.add_argument("--curriculum", default=None, metavar="STEP:T,...",
+                   help="g-LSTM: a temporal curriculum, e.g. 0:64,500:128,1000:256 (sequence length from each "
+                        "step on; the last is the run's T, the time gates stretched as it grows)")
     t.add_argument("--steps", type=_positive_int, default=None,
                    help="optimiser steps (default 1000; with --resume, the new total)")
     t.add_argument("--batch", type=_positive_int, default=32, help="sequences per step")

@@ -10,7 +10,10 @@ Three ways to backpropagate a batch (``Config.mode``):
   and its end state carried into the next window detached (gradients stop at window borders).
 
 One optimiser step (AdamW, gradients clipped to ``clip``) per batch; the loss is the mean over
-the batch's scored steps. A task whose batches continue the same text (``carries``) also
+the batch's scored steps. Techniques on top: an auxiliary loss (``aux``, :mod:`revrnn.auxiliary`),
+and for the g-LSTM a computational budget (``budget``) and a temporal curriculum
+(``curriculum``: the sequences lengthen in phases and the time gates stretch with them), each row
+reporting the fraction of neuron updates performed. A task whose batches continue the same text (``carries``) also
 carries the state from batch to batch, detached. Metrics go to ``metrics.jsonl`` in ``out``, a
 learning curve to ``curve.png``, and a checkpoint to ``checkpoint.pt`` that resumes bit for bit
 (model, optimiser, random state, the carried state; the data are a function of the step).
@@ -68,6 +71,12 @@ class Config:
     aux_window: int | None = None
     aux_weight: float = 1.0
     aux_pretrain: int = 0
+    #: λ of a computational budget added to the loss, λ · (mean gate openness), for modules that
+    #: have one (the g-LSTM's ``budget``)
+    budget: float = 0.0
+    #: a temporal curriculum, "STEP:T,STEP:T,...": from each STEP on, sequences of T steps (the
+    #: first STEP 0, T growing, the last T the run's); time gates are stretched as T grows
+    curriculum: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -91,6 +100,33 @@ class Config:
         if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
             raise ValueError(f"clip must be a positive number or None, got {self.clip!r}")
         _ = self.auxiliary  # its own checks
+        if not (isinstance(self.budget, (int, float)) and self.budget >= 0):
+            raise ValueError(f"budget must be a non-negative number, got {self.budget!r}")
+        phases = self.phases
+        if phases:
+            if self.T is not None and self.T != phases[-1][1]:
+                raise ValueError(f"T={self.T} is not the curriculum's last length {phases[-1][1]}")
+            self.T = phases[-1][1]
+
+    @property
+    def phases(self) -> list[tuple[int, int]]:
+        """The curriculum as (first step, T) pairs, or [] without one."""
+        if not self.curriculum:
+            return []
+        try:
+            phases = [tuple(int(v) for v in part.split(":")) for part in self.curriculum.split(",")]
+        except ValueError:
+            phases = []
+        if (not phases or any(len(p) != 2 for p in phases) or phases[0][0] != 0
+                or any(b[0] <= a[0] or b[1] <= a[1] for a, b in zip(phases, phases[1:])) or phases[0][1] < 1):
+            raise ValueError("curriculum must be STEP:T pairs from step 0, steps and lengths growing "
+                             f"(e.g. 0:64,500:128), got {self.curriculum!r}")
+        return phases
+
+    def T_at(self, step: int) -> int | None:
+        """The sequence length of training step ``step`` (the task's default when None)."""
+        phases = self.phases
+        return next(T for first, T in reversed(phases) if step >= first) if phases else self.T
 
     @property
     def auxiliary(self) -> Auxiliary | None:
@@ -98,8 +134,9 @@ class Config:
             return None
         return Auxiliary.parse(self.aux, window=self.aux_window, weight=self.aux_weight, pretrain=self.aux_pretrain)
 
-    def make_task(self) -> Task:
-        return make(self.task, seed=self.seed, **({} if self.T is None else {"T": self.T}))
+    def make_task(self, T: int | None = None) -> Task:
+        T = self.T if T is None else T
+        return make(self.task, seed=self.seed, **({} if T is None else {"T": T}))
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
@@ -148,12 +185,18 @@ class Trainer:
         if cfg.mode == "stream" and cfg.cell_kwargs.get("bidirectional"):
             raise ValueError("mode='stream' needs a unidirectional model")
         self.aux = cfg.auxiliary
-        if self.aux is not None:
-            self.aux.check(self.task.T)
+        self.tasks = {T: cfg.make_task(T) for _, T in cfg.phases}  # the curriculum's lengths
+        for task in self.tasks.values() or [self.task]:
+            if self.aux is not None:
+                self.aux.check(task.T)
+        if (cfg.budget or cfg.phases) and not hasattr(CELLS[cfg.cell], "rescale_time"):
+            raise ValueError(f"budget and curriculum need a module with time gates (glstm), not {cfg.cell!r}")
         torch.manual_seed(cfg.seed)
         self.net = Net(self.task, cfg)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step, self.carried, self.seconds, self.aux_seconds = 0, None, 0.0, 0.0
+        #: the length the time gates are scaled for (the module is built for the last one)
+        self.scaled_T = self.task.T
         self.aux_loss: float | None = None  # the last batch's
         self.out = None if out is None else Path(out)
         self.progress, self.callback = progress, callback
@@ -164,7 +207,7 @@ class Trainer:
     def _loss_fn(self, batch: Batch, count: int):
         def loss_fn(out: Tensor, t0: int) -> Tensor:
             part = batch.slice(t0, t0 + out.shape[0])
-            return self.task.loss(self.net.head(out), part.y, part.scored) / count
+            return self.current.loss(self.net.head(out), part.y, part.scored) / count
         return loss_fn
 
     def backward(self, batch: Batch) -> float:
@@ -172,9 +215,9 @@ class Trainer:
         an auxiliary loss pretrains alone). The state of a carrying task comes from the last
         batch and goes to the next (detached). The auxiliary loss, if any, adds its own gradient
         (``aux_loss``)."""
-        cfg, count = self.cfg, max(1, int(batch.scored.sum()))
+        cfg, count, task = self.cfg, max(1, int(batch.scored.sum())), self.current
         loss_fn = self._loss_fn(batch, count)
-        state = self.carried if self.task.carries else None
+        state = self.carried if task.carries else None
         if self.aux is not None:
             t = time.perf_counter()
             anchor = self.aux.anchor(len(batch), cfg.seed, self.step)
@@ -197,16 +240,28 @@ class Trainer:
             loss = loss_fn(out, 0)
             loss.backward()
             total = float(loss.detach())
-        if self.task.carries:
+        if task.carries:
             self.carried = _detach(state)
         return total
 
+    @property
+    def current(self) -> Task:
+        """The task at the length training is at (the curriculum's phase)."""
+        return self.tasks.get(self.scaled_T, self.task)
+
     def train_step(self) -> float | None:
-        batch = self.task.batch("train", self.step, self.cfg.batch)
-        if self.task.carries and self.step % self.task.batches("train", self.cfg.batch) == 0:
+        T = self.cfg.T_at(self.step) or self.task.T
+        if T != self.scaled_T:  # a new phase of the curriculum
+            self.net.rnn.rescale_time(T / self.scaled_T)
+            self.scaled_T, self.carried = T, None
+        task = self.current
+        batch = task.batch("train", self.step, self.cfg.batch)
+        if task.carries and self.step % task.batches("train", self.cfg.batch) == 0:
             self.carried = None  # a new pass over the text starts from the zero state
         self.opt.zero_grad(set_to_none=True)
         loss = self.backward(batch)
+        if self.cfg.budget:
+            (self.cfg.budget * self.net.rnn.budget(T)).backward()
         if self.cfg.clip is not None:
             nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.clip)
         self.opt.step()
@@ -217,7 +272,8 @@ class Trainer:
     def evaluate(self, split: str = "valid", batches: int | None = None) -> dict:
         """Loss (per scored step) and metric over the first ``batches`` batches of ``split``
         (``cfg.eval_batches`` when None; see :class:`Config`)."""
-        limit = self.task.batches(split, self.cfg.batch)
+        task = self.current
+        limit = task.batches(split, self.cfg.batch)
         n = batches if batches is not None else self.cfg.eval_batches
         n = (n or 4) if limit is None else min(n or limit, limit)
         loss = score = count = 0
@@ -225,14 +281,14 @@ class Trainer:
         training = self.net.training
         self.net.eval()  # no dropout, and no random draws that training would miss after a resume
         for i in range(n):
-            b = self.task.batch(split, i, self.cfg.batch)
-            out, state = self.net(b.x, state if self.task.carries else None)
+            b = task.batch(split, i, self.cfg.batch)
+            out, state = self.net(b.x, state if task.carries else None)
             logits = self.net.head(out)
-            loss += float(self.task.loss(logits, b.y, b.scored))
-            score += self.task.score(logits, b.y, b.scored)
+            loss += float(task.loss(logits, b.y, b.scored))
+            score += task.score(logits, b.y, b.scored)
             count += int(b.scored.sum())
         self.net.train(training)
-        return {"loss": loss / max(count, 1), self.task.metric: self.task.metric_of(loss, score, count)}
+        return {"loss": loss / max(count, 1), task.metric: task.metric_of(loss, score, count)}
 
     # --- the run ------------------------------------------------------------------------------------
 
@@ -271,6 +327,8 @@ class Trainer:
                        "seconds": round(self.seconds, 3)}
                 if aux:  # the auxiliary loss and the share of the time it took
                     row |= {"aux_loss": sum(aux) / len(aux), "aux_seconds": round(self.aux_seconds, 3)}
+                if hasattr(self.net.rnn, "open_fraction"):  # the neuron updates actually performed
+                    row |= {"T": self.scaled_T, "open_fraction": self.net.rnn.open_fraction(self.scaled_T)}
                 window.clear()
                 aux.clear()
                 shown["loss"] = "pretraining" if row["loss"] is None else f"{row['loss']:.4f}"
@@ -292,7 +350,7 @@ class Trainer:
 
     def save(self, path: str | Path) -> None:
         torch.save({"config": asdict(self.cfg), "step": self.step, "seconds": self.seconds,
-                    "aux_seconds": self.aux_seconds,
+                    "aux_seconds": self.aux_seconds, "scaled_T": self.scaled_T,
                     "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
                     "rng": torch.get_rng_state(), "carried": self.carried, "history": self.history}, path)
 
@@ -310,7 +368,7 @@ class Trainer:
         self.opt.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         self.step, self.seconds, self.carried = saved["step"], saved["seconds"], saved["carried"]
-        self.aux_seconds = saved["aux_seconds"]
+        self.aux_seconds, self.scaled_T = saved["aux_seconds"], saved["scaled_T"]
         self.history = saved["history"]
         lines = (out / "metrics.jsonl").read_text().splitlines()
         kept = [line for line in lines if json.loads(line).get("step", 0) <= self.step]

@@ -29,6 +29,14 @@ def test_auxiliary_loss(tmp_path):
     assert train[0]["loss"] is None and train[1]["loss"] > 0 and all(r["aux_loss"] > 0 for r in train)
 
 
+def test_glstm_budget_and_curriculum(tmp_path):
+    assert main(["train", "--task", "adding", "--cell", "glstm", "--curriculum", "0:20,2:40", "--budget", "0.1",
+                 "--steps", "3", "--batch", "4", "--hidden", "8", "--log-every", "1", "--no-progress",
+                 "--out", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["T"] for r in rows[1:] if r["split"] == "train"] == [20, 20, 40]
+
+
 def test_truncated_bptt_and_chrono(capsys):
     assert main(["train", "--T", "30", "--steps", "2", "--batch", "3", "--hidden", "4", "--no-progress",
                  "--tbptt", "4", "--chrono", "9", "--memory", "store"]) == 0

@@ -141,6 +141,20 @@ def test_budget_and_open_fraction():
     assert rel_err(g_sigma, (k * (t - mu) ** 2 / sigma ** 3).sum(0) / n) < 1e-12
 
 
+def test_rescale_time_stretches_the_gates():
+    """After ``rescale_time(f)`` the gate at step f·t is the one that was at step t (a curriculum
+    lengthening the sequence f times keeps each neuron's window at the same relative place)."""
+    m = GLSTM(3, 5, num_layers=2, t_max=40.0, dtype=torch.float64, gate_threshold=0.0)
+    t = torch.arange(40)
+    before = [c.time_gate(m.cell_params(i), t) for i, c in enumerate(m.cells)]
+    m.rescale_time(2.5)
+    after = [c.time_gate(m.cell_params(i), t * 2.5) for i, c in enumerate(m.cells)]
+    for b, a in zip(before, after):
+        assert torch.allclose(a, b, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="factor must be positive"):
+        m.rescale_time(0)
+
+
 def test_sigma_zero_is_guarded():
     """σ = 0 gives a delta gate at t = μ: no NaN in output or gradients."""
     torch.manual_seed(0)

@@ -128,6 +128,43 @@ def test_auxiliary_pretraining_then_joint():
     assert torch.equal(head, t2.net.head.weight)
 
 
+def test_curriculum_lengthens_and_stretches_the_gates():
+    """Sequences of 64 steps, then 128 from step 3: the g-LSTM's gates are stretched to each
+    length (built for the last, halved for the first phase, doubled back at step 3); the rows
+    report the length and the fraction of neuron updates performed."""
+    t = trainer(task="digits", T=None, cell="glstm", curriculum="0:64,3:128", steps=5, batch=4, eval_every=10)
+    assert t.cfg.T == 128 and [t.cfg.T_at(s) for s in range(5)] == [64, 64, 64, 128, 128]
+    factors = []
+    rescale = t.net.rnn.rescale_time
+    t.net.rnn.rescale_time = lambda f: factors.append(f) or rescale(f)
+    t.run()
+    assert factors == [0.5, 2.0] and t.scaled_T == 128
+    rows = [r for r in t.history if r["split"] == "train"]
+    assert [r["T"] for r in rows] == [64, 64, 64, 128, 128]
+    assert all(0 < r["open_fraction"] <= 1 for r in rows)
+
+
+def test_budget_adds_its_gradient():
+    """λ · budget adds λ · ∇(mean gate openness) to μ and σ and nothing elsewhere."""
+    grads_of = {}
+    for lam in (0.0, 0.5):
+        t = trainer(task="adding", T=20, cell="glstm", budget=lam, steps=1)
+        t.net.double()
+        batch = t.task.batch("train", 0, 5)
+        batch.x, batch.y = batch.x.double(), batch.y.double()
+        t.backward(batch)
+        if lam:
+            (lam * t.net.rnn.budget(20)).backward()
+        grads_of[lam] = grads(t.net)
+    t = trainer(task="adding", T=20, cell="glstm", steps=1)
+    t.net.double()
+    t.net.rnn.budget(20).backward()
+    for k, g in grads_of[0.5].items():
+        extra = 0.5 * t.net.get_parameter(k).grad if t.net.get_parameter(k).grad is not None else 0
+        assert torch.allclose(g, grads_of[0.0][k] + extra, rtol=0, atol=1e-12), k
+    assert any(("mu" in k or "sigma" in k) and not torch.equal(g, grads_of[0.0][k]) for k, g in grads_of[0.5].items())
+
+
 def test_evaluate_a_finite_split():
     t = trainer(task="digits", T=64, batch=64)
     result = t.evaluate("valid")
@@ -146,6 +183,11 @@ def test_evaluate_a_finite_split():
     (dict(aux="x:3"), "aux must be r:LENGTH or p:LENGTH"),
     (dict(aux="r:30", T=30), "must be shorter than the sequence"),
     (dict(aux="r:3", aux_window=0), "aux window must be a positive int"),
+    (dict(curriculum="0:64,3:128"), "need a module with time gates"),
+    (dict(cell="glstm", curriculum="1:64,3:128"), "curriculum must be STEP:T pairs from step 0"),
+    (dict(cell="glstm", curriculum="0:64,3:32"), "curriculum must be STEP:T pairs"),
+    (dict(cell="glstm", curriculum="0:64,3:128", T=100), "is not the curriculum's last length"),
+    (dict(budget=-1.0), "budget must be a non-negative number"),
 ])
 def test_bad_configuration(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -57,6 +57,18 @@ class GLSTM(RecurrentBase):
         fractions = [c.open_fraction(self.cell_params(i), T) for i, c in enumerate(self.cells)]
         return sum(fractions) / len(fractions)
 
+    @torch.no_grad()
+    def rescale_time(self, factor: float) -> None:
+        """Stretch every time gate by ``factor`` (``μ`` and ``σ`` times it): the same gates over a
+        sequence ``factor`` times as long, as a temporal curriculum needs when it lengthens the
+        sequences (the gates live in absolute time)."""
+        if not factor > 0:
+            raise ValueError(f"factor must be positive, got {factor!r}")
+        for i in range(len(self.cells)):
+            p = self.cell_params(i)
+            p["mu"].mul_(factor)
+            p["sigma"].mul_(factor)
+
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", t_max={self.t_max}"
         if self.sigma_fraction != 0.1:
