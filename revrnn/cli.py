@@ -38,7 +38,7 @@ def train_config(args: argparse.Namespace) -> Config:
     if args.memory and args.memory not in TRAINABLE[args.cell].memory_modes:
         raise SystemExit(f"revrnn: --memory {args.memory} is not available for --cell {args.cell}; "
                          f"choose from {', '.join(TRAINABLE[args.cell].memory_modes)}")
-    for flag in ("checkpoint_every", "checkpoint_slots", "forget_bits", "dropout"):
+    for flag in ("checkpoint_every", "checkpoint_slots", "forget_bits", "dropout", "slice_dim"):
         if getattr(args, flag) is not None:
             cell_kwargs[flag] = getattr(args, flag)
     mode, window = ("tbptt", args.tbptt) if args.tbptt else ("stream", args.stream) if args.stream else ("full", None)
@@ -192,14 +192,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="revrnn", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    trainable = [n for n, c in TASKS.items() if not getattr(c, "seq2seq", False)]
     t = sub.add_parser("train", help="train any cell on a task (copy, adding, denoise, digits, chars ...)",
                        formatter_class=_Help,
                        description="Train a recurrent model on a task that needs no download, with full, "
                                    "streamed or truncated backpropagation; writes metrics.jsonl, curve.png and "
                                    "checkpoint.pt to --out (resume with --resume).",
-                       epilog="tasks:\n" + "\n".join(f"  {n:<9} {TASKS[n].summary}" for n in trainable))
-    t.add_argument("--task", choices=trainable, default="copy", help="what to learn (listed below)")
+                       epilog="tasks:\n" + "\n".join(f"  {n:<9} {c.summary}" for n, c in TASKS.items()))
+    t.add_argument("--task", choices=list(TASKS), default="copy", help="what to learn (listed below)")
     t.add_argument("--T", type=_positive_int, default=None, help="sequence length (default: the task's)")
     t.add_argument("--cell", choices=sorted(TRAINABLE), default="gru", help="the recurrent module")
     t.add_argument("--hidden", type=_positive_int, default=128, help="units per layer")
@@ -211,6 +210,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-slots", type=_positive_int, default=None, help="recompute: at most this many kept states")
     t.add_argument("--forget-bits", type=int, default=None, help="reversible cells: bits forgotten per step")
     t.add_argument("--dropout", type=float, default=None, help="dropout between layers")
+    t.add_argument("--slice-dim", type=_positive_int, default=None,
+                   help="sequence-to-sequence tasks: the encoder units attention reads (default: all)")
     how = t.add_mutually_exclusive_group()
     how.add_argument("--stream", type=_positive_int, nargs="?", const=0, default=None, metavar="CHUNK",
                      help="the streamed loss (exact gradients, outputs never all in memory); chunk steps, sqrt(T) "

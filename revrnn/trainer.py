@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from . import nn as rnn
 from .auxiliary import Auxiliary, Decoder
 from .auxiliary import backward as auxiliary_backward
+from .seq2seq import Seq2Seq
 from .stream import stream_backward
 from .tasks import Batch, Task, make
 
@@ -167,6 +168,17 @@ class Net(nn.Module):
         return self.rnn(x, state, t0=t0)
 
 
+class Seq2SeqNet(Seq2Seq):
+    """:class:`revrnn.seq2seq.Seq2Seq` with the run's cell as its encoder; ``slice_dim`` from
+    ``cell_kwargs`` (attention reads that many encoder units)."""
+
+    def __init__(self, task: Task, cfg: Config) -> None:
+        kwargs = dict(cfg.cell_kwargs)
+        slice_dim = kwargs.pop("slice_dim", None)
+        encoder = CELLS[cfg.cell](cfg.hidden, cfg.hidden, num_layers=cfg.layers, backend=cfg.backend, **kwargs)
+        super().__init__(encoder, task.tokens, cfg.hidden, slice_dim)
+
+
 def _detach(state):
     if state is None:
         return None
@@ -179,9 +191,10 @@ class Trainer:
     def __init__(self, cfg: Config, out: str | Path | None = None, progress: bool = True,
                  callback: Callable[[dict], None] | None = None) -> None:
         self.cfg, self.task = cfg, cfg.make_task()
-        if getattr(self.task, "seq2seq", False):
-            raise ValueError(f"task {cfg.task!r} maps one sequence to another: it needs a sequence-to-sequence "
-                             "model, not a single recurrent stack")
+        self.seq2seq = getattr(self.task, "seq2seq", False)
+        if self.seq2seq and (cfg.mode != "full" or cfg.aux or cfg.phases):
+            raise ValueError(f"task {cfg.task!r} trains a sequence-to-sequence model with mode='full' only "
+                             "(no auxiliary loss or curriculum)")
         if cfg.mode == "stream" and cfg.cell_kwargs.get("bidirectional"):
             raise ValueError("mode='stream' needs a unidirectional model")
         self.aux = cfg.auxiliary
@@ -192,7 +205,7 @@ class Trainer:
         if (cfg.budget or cfg.phases) and not hasattr(CELLS[cfg.cell], "rescale_time"):
             raise ValueError(f"budget and curriculum need a module with time gates (glstm), not {cfg.cell!r}")
         torch.manual_seed(cfg.seed)
-        self.net = Net(self.task, cfg)
+        self.net = Seq2SeqNet(self.task, cfg) if self.seq2seq else Net(self.task, cfg)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step, self.carried, self.seconds, self.aux_seconds = 0, None, 0.0, 0.0
         #: the length the time gates are scaled for (the module is built for the last one)
@@ -218,6 +231,10 @@ class Trainer:
         cfg, count, task = self.cfg, max(1, int(batch.scored.sum())), self.current
         loss_fn = self._loss_fn(batch, count)
         state = self.carried if task.carries else None
+        if self.seq2seq:
+            loss = self.task.loss(self.net(batch.x, self.net.shifted(batch.y)), batch.y, batch.scored) / count
+            loss.backward()
+            return float(loss.detach())
         if self.aux is not None:
             t = time.perf_counter()
             anchor = self.aux.anchor(len(batch), cfg.seed, self.step)
@@ -282,8 +299,11 @@ class Trainer:
         self.net.eval()  # no dropout, and no random draws that training would miss after a resume
         for i in range(n):
             b = task.batch(split, i, self.cfg.batch)
-            out, state = self.net(b.x, state if task.carries else None)
-            logits = self.net.head(out)
+            if self.seq2seq:
+                logits = self.net(b.x, self.net.shifted(b.y))
+            else:
+                out, state = self.net(b.x, state if task.carries else None)
+                logits = self.net.head(out)
             loss += float(task.loss(logits, b.y, b.scored))
             score += task.score(logits, b.y, b.scored)
             count += int(b.scored.sum())
@@ -327,7 +347,7 @@ class Trainer:
                        "seconds": round(self.seconds, 3)}
                 if aux:  # the auxiliary loss and the share of the time it took
                     row |= {"aux_loss": sum(aux) / len(aux), "aux_seconds": round(self.aux_seconds, 3)}
-                if hasattr(self.net.rnn, "open_fraction"):  # the neuron updates actually performed
+                if hasattr(getattr(self.net, "rnn", None), "open_fraction"):  # neuron updates performed
                     row |= {"T": self.scaled_T, "open_fraction": self.net.rnn.open_fraction(self.scaled_T)}
                 window.clear()
                 aux.clear()

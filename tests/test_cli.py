@@ -37,6 +37,12 @@ def test_glstm_budget_and_curriculum(tmp_path):
     assert [r["T"] for r in rows[1:] if r["split"] == "train"] == [20, 20, 40]
 
 
+def test_sequence_to_sequence(capsys):
+    assert main(["train", "--task", "reverse", "--T", "6", "--cell", "revgru", "--slice-dim", "4", "--hidden", "8",
+                 "--steps", "2", "--batch", "3", "--no-progress"]) == 0
+    assert "valid: loss" in capsys.readouterr().out
+
+
 def test_truncated_bptt_and_chrono(capsys):
     assert main(["train", "--T", "30", "--steps", "2", "--batch", "3", "--hidden", "4", "--no-progress",
                  "--tbptt", "4", "--chrono", "9", "--memory", "store"]) == 0

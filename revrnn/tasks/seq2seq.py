@@ -12,7 +12,7 @@ class Reverse(Task):
     attend to it). ``x`` (T, B) source tokens, ``y`` (T, B) target tokens, every step scored."""
 
     name = "reverse"
-    summary = "a digit string and its reversal (sequence to sequence)"
+    summary = "a digit string and its reversal (sequence to sequence: an encoder, attention, a decoder)"
     tokens = classes = 10
     #: the inputs and targets are two sequences (an encoder's and a decoder's), not one
     seq2seq = True
