@@ -37,7 +37,7 @@ def child(label: str, S: int) -> dict:
     import torch
 
     import revrnn
-    from revrnn.profile.process import _reset_peak, _rss
+    from revrnn.profile.process import peak_above, reset_peak
     from revrnn.seq2seq import Seq2Seq
     torch.set_num_threads(os.cpu_count())
     cell, kwargs, slice_dim = CONFIGS[label]
@@ -52,11 +52,10 @@ def child(label: str, S: int) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=False)
     step(src[:8])  # warm-up: the optimiser's moments and the libraries' one-time buffers
-    base = _rss("VmRSS")
-    _reset_peak()
+    base = reset_peak()
     t = time.perf_counter()
     step(src)
-    return {"label": label, "S": S, "peak_bytes": _rss("VmHWM") - base, "step_s": time.perf_counter() - t}
+    return {"label": label, "S": S, "peak_bytes": peak_above(base), "step_s": time.perf_counter() - t}
 
 
 def main() -> None:

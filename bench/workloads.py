@@ -44,11 +44,10 @@ def child(name: str, flags: list[str]) -> None:
     import matplotlib.pyplot  # noqa: F401  (the curve's plotting library, in the baseline)
 
     from revrnn.cli import main
-    from revrnn.profile.process import _reset_peak, _rss
-    base = _rss("VmRSS")
-    _reset_peak()
+    from revrnn.profile.process import peak_above, reset_peak
+    base = reset_peak()
     main(["train", *flags, "--out", str(OUT / name), "--no-progress", "--threads", str(os.cpu_count())])
-    print(json.dumps({"peak_bytes": _rss("VmHWM") - base}))
+    print(json.dumps({"peak_bytes": peak_above(base)}))
 
 
 def main() -> None:

@@ -223,7 +223,7 @@ class Trainer:
             return self.current.loss(self.net.head(out), part.y, part.scored) / count
         return loss_fn
 
-    def backward(self, batch: Batch) -> float:
+    def backward(self, batch: Batch) -> float | None:
         """Gradients of the batch's mean loss into the parameters; returns the loss (None while
         an auxiliary loss pretrains alone). The state of a carrying task comes from the last
         batch and goes to the next (detached). The auxiliary loss, if any, adds its own gradient

@@ -277,6 +277,18 @@ def test_process_failures_are_rows(monkeypatch):
 
 
 @needs_proc
+def test_peak_is_measured_from_the_reset():
+    """The peak is measured from the mark the reset leaves (up to the kernel counters' per-CPU
+    slack), and 64 MiB touched after it show."""
+    from revrnn.profile.process import peak_above, reset_peak
+    base = reset_peak()
+    assert peak_above(base) > -2 ** 20
+    x = torch.ones(16 * 2 ** 20)  # 64 MiB, written
+    assert peak_above(base) >= 60 * 2 ** 20
+    del x
+
+
+@needs_proc
 def test_cli_process_mode(tmp_path, capsys):
     assert main(["profile", "--process", "--stream", "--cell", "gru", "--T", "50", "--hidden", "8",
                  "--input-size", "4", "--batch", "2", "--strategies", "bptt,ckpt", "--no-progress",
@@ -285,7 +297,8 @@ def test_cli_process_mode(tmp_path, capsys):
     names = [r["name"] for r in rows]
     assert names == ["gru bptt", "gru bptt streamed (√T-step chunks)", "gru ckpt", "gru ckpt streamed (√T-step chunks)",
                      "torch.GRU bptt", "torch.GRU ckpt", "torch.GRU save_on_cpu"], names
-    # A configuration this small may stay under the peak the baseline's warm-up reached: zero is a
+    # A configuration this small stays near its baseline, and the kernel's resident-set counters
+    # are summed from per-CPU batches (a quarter MiB on two CPUs): within a MiB below zero is a
     # measurement, None is not.
-    assert all(r["error"] is None and r["peak_bytes"] is not None and r["peak_bytes"] >= 0 for r in rows)
+    assert all(r["error"] is None and r["peak_bytes"] is not None and r["peak_bytes"] > -2 ** 20 for r in rows)
     assert "peak MiB" in capsys.readouterr().out

@@ -179,7 +179,6 @@ def test_evaluate_a_finite_split():
     (dict(lr=-1.0), "lr must be a positive finite number"),
     (dict(hidden=0), "hidden must be a positive int"),
     (dict(clip=0), "clip must be a positive number or None"),
-    (dict(task="reverse"), "needs a sequence-to-sequence model"),
     (dict(aux="x:3"), "aux must be r:LENGTH or p:LENGTH"),
     (dict(aux="r:30", T=30), "must be shorter than the sequence"),
     (dict(aux="r:3", aux_window=0), "aux window must be a positive int"),

@@ -140,10 +140,19 @@ def _rss(field_name: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field_name}")
 
 
-def _reset_peak() -> None:
-    """Reset the resident-set high-water mark to the current size (Linux >= 4.0)."""
+def reset_peak() -> int:
+    """Reset the resident set's high-water mark to the current size (Linux >= 4.0) and return
+    that size: the baseline :func:`peak_above` measures from. The kernel sums these counters from
+    per-CPU batches, so a peak within a fraction of a MiB of its baseline may read slightly
+    below it."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
+    return _rss("VmHWM")
+
+
+def peak_above(baseline: int) -> int:
+    """The resident set's high-water mark above ``baseline`` (from :func:`reset_peak`)."""
+    return _rss("VmHWM") - baseline
 
 
 def _model(run: Run, torch):
@@ -220,9 +229,8 @@ def child(run: Run) -> Peak:
         peak.baseline_bytes = torch.cuda.memory_allocated(device)
         peak.method = "CUDA max_memory_allocated() above the allocation before the step"
     else:
-        peak.baseline_bytes = _rss("VmRSS")
+        peak.baseline_bytes = reset_peak()
         peak.method = "peak resident set (VmHWM) above the resident set before the step"
-        _reset_peak()
     times = []
     try:
         for i in range(run.steps):
@@ -245,7 +253,7 @@ def child(run: Run) -> Peak:
     if cuda:
         peak.peak_bytes = torch.cuda.max_memory_allocated(device) - peak.baseline_bytes
     else:
-        peak.peak_bytes = _rss("VmHWM") - peak.baseline_bytes
+        peak.peak_bytes = peak_above(peak.baseline_bytes)
     if times:
         times.sort()
         peak.step_s = times[len(times) // 2]
