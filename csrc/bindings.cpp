@@ -10,6 +10,7 @@
 #include "cpu/blas.h"
 #include "cpu/executor.h"
 #include "cpu/reversible.h"
+#include "revrnn/launch.h"
 
 #ifndef REVRNN_VERSION
 #error "REVRNN_VERSION must be defined by the build (CMakeLists.txt)"
@@ -271,6 +272,26 @@ void run_elements(const char* fn, bool forward, int64_t rows, int64_t G, uintptr
   revrnn::cpu::exact_elements(forward, rows, G, hp, np, qp, ap, op_out, buf, op);
 }
 
+// Every thread of the CUDA pointwise launch over n elements, run on the host through the kernels'
+// own loop (revrnn/launch.h): (blocks, fewest and most visits of an element).
+std::tuple<unsigned, int, int> launch_cover(int64_t n) {
+  if (n < 0) throw std::invalid_argument("launch_cover: n must be >= 0, got " + std::to_string(n));
+  const unsigned grid = revrnn::launch::blocks(n);
+  std::vector<uint8_t> visits(size_t(n), 0);
+  py::gil_scoped_release release;
+  for (int64_t block = 0; block < grid; ++block)
+    for (int64_t thread = 0; thread < revrnn::launch::kThreads; ++thread)
+      revrnn::launch::for_each(n, block, thread, grid, [&](int64_t k) {
+        if (visits[size_t(k)] < 255) ++visits[size_t(k)];
+      });
+  int lo = n ? 255 : 0, hi = 0;
+  for (uint8_t v : visits) {
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+  }
+  return {grid, lo, hi};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -278,6 +299,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("version", [] { return std::string(REVRNN_VERSION); },
         "Version of revrnn this extension was built from.");
   revrnn::bindings::add_dtype(m);
+  m.def("launch_cover", &launch_cover, py::arg("n"),
+        "The CUDA pointwise launch's geometry over n elements run on the host: (blocks, fewest and\n"
+        "most visits of an element); 1 and 1 when every element is visited exactly once.");
 
   m.def("load_blas", &revrnn::cpu::load_blas, py::arg("path"), py::arg("prefix"),
         "Load the BLAS shared library at `path` (symbols `<prefix>cblas_sgemm`, ...); returns '' or\n"

@@ -33,7 +33,8 @@ def test_there_are_cuda_sources():
 
 @pytest.mark.parametrize("source", CUDA_SOURCES, ids=[str(p.relative_to(ROOT)) for p in CUDA_SOURCES])
 def test_cuda_source_compiles_for_sm80_and_sm90(source, tmp_path):
-    cmd = [nvcc(), "-c", "-std=c++17", "-gencode", "arch=compute_80,code=sm_80",
+    """Every CUDA source compiles for both architectures, warnings as errors."""
+    cmd = [nvcc(), "-c", "-std=c++17", "-Werror", "all-warnings", "-gencode", "arch=compute_80,code=sm_80",
            "-gencode", "arch=compute_90,code=sm_90", "-I", str(ROOT / "csrc" / "include"),
            "-I", str(ROOT / "csrc"), str(source), "-o", str(tmp_path / "out.o")]
     run = subprocess.run(cmd, capture_output=True, text=True)

@@ -446,3 +446,13 @@ def test_the_step_loop_allocates_nothing(tmp_path, cell):
     included) allocates nothing per step."""
     _, short, _, long = malloc_calls(tmp_path, ALLOCATIONS, cell)
     assert long == short, f"malloc calls: {short} for 4 steps, {long} for 64"
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 255, 256, 257, 3 * 1001, 65535 * 256 - 1, 65535 * 256 + 1, 2 * 65535 * 256 + 7])
+def test_cuda_launch_covers_every_element_once(n):
+    """The CUDA pointwise launch's geometry (csrc/include/revrnn/launch.h), every thread of it run
+    on the host through the kernels' own loop: each element visited exactly once, odd sizes and
+    grids past the block cap (where the grid-stride loop takes over) included."""
+    blocks, fewest, most = _C().launch_cover(n)
+    assert (fewest, most) == ((1, 1) if n else (0, 0))
+    assert 1 <= blocks <= 65535
