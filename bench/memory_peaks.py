@@ -19,17 +19,16 @@ and prints the table in markdown for the README.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/report.py
 from report import ROOT, commit  # noqa: E402
+from report import meta as machine_meta  # noqa: E402
 from revrnn.profile.process import Run, measure, table  # noqa: E402
 
 SIZES = dict(batch=16, input_size=64, hidden=128)
@@ -119,9 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = [r for r in json.loads(out.read_text())["rows"] if (r["name"], r["run"]["T"]) not in new] + rows
     print()
     print(markdown(rows))
-    meta = {"machine": machine, "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-            "python": platform.python_version(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"), "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30:.1f} GiB",
+    meta = {**machine_meta(), "threads": args.threads,
+            "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30:.1f} GiB",
             "sizes": SIZES, "chunk": CHUNK, **here, "args": {k: str(v) for k, v in vars(args).items()}}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}", file=sys.stderr)

@@ -3,6 +3,9 @@ the JSON it writes. Imported by the scripts of this folder (run as ``python benc
 which puts this folder on ``sys.path``)."""
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -28,3 +31,12 @@ def commit() -> dict[str, object]:
     """The commit and whether tracked files differ from it."""
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if dirty is None else bool(dirty)}
+
+
+def meta() -> dict[str, object]:
+    """What a result file records about where and when it was measured: the machine, its cores,
+    Python and torch versions, the date (UTC) and the commit."""
+    import torch
+    return {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **commit()}

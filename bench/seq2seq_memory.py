@@ -12,16 +12,15 @@ revrnn's GRU storing them.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/report.py
-from report import ROOT, align, commit  # noqa: E402
+from report import ROOT, align  # noqa: E402
+from report import meta as machine_meta  # noqa: E402
 
 #: label -> (cell, encoder keywords, slice_dim)
 CONFIGS = {"RevGRU reversible, 16-unit slice": ("RevGRU", {"memory": "reversible", "forget_bits": 3}, 16),
@@ -77,11 +76,7 @@ def main() -> None:
             rows.append(row)
             print(f"{label:<36} S={S:<6} " + (f"{row['peak_bytes'] / 2 ** 20:8.1f} MiB  {row['step_s']:.2f} s"
                                                if row["peak_bytes"] is not None else row["error"]), flush=True)
-    meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"), "batch": B, "hidden": H, "target": TARGET, **commit()}
-    import torch
-    meta["torch"] = torch.__version__
+    meta = {**machine_meta(), "batch": B, "hidden": H, "target": TARGET}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(align(["configuration", *[f"S={S}" for S in sorted({r['S'] for r in rows})]],
                 [[label, *[f"{r['peak_bytes'] / 2 ** 20:,.0f} MiB" if r["peak_bytes"] is not None else "error"

@@ -9,10 +9,8 @@ markdown table for the README.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -20,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/report.py
 from report import ROOT, commit  # noqa: E402
+from report import meta as machine_meta  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "workloads"
 #: name -> (what it shows, the `revrnn train` flags; --steps scaled by --scale)
@@ -84,10 +83,7 @@ def main() -> None:
                          "seconds": train["seconds"], "open_fraction": train.get("open_fraction"),
                          "aux_seconds": train.get("aux_seconds"), **commit()}
         print(f"{name}: {valid}  peak {peak / 2 ** 20:.0f} MiB  {train['seconds']:.0f} s", flush=True)
-        meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                "python": platform.python_version(),
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        summary_path.write_text(json.dumps({"meta": meta, "runs": summary}, indent=1))
+        summary_path.write_text(json.dumps({"meta": machine_meta(), "runs": summary}, indent=1))
     print("| run | command | validation | without memory | time | process peak |")
     print("|---|---|---|---|---|---|")
     for name, r in summary.items():

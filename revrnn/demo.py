@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .profile.process import Peak, Run, measure
-from .trainer import Config, Trainer
+from .trainer import Config, Trainer, draw_curve
 
 #: (label, model, strategy) of the memory comparison
 CONFIGURATIONS = (("torch.nn.GRU", "torch.GRU", "bptt"), ("revrnn GRU, activations stored", "gru", "bptt"),
@@ -69,12 +69,8 @@ def _plot(history: list[dict], baseline: float, peaks: list[tuple[str, Peak]], p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for split, style in (("train", "-"), ("valid", "o-")):
-        rows = [r for r in history if r.get("split") == split]
-        left.plot([r["step"] for r in rows], [r["loss"] for r in rows], style, label=split, markersize=3)
-    left.axhline(baseline, color="grey", linestyle="--", label="no memory")
-    left.set(xlabel="step", ylabel="cross-entropy per recalled symbol", title=f"RevGRU learns copy memory (T={s.T})")
-    left.legend()
+    draw_curve(left, history, baseline)
+    left.set(ylabel="cross-entropy per recalled symbol", title=f"RevGRU learns copy memory (T={s.T})")
     labels = [label for label, _ in peaks]
     values = [(p.peak_bytes or 0) / 2 ** 20 for _, p in peaks]
     right.barh(labels, values, color=["tab:grey", "tab:orange", "tab:green"][:len(values)])

@@ -27,7 +27,6 @@ chunk; dropout between layers is per step and replays exactly).
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
 

@@ -199,9 +199,8 @@ class Trainer:
             raise ValueError("mode='stream' needs a unidirectional model")
         self.aux = cfg.auxiliary
         self.tasks = {T: cfg.make_task(T) for _, T in cfg.phases}  # the curriculum's lengths
-        for task in self.tasks.values() or [self.task]:
-            if self.aux is not None:
-                self.aux.check(task.T)
+        if self.aux is not None:
+            self.aux.check(min(self.tasks) if self.tasks else self.task.T)
         if (cfg.budget or cfg.phases) and not hasattr(CELLS[cfg.cell], "rescale_time"):
             raise ValueError(f"budget and curriculum need a module with time gates (glstm), not {cfg.cell!r}")
         torch.manual_seed(cfg.seed)
@@ -396,21 +395,25 @@ class Trainer:
         return self
 
 
-def plot(history: list[dict], path: Path, task: Task) -> None:
-    """The learning curve: training and validation loss per step, and the memoryless baseline."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+def draw_curve(ax, history: list[dict], baseline: float) -> None:
+    """Training and validation loss per step on ``ax``, and the memoryless baseline."""
     for split, style in (("train", "-"), ("valid", "o-")):
         rows = [r for r in history if r.get("split") == split and r["loss"] is not None]
         if rows:
             ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], style, label=split, markersize=3)
-    ax.axhline(task.baseline, color="grey", linestyle="--", label="no memory")
+    ax.axhline(baseline, color="grey", linestyle="--", label="no memory")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss per scored step")
-    ax.set_title(f"{task.name} (T={task.T})")
     ax.legend()
+
+
+def plot(history: list[dict], path: Path, task: Task) -> None:
+    """The learning curve (:func:`draw_curve`) as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    draw_curve(ax, history, task.baseline)
+    ax.set(ylabel="loss per scored step", title=f"{task.name} (T={task.T})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

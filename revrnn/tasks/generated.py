@@ -39,65 +39,60 @@ def adding_problem(T: int, batch: int, generator: torch.Generator | None = None,
 ADDING_BASELINE_MSE = 1 / 6
 
 
-def _recall_batch(x: Tensor, data: Tensor) -> Batch:
-    """Targets for a recall task: ``data`` (RECALL, B) in the last RECALL steps, nothing before."""
-    y = torch.full_like(x, IGNORE)
-    y[-RECALL:] = data
-    scored = torch.zeros_like(x, dtype=torch.bool)
-    scored[-RECALL:] = True
-    return Batch(x, y, scored)
+class _Recall(Task):
+    """A recall task: ``RECALL`` symbols of 1..8 placed in a sequence of ``T`` tokens (0 blank or
+    noise), a marker at step T - 11, and the symbols to come out, in order, in the last
+    ``RECALL`` steps. Scored there only: without memory the best is uniform guessing, ln 8."""
+
+    tokens, classes = MARKER + 1, SYMBOLS + 1
+
+    def __init__(self, T: int = 120, seed: int = 0) -> None:
+        self.T, self.seed = positive("T", T, 2 * RECALL + 1), seed
+
+    @property
+    def baseline(self) -> float:
+        return uniform_baseline(SYMBOLS)
+
+    def place(self, x: Tensor, data: Tensor, g: torch.Generator) -> None:
+        """Write ``data`` (RECALL, B) into the blank input ``x`` (T, B)."""
+        raise NotImplementedError
+
+    def batch(self, split: str, index: int, size: int) -> Batch:
+        g = generator(self.seed, split, index)
+        data = torch.randint(1, SYMBOLS + 1, (RECALL, positive("size", size)), generator=g)
+        x = torch.zeros(self.T, size, dtype=torch.int64)
+        self.place(x, data, g)
+        x[-RECALL - 1] = MARKER
+        y = torch.full_like(x, IGNORE)
+        y[-RECALL:] = data
+        scored = torch.zeros_like(x, dtype=torch.bool)
+        scored[-RECALL:] = True
+        return Batch(x, y, scored)
 
 
-class Copy(Task):
-    """Copy memory (Arjovsky, Shah & Bengio 2016): ``RECALL`` symbols of 1..8, a blank delay, a
-    marker, and then the symbols must come out in order. ``T`` is the whole length (the delay is
-    T - 20). Scored on the recall steps only: without memory the best is uniform guessing, ln 8."""
+class Copy(_Recall):
+    """Copy memory (Arjovsky, Shah & Bengio 2016): the symbols first, a blank delay, the marker,
+    then the recall. ``T`` is the whole length (the delay is T - 20)."""
 
     name = "copy"
     summary = "copy memory (Arjovsky et al. 2016): recall 10 symbols after a blank delay"
-    tokens, classes = MARKER + 1, SYMBOLS + 1
 
-    def __init__(self, T: int = 120, seed: int = 0) -> None:
-        self.T, self.seed = positive("T", T, 2 * RECALL + 1), seed
-
-    @property
-    def baseline(self) -> float:
-        return uniform_baseline(SYMBOLS)
-
-    def batch(self, split: str, index: int, size: int) -> Batch:
-        g = generator(self.seed, split, index)
-        data = torch.randint(1, SYMBOLS + 1, (RECALL, positive("size", size)), generator=g)
-        x = torch.zeros(self.T, size, dtype=torch.int64)
+    def place(self, x: Tensor, data: Tensor, g: torch.Generator) -> None:
         x[:RECALL] = data
-        x[-RECALL - 1] = MARKER
-        return _recall_batch(x, data)
 
 
-class Denoise(Task):
-    """Denoise (Jing et al. 2019, the gated orthogonal recurrent unit): ``RECALL`` symbols at
-    random steps among noise (token 0) before a marker at step T - 11; then the symbols, in
-    order. Where they were differs per row, so the model must both find and keep them."""
+class Denoise(_Recall):
+    """Denoise (Jing et al. 2019, the gated orthogonal recurrent unit): the symbols at random
+    steps among noise before the marker. Where they are differs per row, so the model must both
+    find and keep them."""
 
     name = "denoise"
     summary = "denoise (Jing et al. 2019): recall 10 symbols scattered among noise, in order"
-    tokens, classes = MARKER + 1, SYMBOLS + 1
 
-    def __init__(self, T: int = 120, seed: int = 0) -> None:
-        self.T, self.seed = positive("T", T, 2 * RECALL + 1), seed
-
-    @property
-    def baseline(self) -> float:
-        return uniform_baseline(SYMBOLS)
-
-    def batch(self, split: str, index: int, size: int) -> Batch:
-        g = generator(self.seed, split, index)
-        data = torch.randint(1, SYMBOLS + 1, (RECALL, positive("size", size)), generator=g)
+    def place(self, x: Tensor, data: Tensor, g: torch.Generator) -> None:
         span = self.T - RECALL - 1
-        where = torch.rand(size, span, generator=g).argsort(dim=1)[:, :RECALL].sort(dim=1).values.T
-        x = torch.zeros(self.T, size, dtype=torch.int64)
+        where = torch.rand(x.shape[1], span, generator=g).argsort(dim=1)[:, :RECALL].sort(dim=1).values.T
         x.scatter_(0, where, data)
-        x[-RECALL - 1] = MARKER
-        return _recall_batch(x, data)
 
 
 class Adding(Task):
