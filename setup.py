@@ -6,7 +6,9 @@ Packages and metadata are in pyproject.toml; this file adds what it cannot expre
 
 Environment variables:
   REVRNN_NO_EXT=1  skip the compiled extension: a pure-Python install.
-  REVRNN_CUDA=1    also build ``revrnn._C_cuda`` from csrc/cuda (needs nvcc).
+  REVRNN_CUDA      build ``revrnn._C_cuda`` from csrc/cuda: "1" always, "0" never; unset, when
+                   nvcc is found (on PATH, $CUDACXX or /usr/local/cuda/bin). It needs no GPU,
+                   no cuBLAS and no torch to build (cuBLAS is loaded at run time).
   CMAKE_ARGS       extra arguments for the CMake configure step (e.g. -DREVRNN_OPENMP=OFF).
 
 If CMake or a C++ compiler is missing, or the build fails, a warning is printed (shown by
@@ -29,19 +31,31 @@ ROOT = Path(__file__).parent.resolve()
 
 
 class CMakeExtension(Extension):
-    """An extension built by CMake's ``target`` (no sources for setuptools to compile); one with
-    a ``switch`` is built only when that environment variable is "1"."""
+    """An extension built by CMake's ``target`` (no sources for setuptools to compile); ``cuda``:
+    one built with nvcc, as REVRNN_CUDA says."""
 
-    def __init__(self, name: str, target: str, switch: str | None = None) -> None:
+    def __init__(self, name: str, target: str, cuda: bool = False) -> None:
         super().__init__(name, sources=[])
-        self.target, self.switch = target, switch
+        self.target, self.cuda = target, cuda
 
     def skip_reason(self) -> str | None:
         if os.environ.get("REVRNN_NO_EXT") == "1":
             return "REVRNN_NO_EXT=1"
-        if self.switch is not None and os.environ.get(self.switch) != "1":
-            return f"{self.switch} is not 1"
+        if self.cuda:
+            switch = os.environ.get("REVRNN_CUDA")
+            if switch == "0":
+                return "REVRNN_CUDA=0"
+            if switch != "1" and nvcc() is None:
+                return "nvcc was not found (REVRNN_CUDA=1 and CUDACXX=/path/to/nvcc force the build)"
         return None
+
+
+def nvcc() -> str | None:
+    """The CUDA compiler CMake would find, or None."""
+    for path in (os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
+        if path and os.access(path, os.X_OK):
+            return path
+    return None
 
 
 class BuildFailed(Exception):
@@ -92,7 +106,7 @@ class CMakeBuild(build_ext):
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-DREVRNN_VERSION={self.distribution.get_version()}",
-            f"-DREVRNN_CUDA={'ON' if os.environ.get('REVRNN_CUDA') == '1' else 'OFF'}",
+            f"-DREVRNN_CUDA={'ON' if ext.cuda else 'OFF'}",
             *shlex.split(os.environ.get("CMAKE_ARGS", "")),
         ]
         if shutil.which("ninja"):
@@ -122,6 +136,6 @@ setup(
     packages=find_packages(include=["revrnn", "revrnn.*"]) + kernel_packages,
     package_dir={"revrnn.kernels": "kernels"},
     ext_modules=[CMakeExtension("revrnn._C", "_C"),
-                 CMakeExtension("revrnn._C_cuda", "_C_cuda", switch="REVRNN_CUDA")],
+                 CMakeExtension("revrnn._C_cuda", "_C_cuda", cuda=True)],
     cmdclass={"build_ext": CMakeBuild},
 )

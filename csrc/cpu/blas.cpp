@@ -9,7 +9,7 @@ namespace cpu {
 namespace {
 
 // CBLAS's enum values (cblas.h): fixed by the standard interface, so no header is needed.
-constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+constexpr int kRowMajor = 101, kColMajor = 102, kNoTrans = 111, kTrans = 112;
 
 using sgemm_t = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int,
                          float, float*, int);
@@ -48,22 +48,43 @@ std::string load_blas(const std::string& path, const std::string& prefix) {
 
 bool blas_loaded() { return blas.sgemm != nullptr; }
 
-template <>
-void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (!blas.sgemm) throw std::runtime_error("revrnn: no BLAS loaded");
-  blas.sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, int(M), int(N), int(K),
-             alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+namespace {
+
+template <typename T>
+void call(int order, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc) {
+  const int a = ta ? kTrans : kNoTrans, b = tb ? kTrans : kNoTrans;
+  if constexpr (sizeof(T) == sizeof(float)) {
+    if (!blas.sgemm) throw std::runtime_error("revrnn: no BLAS loaded");
+    blas.sgemm(order, a, b, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+  } else {
+    if (!blas.dgemm) throw std::runtime_error("revrnn: no BLAS loaded");
+    blas.dgemm(order, a, b, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+  }
 }
 
-template <>
-void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
-                  const double* A, int64_t lda, const double* B, int64_t ldb, double beta,
-                  double* C, int64_t ldc) {
-  if (!blas.dgemm) throw std::runtime_error("revrnn: no BLAS loaded");
-  blas.dgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, int(M), int(N), int(K),
-             alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}  // namespace
+
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
+          T beta, T* C, int64_t ldc) {
+  call(kRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+
+template <typename T>
+void gemm_colmajor(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda, const T* B,
+                   int64_t ldb, T beta, T* C, int64_t ldc) {
+  call(kColMajor, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                          float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
+                           int64_t, double, double*, int64_t);
+template void gemm_colmajor<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                                   int64_t, float, float*, int64_t);
+template void gemm_colmajor<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                                    const double*, int64_t, double, double*, int64_t);
 
 }  // namespace cpu
 }  // namespace revrnn

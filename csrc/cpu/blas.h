@@ -23,5 +23,10 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// The same in column-major order, as cuBLAS takes it (for the tests of revrnn/colmajor.h).
+template <typename T>
+void gemm_colmajor(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* A,
+                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
 }  // namespace cpu
 }  // namespace revrnn

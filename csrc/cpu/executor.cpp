@@ -1,8 +1,7 @@
-// The executor instantiated for every cell with a CPU implementation, float and double.
+// The executor's loops instantiated for every cell, float and double, on the CPU policy.
 #include "cpu/executor.h"
 
-#include <type_traits>
-
+#include "cpu/blas.h"
 #include "cpu/device.h"
 #include "revrnn/cells.h"
 
@@ -11,54 +10,40 @@ namespace cpu {
 namespace {
 
 template <class Cell, typename T>
-void forward(int threads, const ChunkForward<T>& c) {
-  CpuDevice dev{threads};
-  forward_chunk<Cell>(dev, c);
-}
+struct Run {
+  static void forward(const Where& w, const ChunkForward<T>& c) {
+    CpuDevice dev{w.threads};
+    forward_chunk<Cell>(dev, c);
+  }
+  static void backward(const Where& w, const ChunkBackward<T>& c) {
+    CpuDevice dev{w.threads};
+    backward_chunk<Cell>(dev, c);
+  }
+  static void rev_forward(const Where& w, const RevChunk<T>& c) {
+    CpuDevice dev{w.threads};
+    rev_forward_chunk<Cell>(dev, c);
+  }
+  static void rev_backward(const Where& w, const RevChunk<T>& c) {
+    CpuDevice dev{w.threads};
+    rev_backward_chunk<Cell>(dev, c);
+  }
+};
 
-template <class Cell, typename T>
-void backward(int threads, const ChunkBackward<T>& c) {
-  CpuDevice dev{threads};
-  backward_chunk<Cell>(dev, c);
-}
-
-// Cell::kRecBias, Cell::kAux and Cell::kUnit where the cell declares them, else false.
-template <class Cell, class = void>
-struct NeedsRecBias : std::false_type {};
-template <class Cell>
-struct NeedsRecBias<Cell, std::void_t<decltype(Cell::kRecBias)>> : std::bool_constant<Cell::kRecBias> {};
-template <class Cell, class = void>
-struct NeedsAux : std::false_type {};
-template <class Cell>
-struct NeedsAux<Cell, std::void_t<decltype(Cell::kAux)>> : std::bool_constant<Cell::kAux> {};
-template <class Cell, class = void>
-struct NeedsUnit : std::false_type {};
-template <class Cell>
-struct NeedsUnit<Cell, std::void_t<decltype(Cell::kUnit)>> : std::bool_constant<Cell::kUnit> {};
-
-template <class Cell, class = void>
-struct NeedsParams : std::false_type {};
-template <class Cell>
-struct NeedsParams<Cell, std::void_t<decltype(Cell::kParams)>> : std::bool_constant<Cell::kParams> {};
-
-template <class Cell>
-constexpr CellEntry entry(const char* name) {
-  return {name, Cell::kStates, Cell::kPhases, Cell::kGates, Cell::kXpGates, Cell::kActs, Cell::kRecIsXp, NeedsRecBias<Cell>::value,
-          NeedsAux<Cell>::value,
-          NeedsUnit<Cell>::value, HasFeedback<Cell>::value, HasProj<Cell>::value, NeedsParams<Cell>::value,
-          forward<Cell, float>, forward<Cell, double>, backward<Cell, float>, backward<Cell, double>};
-}
-
-#define REVRNN_ENTRY(name, Cell) entry<Cell>(#name),
+#define REVRNN_ENTRY(name, Cell) cell_entry<Run, Cell>(#name),
 const CellEntry kCells[] = {REVRNN_CELLS(REVRNN_ENTRY)};
 #undef REVRNN_ENTRY
+#define REVRNN_ENTRY(name, Cell) rev_entry<Run, Cell>(#name),
+const RevEntry kReversible[] = {REVRNN_REVERSIBLE_CELLS(REVRNN_ENTRY)};
+#undef REVRNN_ENTRY
+
+std::string not_ready() { return blas_loaded() ? "" : "no BLAS loaded (call load_blas first)"; }
 
 }  // namespace
 
-const CellEntry* find_cell(const std::string& name) {
-  for (const CellEntry& e : kCells)
-    if (name == e.name) return &e;
-  return nullptr;
+const Registry& registry() {
+  static const Registry r{kCells, sizeof(kCells) / sizeof(kCells[0]), kReversible,
+                          sizeof(kReversible) / sizeof(kReversible[0]), not_ready};
+  return r;
 }
 
 template <typename T>
@@ -82,12 +67,6 @@ void nru(bool backward, int threads, const NruChunk<T>& c) {
 }
 template void nru<float>(bool, int, const NruChunk<float>&);
 template void nru<double>(bool, int, const NruChunk<double>&);
-
-std::string cell_names() {
-  std::string out;
-  for (const CellEntry& e : kCells) out += (out.empty() ? "" : ", ") + std::string(e.name);
-  return out;
-}
 
 }  // namespace cpu
 }  // namespace revrnn

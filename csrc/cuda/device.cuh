@@ -1,34 +1,79 @@
-// The CUDA half of the executor's device policy (revrnn/executor.h): the pointwise pass as one
-// kernel launch over (row, unit) in the geometry of revrnn/launch.h (checked on the CPU), calling
-// the same per-element functions as the CPU.
-// The GEMM half (cuBLAS) comes with the CUDA executor; until then the launchers run one step.
+// The CUDA device policy of the executor's loops (revrnn/executor.h, revrnn/reversible.h): the
+// host thread is the whole team (one slice: every unit, or every batch row), each GEMM is a cuBLAS
+// call and each pointwise pass one kernel launch over (row, unit) in the geometry of
+// revrnn/launch.h, calling the same per-element functions as the CPU. Everything is enqueued on
+// the caller's stream, in order, so a barrier is nothing, and nothing waits for the GPU: the
+// first failure is recorded, later work skipped, and finish() reports it after the chunk.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <stdexcept>
+#include <string>
+
+#include "cuda/cublas.h"
+#include "revrnn/colmajor.h"
 #include "revrnn/common.h"
 #include "revrnn/launch.h"
+#include "revrnn/registry.h"
 
 namespace revrnn {
 namespace cuda {
 
 template <class F>
-__global__ void pointwise_kernel(int64_t B, int64_t H, const uint8_t* mask, F f) {
-  launch::for_each(B * H, blockIdx.x, threadIdx.x, gridDim.x, [&](int64_t k) {
-    const int64_t b = k / H;
-    f(b, k % H, mask == nullptr || mask[b] != 0);
+__global__ void pointwise_kernel(int64_t B, Slice u, const uint8_t* mask, F f) {
+  const int64_t n = u.size();
+  launch::for_each(B * n, blockIdx.x, threadIdx.x, gridDim.x, [&](int64_t k) {
+    const int64_t b = k / n;
+    f(b, u.j0 + k % n, mask == nullptr || mask[b] != 0);
   });
 }
 
-struct CudaDevice {
-  cudaStream_t stream = nullptr;
+class CudaDevice {
+ public:
+  explicit CudaDevice(const Where& w) : stream_(static_cast<cudaStream_t>(w.stream)) {
+    err_ = cudaSetDevice(w.device);
+    if (err_ == cudaSuccess) status_ = cublas::prepare(w.device, w.stream, w.workspace, w.workspace_bytes, &blas_);
+  }
+
+  template <class Body>
+  void parallel(int64_t n, int64_t /*work*/, const Body& body, int64_t /*quantum*/ = 1) {
+    body(Slice{0, n});
+  }
+
+  void barrier() {}  // stream order
+
+  // Row-major, as the CPU's (csrc/cpu/device.h), through the column-major call (revrnn/colmajor.h).
+  template <typename T>
+  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+            int64_t ldb, T beta, T* C, int64_t ldc) {
+    if (failed() || M <= 0 || N <= 0) return;
+    const ColMajorGemm<T> g = colmajor(ta, tb, M, N, K, A, lda, B, ldb);
+    status_ = cublas::gemm<T>(blas_, g.trans_a, g.trans_b, int(g.m), int(g.n), int(g.k), alpha, g.A, int(g.lda), g.B,
+                              int(g.ldb), beta, C, int(ldc));
+  }
 
   template <class F>
-  cudaError_t pointwise(int64_t B, int64_t H, const uint8_t* mask, const F& f) {
-    if (B * H == 0) return cudaSuccess;
-    pointwise_kernel<<<launch::blocks(B * H), launch::kThreads, 0, stream>>>(B, H, mask, f);
-    return cudaGetLastError();
+  void pointwise(int64_t B, Slice u, const uint8_t* mask, const F& f) {
+    const int64_t n = B * u.size();
+    if (failed() || n <= 0) return;
+    pointwise_kernel<<<launch::blocks(n), launch::kThreads, 0, stream_>>>(B, u, mask, f);
+    err_ = cudaGetLastError();
   }
+
+  bool failed() const { return err_ != cudaSuccess || status_ != 0; }
+
+  // Throws what failed first, naming the call `fn`.
+  void finish(const char* fn) const {
+    if (err_ != cudaSuccess) throw std::runtime_error(std::string(fn) + ": " + cudaGetErrorString(err_));
+    if (status_ != 0) throw std::runtime_error(std::string(fn) + ": cuBLAS failed: " + cublas::status_name(status_));
+  }
+
+ private:
+  cudaStream_t stream_;
+  void* blas_ = nullptr;
+  cudaError_t err_ = cudaSuccess;
+  int status_ = 0;
 };
 
 }  // namespace cuda
