@@ -2,9 +2,9 @@
 one H100; each step has its own time limit, so a slow step costs its limit, not the session).
 
 1. the machine: ``nvidia-smi``, torch, Triton and CUDA versions, the commit;
-2. the CUDA extension builds (``REVRNN_CUDA=1``; the ``cuda`` backend's kernels, not yet wired);
-3. ``pytest -m gpu``: the Triton backend against the reference on the GPU;
-4. ``bench/triton_cells.py``: Triton against cuDNN and store against reversible.
+2. the CUDA extension builds (``REVRNN_CUDA=1``: ``revrnn._C_cuda``, the ``cuda`` backend);
+3. ``pytest -m gpu``: the Triton and CUDA backends against the reference on the GPU;
+4. ``bench/triton_cells.py``: Triton and the CUDA executor against cuDNN, store against reversible.
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` (every step's command, exit status, time and the
 tail of its output) and the benchmark's JSON into ``--out`` (``$OUT`` when set, else
@@ -37,7 +37,7 @@ def steps(out: Path) -> list[tuple[str, list[str], dict, int]]:
                                 "torch.cuda.get_device_name())"], {}, 60),
         ("build CUDA extension", [py, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", "."],
          {"REVRNN_CUDA": "1"}, 120),
-        ("pytest -m gpu", [py, "-m", "pytest", "-q", "-m", "gpu", "-x", "tests"], {}, 180),
+        ("pytest -m gpu", [py, "-m", "pytest", "-q", "-m", "gpu", "--maxfail=10", "tests"], {}, 180),
         ("triton benchmark", [py, "bench/triton_cells.py", "--only", "cudnn", "reversible", "--repeats", "10",
                               "--out", str(out / "triton_cells.json")], {}, 120),
     ]

@@ -1,4 +1,5 @@
-"""Speed of revrnn's Triton backend against its baselines, forward + backward.
+"""Speed of revrnn's GPU backends (Triton and, where available, the CUDA executor) against their
+baselines, forward + backward.
 
 Each row times one training step, ``loss = out.sum() + Σ final states; loss.backward()``, with
 the input requiring grad: ``--warmup`` untimed steps, then the median of ``--repeats`` timed
@@ -25,6 +26,10 @@ and carry ``ratio`` = their time per step over the comparison's baseline row's (
   against ``"reversible"``. Target: reversible ≤ 1.5.
 * the families' own groups (``Family.bench_groups``, defined in ``revrnn/cells/<family>/bench.py``;
   an unknown ``--only`` name lists them).
+
+Where ``backend="cuda"`` is available (``revrnn._C_cuda`` built, cuBLAS loaded, a GPU), each
+comparison of the first three groups has a ``revrnn cuda`` row beside the Triton one, with the
+same target.
 
 Run on a GPU (the JSON goes to ``bench/results/triton_<device>[_<groups>].json``)::
 
@@ -117,6 +122,7 @@ class Bench:
     """Measures rows on one device and keeps them."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        import revrnn
         from revrnn.backends import get_backend
 
         self.args, self.device = args, torch.device(args.device)
@@ -126,6 +132,7 @@ class Bench:
                 self.device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_device(self.device)
         self.triton = get_backend("triton", self.device)
+        self.cuda_backend = self.cuda and revrnn.available_backends(self.device)["cuda"] is None
         self.rows: list[dict[str, Any]] = []
 
     def timed(self, model: nn.Module, x: Tensor, warmup: int) -> dict[str, Any]:
@@ -219,6 +226,9 @@ def cudnn_group(b: Bench) -> None:
                     impl = f"revrnn triton {fp}" + (f" persistent={mode}" if small else "")
                     rows.append(b.row("cudnn", case, impl, lambda: c.make(I, H, backend="triton"),
                                       settings=((b.triton, "persistent", mode),), target=("<=", 1.2), **kw))
+                if b.cuda_backend:
+                    rows.append(b.row("cudnn", case, f"revrnn cuda {fp}", lambda: c.make(I, H, backend="cuda"),
+                                      target=("<=", 1.2), **kw))
                 b.compare(rows)
 
 
@@ -236,10 +246,12 @@ def cells_group(b: Bench) -> None:
             b.compare([b.row("cells", case, "cudnn" if b.cuda else "torch.nn (CPU)",
                              lambda: c.make_baseline(a.input, a.hidden),
                              settings=((torch.backends.cudnn, "allow_tf32", False),), **kw),
-                       b.row("cells", case, "revrnn triton", lambda: make("triton"), target=("<=", 1.2), **kw)])
+                       b.row("cells", case, "revrnn triton", lambda: make("triton"), target=("<=", 1.2), **kw),
+                       *cuda_rows(b, "cells", case, lambda: make("cuda"), ("<=", 1.2), **kw)])
             continue
         eager = {**kw, "T": a.eager_T}
         b.compare([b.row("cells", case, "revrnn triton", lambda: make("triton"), **kw),
+                   *cuda_rows(b, "cells", case, lambda: make("cuda"), None, **kw),
                    b.row("cells", case, "eager (reference)", lambda: make("reference"), target=(">=", 20.0), **eager),
                    b.row("cells", case, "torch.compile(reference)", lambda: make("reference"), compiled=True,
                          **eager)])
@@ -257,7 +269,15 @@ def reversible_group(b: Bench) -> None:
         b.compare([b.row("reversible", case, "triton store",
                          lambda: c.make(a.input, a.hidden, backend="triton", memory="store"), **kw),
                    b.row("reversible", case, "triton reversible", lambda: c.make(a.input, a.hidden, backend="triton"),
-                         target=("<=", 1.5), **kw)])
+                         target=("<=", 1.5), **kw),
+                   *cuda_rows(b, "reversible", case, lambda: c.make(a.input, a.hidden, backend="cuda"), ("<=", 1.5),
+                              **kw)])
+
+
+def cuda_rows(b: Bench, group: str, case: str, make, target, **kw) -> list[dict[str, Any]]:
+    """The ``revrnn cuda`` row of a comparison where that backend is available (a cell it does not
+    run is a row with the error)."""
+    return [b.row(group, case, "revrnn cuda", make, target=target, **kw)] if b.cuda_backend else []
 
 
 def runners() -> dict[str, Callable[[Bench], None]]:

@@ -22,68 +22,6 @@ using std::uintptr_t;
 
 namespace {
 
-// The g-LSTM's sparse chunk: addresses [xp, w_hh, mask, gate, offsets, units, h, c, act, prev,
-// y (forward) or grad_y (backward), dh, dc, dxp, dw_hh, dgate, w, rec, dw]; 0 where a pass does not
-// use one (mask and dw_hh may always be 0).
-template <typename T>
-void run_glstm_sparse(bool backward, int64_t K, int64_t B, int64_t H, const Addresses& a) {
-  const char* fn = backward ? "glstm_sparse_backward" : "glstm_sparse_forward";
-  revrnn::bindings::check_sizes(fn, B, H);
-  if (K < 0) throw std::invalid_argument(std::string(fn) + ": K must be >= 0, got " + std::to_string(K));
-  if (a.size() != 19)
-    throw std::invalid_argument(std::string(fn) + ": argument 'addresses' must list 19 addresses, got " +
-                                std::to_string(a.size()));
-  if (B > INT_MAX || 4 * H > INT_MAX)
-    throw std::invalid_argument(std::string(fn) + ": B or 4H exceeds the BLAS's 32-bit sizes");
-  revrnn::bindings::ready(revrnn::cpu::registry(), fn);
-  const bool fwd = !backward;
-  revrnn::SparseChunk<T> c{K, B, H, pointer<const T>(fn, "xp", a[0], backward), pointer<const T>(fn, "w_hh", a[1]),
-                           pointer<const uint8_t>(fn, "mask", a[2], true), pointer<const T>(fn, "gate", a[3]),
-                           pointer<const int64_t>(fn, "offsets", a[4]), pointer<const int64_t>(fn, "units", a[5], true),
-                           pointer<T>(fn, "h", a[6]), pointer<T>(fn, "c", a[7]), pointer<T>(fn, "act", a[8], true),
-                           pointer<T>(fn, "prev", a[9], true), fwd ? pointer<T>(fn, "y", a[10]) : nullptr,
-                           backward ? pointer<const T>(fn, "grad_y", a[10]) : nullptr,
-                           pointer<T>(fn, "dh", a[11], fwd), pointer<T>(fn, "dc", a[12], fwd),
-                           pointer<T>(fn, "dxp", a[13], fwd), pointer<T>(fn, "dw_hh", a[14], true),
-                           pointer<T>(fn, "dgate", a[15], fwd), pointer<T>(fn, "w", a[16], true),
-                           pointer<T>(fn, "rec", a[17], true), pointer<T>(fn, "dw", a[18], true)};
-  py::gil_scoped_release release;
-  revrnn::cpu::glstm_sparse(backward, c);
-}
-
-// The NRU's chunk: addresses [xp, w_hh, w_heads, b_heads, mask, s, y (forward) or grad_y
-// (backward), g, dxp, dheads, rec, heads, work]; 0 where a pass does not use one (b_heads and
-// mask may always be 0).
-template <typename T>
-void run_nru(bool backward, int threads, int64_t K, int64_t B, int64_t H, int64_t M, int64_t k, bool relu,
-             std::optional<double> clamp, double eps, bool keep, const Addresses& a) {
-  const char* fn = backward ? "nru_backward" : "nru_forward";
-  revrnn::bindings::check_sizes(fn, B, H);
-  int64_t r = 0;
-  while ((r + 1) * (r + 1) <= k * M) ++r;
-  if (K < 0 || threads < 1 || M < 1 || k < 1 || r * r != k * M)
-    throw std::invalid_argument(std::string(fn) + ": need K >= 0, threads >= 1, M >= 1, k >= 1 and k*M a square, got K=" +
-                                std::to_string(K) + ", threads=" + std::to_string(threads) + ", M=" +
-                                std::to_string(M) + ", k=" + std::to_string(k));
-  if (a.size() != 13)
-    throw std::invalid_argument(std::string(fn) + ": argument 'addresses' must list 13 addresses, got " +
-                                std::to_string(a.size()));
-  if (B > INT_MAX || H + M > INT_MAX || 2 * k + 4 * r > INT_MAX)
-    throw std::invalid_argument(std::string(fn) + ": B, H + M or 2k + 4r exceeds the BLAS's 32-bit sizes");
-  revrnn::bindings::ready(revrnn::cpu::registry(), fn);
-  const bool fwd = !backward;
-  revrnn::NruChunk<T> c{K, B, H, M, k, r, relu, clamp.has_value(), T(clamp.value_or(0.0)), T(eps), keep && fwd,
-                        pointer<const T>(fn, "xp", a[0], backward), pointer<const T>(fn, "w_hh", a[1]),
-                        pointer<const T>(fn, "w_heads", a[2]), pointer<const T>(fn, "b_heads", a[3], true),
-                        pointer<const uint8_t>(fn, "mask", a[4], true), pointer<T>(fn, "s", a[5]),
-                        fwd ? pointer<T>(fn, "y", a[6]) : nullptr, backward ? pointer<const T>(fn, "grad_y", a[6]) : nullptr,
-                        pointer<T>(fn, "g", a[7], fwd), pointer<T>(fn, "dxp", a[8], fwd),
-                        pointer<T>(fn, "dheads", a[9], fwd), pointer<T>(fn, "rec", a[10]), pointer<T>(fn, "heads", a[11]),
-                        pointer<T>(fn, "work", a[12])};
-  py::gil_scoped_release release;
-  revrnn::cpu::nru(backward, threads, c);
-}
-
 // The per-operation integer core: one multiply or divide of every element through the buffer.
 void run_elements(const char* fn, bool forward, int64_t rows, int64_t G, uintptr_t h, uintptr_t n, uintptr_t q,
                   uintptr_t active, uintptr_t out, const Addresses& buffer, int64_t depth, int64_t spill_at,
@@ -177,34 +115,4 @@ PYBIND11_MODULE(_C, m) {
                 : "One exact divide of every element through the buffer (revrnn/fixed.h: divide).");
   }
 
-  m.def("nru_work_size", [](int64_t k, int64_t M) { return revrnn::nru::work_size(k, M); }, py::arg("k"),
-        py::arg("M"), "Scratch elements per row of an NRU chunk with k heads of memory size M.");
-  for (const bool backward : {false, true}) {
-    m.def(
-        backward ? "nru_backward" : "nru_forward",
-        [backward](DType dtype, int threads, int64_t K, int64_t B, int64_t H, int64_t M, int64_t k, bool relu,
-                   std::optional<double> clamp, double eps, bool keep, const Addresses& addresses) {
-          if (dtype == DType::float32)
-            run_nru<float>(backward, threads, K, B, H, M, k, relu, clamp, eps, keep, addresses);
-          else
-            run_nru<double>(backward, threads, K, B, H, M, k, relu, clamp, eps, keep, addresses);
-        },
-        py::arg("dtype"), py::arg("threads"), py::arg("K"), py::arg("B"), py::arg("H"), py::arg("M"), py::arg("k"),
-        py::arg("relu"), py::arg("clamp"), py::arg("eps"), py::arg("keep"), py::arg("addresses"),
-        "The NRU's chunk (revrnn/nru.h: NruChunk); addresses: 13, in the order of run_nru\n"
-        "(csrc/bindings.cpp); clamp: the memory clamp or None.");
-  }
-  for (const bool backward : {false, true}) {
-    m.def(
-        backward ? "glstm_sparse_backward" : "glstm_sparse_forward",
-        [backward](DType dtype, int64_t K, int64_t B, int64_t H, const Addresses& addresses) {
-          if (dtype == DType::float32)
-            run_glstm_sparse<float>(backward, K, B, H, addresses);
-          else
-            run_glstm_sparse<double>(backward, K, B, H, addresses);
-        },
-        py::arg("dtype"), py::arg("K"), py::arg("B"), py::arg("H"), py::arg("addresses"),
-        "The g-LSTM's sparse chunk (revrnn/glstm_sparse.h); addresses: 19, in the order of\n"
-        "run_glstm_sparse (csrc/bindings.cpp).");
-  }
 }

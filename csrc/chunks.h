@@ -7,6 +7,8 @@
 #include <pybind11/stl.h>
 
 #include <climits>
+#include <optional>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -190,12 +192,91 @@ inline void run_reversible(const Registry& reg, const char* fn, const std::strin
     (reverse ? e.backward_f64 : e.forward_f64)(where, c);
 }
 
-// Defines cell_layout, forward_chunk, backward_chunk, reversible_layout, rev_forward_chunk and
-// rev_backward_chunk on `m` for the cells of `reg`. Each chunk call takes, after the dtype, the
+// The NRU's chunk: addresses [xp, w_hh, w_heads, b_heads, mask, s, y (forward) or grad_y
+// (backward), g, dxp, dheads, rec, heads, work]; 0 where a pass does not use one (b_heads and
+// mask may always be 0).
+template <typename T>
+inline void run_nru(const Registry& reg, bool backward, const Where& where, int64_t K, int64_t B, int64_t H, int64_t M,
+                    int64_t k, bool relu, std::optional<double> clamp, double eps, bool keep, const Addresses& a) {
+  const char* fn = backward ? "nru_backward" : "nru_forward";
+  check_sizes(fn, B, H);
+  int64_t r = 0;
+  while ((r + 1) * (r + 1) <= k * M) ++r;
+  if (K < 0 || M < 1 || k < 1 || r * r != k * M)
+    throw std::invalid_argument(std::string(fn) + ": need K >= 0, M >= 1, k >= 1 and k*M a square, got K=" +
+                                std::to_string(K) + ", M=" + std::to_string(M) + ", k=" + std::to_string(k));
+  if (a.size() != 13)
+    throw std::invalid_argument(std::string(fn) + ": argument 'addresses' must list 13 addresses, got " +
+                                std::to_string(a.size()));
+  if (B > INT_MAX || H + M > INT_MAX || 2 * k + 4 * r > INT_MAX)
+    throw std::invalid_argument(std::string(fn) + ": B, H + M or 2k + 4r exceeds the BLAS's 32-bit sizes");
+  ready(reg, fn);
+  const bool fwd = !backward;
+  NruChunk<T> c{K, B, H, M, k, r, relu, clamp.has_value(), T(clamp.value_or(0.0)), T(eps), keep && fwd,
+                pointer<const T>(fn, "xp", a[0], backward), pointer<const T>(fn, "w_hh", a[1]),
+                pointer<const T>(fn, "w_heads", a[2]), pointer<const T>(fn, "b_heads", a[3], true),
+                pointer<const uint8_t>(fn, "mask", a[4], true), pointer<T>(fn, "s", a[5]),
+                fwd ? pointer<T>(fn, "y", a[6]) : nullptr, backward ? pointer<const T>(fn, "grad_y", a[6]) : nullptr,
+                pointer<T>(fn, "g", a[7], fwd), pointer<T>(fn, "dxp", a[8], fwd),
+                pointer<T>(fn, "dheads", a[9], fwd), pointer<T>(fn, "rec", a[10]), pointer<T>(fn, "heads", a[11]),
+                pointer<T>(fn, "work", a[12])};
+  py::gil_scoped_release release;
+  if constexpr (std::is_same<T, float>::value)
+    reg.nru_f32(where, backward, c);
+  else
+    reg.nru_f64(where, backward, c);
+}
+
+// The g-LSTM's sparse chunk: addresses [xp, w_hh, mask, gate, offsets, units, h, c, act, prev,
+// y (forward) or grad_y (backward), dh, dc, dxp, dw_hh, dgate, w, rec, dw, dk]; 0 where a pass
+// does not use one (mask and dw_hh may always be 0). offsets is host memory, the rest the device's.
+template <typename T>
+inline void run_glstm_sparse(const Registry& reg, bool backward, const Where& where, int64_t K, int64_t B, int64_t H,
+                             const Addresses& a) {
+  const char* fn = backward ? "glstm_sparse_backward" : "glstm_sparse_forward";
+  check_sizes(fn, B, H);
+  if (K < 0) throw std::invalid_argument(std::string(fn) + ": K must be >= 0, got " + std::to_string(K));
+  if (a.size() != 20)
+    throw std::invalid_argument(std::string(fn) + ": argument 'addresses' must list 20 addresses, got " +
+                                std::to_string(a.size()));
+  if (B > INT_MAX || 4 * H > INT_MAX)
+    throw std::invalid_argument(std::string(fn) + ": B or 4H exceeds the BLAS's 32-bit sizes");
+  ready(reg, fn);
+  const bool fwd = !backward;
+  SparseChunk<T> c{K, B, H, pointer<const T>(fn, "xp", a[0], backward), pointer<const T>(fn, "w_hh", a[1]),
+                   pointer<const uint8_t>(fn, "mask", a[2], true), pointer<const T>(fn, "gate", a[3]),
+                   pointer<const int64_t>(fn, "offsets", a[4]), pointer<const int64_t>(fn, "units", a[5], true),
+                   pointer<T>(fn, "h", a[6]), pointer<T>(fn, "c", a[7]), pointer<T>(fn, "act", a[8], true),
+                   pointer<T>(fn, "prev", a[9], true), fwd ? pointer<T>(fn, "y", a[10]) : nullptr,
+                   backward ? pointer<const T>(fn, "grad_y", a[10]) : nullptr,
+                   pointer<T>(fn, "dh", a[11], fwd), pointer<T>(fn, "dc", a[12], fwd),
+                   pointer<T>(fn, "dxp", a[13], fwd), pointer<T>(fn, "dw_hh", a[14], true),
+                   pointer<T>(fn, "dgate", a[15], fwd), pointer<T>(fn, "w", a[16], true),
+                   pointer<T>(fn, "rec", a[17], true), pointer<T>(fn, "dw", a[18], true),
+                   pointer<T>(fn, "dk", a[19], true)};
+  py::gil_scoped_release release;
+  if constexpr (std::is_same<T, float>::value)
+    reg.glstm_sparse_f32(where, backward, c);
+  else
+    reg.glstm_sparse_f64(where, backward, c);
+}
+
+// Defines cells, cell_layout, forward_chunk, backward_chunk, reversible_layout, rev_forward_chunk,
+// rev_backward_chunk, nru_work_size, nru_forward, nru_backward, glstm_sparse_forward and
+// glstm_sparse_backward on `m` for the cells of `reg`. Each chunk call takes, after the dtype, the
 // argument `where_name` of type W, which to_where turns into a Where (checking it).
 template <class W>
 void def_chunks(py::module_& m, const Registry& reg, const char* where_name, Where (*to_where)(const char*, const W&)) {
   const Registry* r = &reg;
+  m.def(
+      "cells",
+      [r] {
+        std::vector<std::string> names;
+        for (std::size_t i = 0; i < r->n_cells; ++i) names.push_back(r->cells[i].name);
+        for (std::size_t i = 0; i < r->n_reversible; ++i) names.push_back(r->reversible[i].name);
+        return names;
+      },
+      "The names of the cells this module runs (revrnn/cells.h): the executor's, then the reversible ones.");
   m.def("cell_layout",
         [r](const std::string& name) {
           const CellEntry& e = cell_entry(*r, "cell_layout", name);
@@ -231,8 +312,8 @@ void def_chunks(py::module_& m, const Registry& reg, const char* where_name, Whe
                     int64_t P, uintptr_t w_hr, uintptr_t params) {
         const char* fn = "forward_chunk";
         const CellEntry& e = cell_entry(*r, fn, cell);
-        check_chunk(*r, fn, e, K, B, H, states.size(), P);
         const Where w = to_where(fn, where);
+        check_chunk(*r, fn, e, K, B, H, states.size(), P);
         py::gil_scoped_release release;
         if (dtype == DType::float32)
           e.forward_f32(w, forward_args<float>(e, K, B, H, xp, w_hh, b_rec, mask, states, act, y, rec, keep, aux, mid,
@@ -257,10 +338,10 @@ void def_chunks(py::module_& m, const Registry& reg, const char* where_name, Whe
                     int64_t P, uintptr_t w_hr, uintptr_t dproj, uintptr_t dw_hr, uintptr_t params, uintptr_t dparams) {
         const char* fn = "backward_chunk";
         const CellEntry& e = cell_entry(*r, fn, cell);
+        const Where w = to_where(fn, where);
         check_chunk(*r, fn, e, K, B, H, states.size(), P);
         if (dstate.size() != states.size())
           throw std::invalid_argument("backward_chunk: dstate and states must list as many addresses");
-        const Where w = to_where(fn, where);
         py::gil_scoped_release release;
         if (dtype == DType::float32)
           e.backward_f32(w, backward_args<float>(e, K, B, H, w_hh, mask, act, states, grad_y, dstate, dxp, drec, dw_hh,
@@ -317,6 +398,42 @@ void def_chunks(py::module_& m, const Registry& reg, const char* where_name, Whe
                   "rev_backward_chunk); see rev_forward_chunk for the arguments."
                 : "K steps of a reversible stack forward (revrnn/reversible.h: RevChunk, RevLayer): layers\n"
                   "lists 23 addresses per layer, buffer 6, scratch 7 (see csrc/chunks.h).");
+  }
+  m.def("nru_work_size", [](int64_t k, int64_t M) { return nru::work_size(k, M); }, py::arg("k"), py::arg("M"),
+        "Scratch elements per row of an NRU chunk with k heads of memory size M.");
+  for (const bool backward : {false, true}) {
+    const char* name = backward ? "nru_backward" : "nru_forward";
+    m.def(
+        name,
+        [r, to_where, name, backward](DType dtype, const W& where, int64_t K, int64_t B, int64_t H, int64_t M,
+                                      int64_t k, bool relu, std::optional<double> clamp, double eps, bool keep,
+                                      const Addresses& addresses) {
+          const Where w = to_where(name, where);
+          if (dtype == DType::float32)
+            run_nru<float>(*r, backward, w, K, B, H, M, k, relu, clamp, eps, keep, addresses);
+          else
+            run_nru<double>(*r, backward, w, K, B, H, M, k, relu, clamp, eps, keep, addresses);
+        },
+        py::arg("dtype"), py::arg(where_name), py::arg("K"), py::arg("B"), py::arg("H"), py::arg("M"), py::arg("k"),
+        py::arg("relu"), py::arg("clamp"), py::arg("eps"), py::arg("keep"), py::arg("addresses"),
+        "The NRU's chunk (revrnn/nru.h: NruChunk); addresses: 13, in the order of run_nru\n"
+        "(csrc/chunks.h); clamp: the memory clamp or None.");
+  }
+  for (const bool backward : {false, true}) {
+    const char* name = backward ? "glstm_sparse_backward" : "glstm_sparse_forward";
+    m.def(
+        name,
+        [r, to_where, name, backward](DType dtype, const W& where, int64_t K, int64_t B, int64_t H,
+                                      const Addresses& addresses) {
+          const Where w = to_where(name, where);
+          if (dtype == DType::float32)
+            run_glstm_sparse<float>(*r, backward, w, K, B, H, addresses);
+          else
+            run_glstm_sparse<double>(*r, backward, w, K, B, H, addresses);
+        },
+        py::arg("dtype"), py::arg(where_name), py::arg("K"), py::arg("B"), py::arg("H"), py::arg("addresses"),
+        "The g-LSTM's sparse chunk (revrnn/glstm_sparse.h); addresses: 20, in the order of\n"
+        "run_glstm_sparse (csrc/chunks.h).");
   }
 }
 

@@ -115,4 +115,4 @@ def test_wheel_without_a_compiler_is_pure_python_with_a_warning(tmp_path):
 def test_no_ext_skips_the_build(tmp_path):
     names, log = build_wheel(tmp_path, REVRNN_NO_EXT="1")
     assert "-DREVRNN_VERSION" not in log and not any("_C." in n for n in names)  # CMake never ran
-    assert "revrnn/backends/cpu.py" in names
+    assert "revrnn/backends/executor.py" in names

@@ -1,7 +1,7 @@
 """RevGRU and RevLSTM on the compiled executor (``backend="cpu"``: csrc/include/revrnn/reversible.h).
 
 * The integer core (csrc/include/revrnn/fixed.h) against the torch reference buffer, bit for bit
-  given the same quantised gates, through :class:`~revrnn.cells.reversible.cpu.CpuBuffer`.
+  given the same quantised gates, through :class:`~revrnn.cells.reversible.executor.CpuBuffer`.
 * Whole stacks against ``backend="reference"`` (the executor's σ and tanh are libmvec's: close,
   not bit-identical), exact reconstruction (``verify=True`` everywhere, 10⁵ steps once), two
   threads, ``memory="store"`` (the reference half-updates around the compiled integer core:
@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import revrnn
-from revrnn.cells.reversible import cpu as glue
-from revrnn.cells.reversible.cpu import CpuBuffer
+from revrnn.cells.reversible import executor as glue
+from revrnn.cells.reversible.executor import CpuBuffer
 from revrnn.nn import RevGRU, RevLSTM
 
 from reversible_checks import (CORE_CASES, CLOSE, FLOOR, check_core_flags_an_inexact_reverse,
@@ -156,16 +156,16 @@ def test_empty_batch(cls):
 
 ALLOCATIONS = r"""
 import ctypes, torch
-import revrnn.cells.reversible.cpu as glue
+import revrnn.cells.reversible.executor as glue
 from revrnn.nn import RevLSTM
 calls = ctypes.CDLL(None).revrnn_test_malloc_calls
 inside = [0]
 for name in ("rev_forward_chunk", "rev_backward_chunk"):  # count inside the C++ calls only
-    def counted(*args, _f=getattr(glue._C, name), **kw):
+    def counted(*args, _f=getattr(glue.CPU.module, name), **kw):
         before = calls()
         _f(*args, **kw)
         inside[0] += calls() - before
-    setattr(glue._C, name, counted)
+    setattr(glue.CPU.module, name, counted)
 torch.set_num_threads(2)
 m = RevLSTM(8, 128, backend="cpu", chunk_size=64)  # B = 16: a team of two threads
 counts = []
@@ -190,7 +190,7 @@ def test_the_reversible_loop_allocates_nothing(tmp_path):
 
 
 def test_bindings_refuse_bad_arguments():
-    C = glue._C
+    C = glue.CPU.module
     args = dict(dtype=C.DType.float64, threads=1, K=1, B=1, G=2, forget_bits=3, max_forget=0.875, xp0=8, mask=0,
                 y=8, layers=[[0] * 23], buffer=[0] * 6, depth=1, spill_at=1, op=0, scratch=[0] * 7)
     with pytest.raises(ValueError, match="'cell' must be one of revgru, revlstm, got 'gru'"):

@@ -7,6 +7,7 @@
 
 #include "cpu/blas.h"
 #include "revrnn/common.h"
+#include "revrnn/registry.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -41,6 +42,9 @@ void row(int64_t b, int64_t j0, int64_t j1, bool valid, const F& f) {
 
 struct CpuDevice {
   int threads = 1;
+
+  explicit CpuDevice(const Where& w) : threads(w.threads) {}
+  void finish(const char*) const {}  // nothing deferred: errors throw where they happen
 
   // Runs body(Slice) on every thread of a team sized for `work` multiply-adds per step, each
   // with a slice of [0, H) in multiples of `quantum` (units: kSliceQuantum; batch rows: 1).

@@ -14,6 +14,7 @@ from ..cells import FAMILIES
 from ..cells.base import CellSpec
 from .base import Backend, BackendUnavailable, Chunk, Runner
 from .cpu import CpuBackend
+from .cuda import CudaBackend
 from .reference import ReferenceBackend
 from .triton import TritonBackend
 
@@ -22,8 +23,10 @@ __all__ = ["Backend", "BackendUnavailable", "Chunk", "Runner", "register", "get_
 
 #: Every backend name the API accepts, whether or not it is built here.
 NAMES = ("auto", "reference", "triton", "cuda", "cpu")
-#: Preference of ``auto``, fastest first.
-AUTO_ORDER = ("cuda", "triton", "cpu", "reference")
+#: Preference of ``auto``. On CUDA tensors Triton comes first where both GPU backends run a cell:
+#: neither has been measured on a GPU yet, and the Triton kernels are the ones compiled for sm_90
+#: in CI; the CUDA executor serves the cells Triton lacks (the Elman RNN).
+AUTO_ORDER = ("triton", "cuda", "cpu", "reference")
 
 _REGISTRY: dict[str, Backend] = {}
 
@@ -38,6 +41,7 @@ def register(backend: Backend) -> Backend:
 register(ReferenceBackend())
 register(CpuBackend())  # registered even when revrnn._C is not built: it then says why
 register(TritonBackend())  # likewise without Triton
+register(CudaBackend())  # likewise without revrnn._C_cuda, cuBLAS or a GPU
 
 
 def check_name(name: str) -> str:

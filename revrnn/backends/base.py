@@ -51,6 +51,8 @@ class Backend:
     traceable: bool = True
     #: input dtypes it runs
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+    #: the families' glue modules it loads (``<family package>.<glue>``); None: its name
+    glue: str | None = None
 
     def __init__(self) -> None:
         self._pickers: dict[type, Callable[[CellSpec], Any]] = {}
@@ -59,7 +61,7 @@ class Backend:
         """Import the glue of every family that has some for this backend (see
         :mod:`revrnn.cells.family`); called once, when the backend is registered."""
         for family in families:
-            glue = family.glue(self.name)
+            glue = family.glue(self.glue or self.name)
             if glue is not None:
                 pick = glue.runners(self)
                 self._pickers.update(dict.fromkeys(family.cells, pick))

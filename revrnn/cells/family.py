@@ -3,10 +3,11 @@ modules and command-line names that build them, the backends that have glue for 
 cases that tests, benchmarks and the sm_90 compile sweep run.
 
 A family is a package ``revrnn/cells/<family>/``. Its backend glue follows one convention: for
-each name in :attr:`Family.backends` the module ``<package>.<backend name>`` defines
+each name in :attr:`Family.backends` the module ``<package>.<name>`` defines
 ``runners(backend) -> pick``, where ``pick(cell)`` returns the object that runs ``cell`` on that
 backend (a Triton runner, the compiled executor's glue, the reversible half-updates) or None
-where the family has none for it. The backend imports the glue when it is created, never when
+where the family has none for it. A glue module is named for its backend, except ``executor``,
+the compiled executor's glue, which both the ``cpu`` and the ``cuda`` backend load. The backend imports the glue when it is created, never when
 it runs a cell (``torch.compile`` cannot trace an import).
 """
 from __future__ import annotations
@@ -90,7 +91,7 @@ class Family:
     #: the same for modules that also need the sequence length their time gates spread over
     #: (``t_max``): a training run builds them with its ``T``
     timed_modules: Mapping[str, str] = field(default_factory=dict)
-    #: backends with glue modules in the family's package
+    #: glue modules in the family's package: backend names, or ``executor`` (backends cpu and cuda)
     backends: tuple[str, ...] = ()
     cases: tuple[Case, ...] = ()
     #: benchmark groups of ``bench/triton_cells.py`` that the family's ``<package>.bench``

@@ -53,7 +53,7 @@ namespace nru {
 
 // Per row: the vectors w of both sides (2 k M), then per side s_p, s_q and per side and head a,
 // n, floor, d.
-constexpr int64_t work_size(int64_t k, int64_t M) { return 2 * k * M + 4 + 8 * k; }
+REVRNN_HD constexpr int64_t work_size(int64_t k, int64_t M) { return 2 * k * M + 4 + 8 * k; }
 
 template <typename T>
 REVRNN_HD T tiny();  // the smallest normal number, the spec's torch.finfo(dtype).tiny
@@ -275,15 +275,59 @@ int64_t work(const NruChunk<T>& c) {  // multiply-adds per step
   return c.B * (c.H + 2 * c.k + 4 * c.r) * (c.H + c.M);
 }
 
+template <typename T>
+struct AddBias {  // out[:, q] += bias[q]
+  T* out;
+  const T* bias;
+  int64_t Q;
+  REVRNN_HD void operator()(int64_t b, int64_t q, bool) const { out[b * Q + q] += bias[q]; }
+};
+
+// The memory update of one row (column 0 of a one-column pass) on a valid row; an ended row
+// keeps its memory (already copied by the caller).
+template <typename T>
+struct MemoryForward {
+  NruChunk<T> c;
+  const T* heads;  // the slice's first row
+  T* work;
+  const T* prev;   // the slice's rows of S_{t-1} and S_t, L columns each
+  T* next;
+  REVRNN_HD void operator()(int64_t b, int64_t, bool valid) const {
+    const int64_t L = c.H + c.M, Q = 2 * c.k + 4 * c.r;
+    if (valid) memory_forward(Row<T>{c, heads + b * Q, work + b * work_size(c.k, c.M)}, prev + b * L + c.H,
+                              next + b * L + c.H);
+  }
+};
+
+// The memory update's backward of one row: d heads and g's memory columns; zero d heads on an
+// ended row. u's memory columns serve as the clamp's scratch.
+template <typename T>
+struct MemoryBackward {
+  NruChunk<T> c;
+  const T* heads;
+  T* work;
+  const T* prev;
+  T* g;
+  T* dheads;
+  T* u;
+  REVRNN_HD void operator()(int64_t b, int64_t, bool valid) const {
+    const int64_t L = c.H + c.M, Q = 2 * c.k + 4 * c.r;
+    if (valid) {
+      memory_backward(Row<T>{c, heads + b * Q, work + b * work_size(c.k, c.M)}, prev + b * L + c.H, g + b * L + c.H,
+                      dheads + b * Q, u + b * L + c.H);
+    } else {
+      for (int64_t q = 0; q < Q; ++q) dheads[b * Q + q] = T(0);
+    }
+  }
+};
+
 // heads[rows] = in W_heads^T + b, in: the rows' [h_t; m_{t-1}]
 template <class Device, typename T>
 void heads(Device& dev, const NruChunk<T>& c, int64_t r0, int64_t n, const T* in) {
   const int64_t L = c.H + c.M, Q = 2 * c.k + 4 * c.r;
   T* out = c.heads + r0 * Q;
   dev.gemm(false, true, n, Q, L, T(1), in, L, c.w_heads, L, T(0), out, Q);
-  if (c.b_heads)
-    for (int64_t b = 0; b < n; ++b)
-      for (int64_t q = 0; q < Q; ++q) out[b * Q + q] += c.b_heads[q];
+  if (c.b_heads) dev.pointwise(n, Slice{0, Q}, nullptr, AddBias<T>{out, c.b_heads, Q});
 }
 
 }  // namespace nru
@@ -304,10 +348,8 @@ void nru_forward(Device& dev, const NruChunk<T>& c) {
                                           c.y + (t * c.B + r0) * H, H, L});
       dev.pointwise(n, Slice{H, L}, nullptr, nru::Columns<T>{prev, next, L});
       nru::heads(dev, c, r0, n, static_cast<const T*>(next));
-      for (int64_t b = 0; b < n; ++b)
-        if (!mask || mask[b])
-          nru::memory_forward(nru::Row<T>{c, c.heads + (r0 + b) * Q, c.work + (r0 + b) * W}, prev + b * L + H,
-                              next + b * L + H);
+      dev.pointwise(n, Slice{0, 1}, mask,
+                    nru::MemoryForward<T>{c, c.heads + r0 * Q, c.work + r0 * W, prev, next});
     }
   }, 1);  // slices of one row
 }
@@ -329,14 +371,8 @@ void nru_backward(Device& dev, const NruChunk<T>& c) {
       dev.pointwise(n, Slice{0, H}, nullptr, nru::Columns<T>{next, u, L});
       dev.pointwise(n, Slice{H, L}, nullptr, nru::Columns<T>{prev, u, L});
       nru::heads(dev, c, r0, n, static_cast<const T*>(u));
-      for (int64_t b = 0; b < n; ++b) {
-        if (!mask || mask[b]) {  // u's memory columns serve as the clamp's scratch
-          nru::memory_backward(nru::Row<T>{c, c.heads + (r0 + b) * Q, c.work + (r0 + b) * W}, prev + b * L + H,
-                               g + b * L + H, dheads + b * Q, u + b * L + H);
-        } else {
-          for (int64_t q = 0; q < Q; ++q) dheads[b * Q + q] = T(0);
-        }
-      }
+      dev.pointwise(n, Slice{0, 1}, mask,
+                    nru::MemoryBackward<T>{c, c.heads + r0 * Q, c.work + r0 * W, prev, g, dheads, u});
       dev.gemm(false, false, n, L, Q, T(1), static_cast<const T*>(dheads), Q, c.w_heads, L, T(1), g, L);
       dev.pointwise(n, Slice{0, H}, mask, nru::HiddenBackward<T>{g, c.grad_y + (t * c.B + r0) * H, next, dxp, H, L});
       dev.gemm(false, false, n, L, H, T(1), static_cast<const T*>(dxp), H, c.w_hh, L, T(1), g, L);

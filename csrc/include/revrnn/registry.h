@@ -8,7 +8,10 @@
 #include <string>
 #include <type_traits>
 
+#include "revrnn/cells.h"
 #include "revrnn/executor.h"
+#include "revrnn/glstm_sparse.h"
+#include "revrnn/nru.h"
 #include "revrnn/reversible.h"
 
 namespace revrnn {
@@ -84,14 +87,20 @@ constexpr RevEntry rev_entry(const char* name) {
           Run<Cell, double>::rev_backward};
 }
 
-// What a module runs: its tables (one per device, from REVRNN_CELLS and REVRNN_REVERSIBLE_CELLS)
-// and why it cannot run yet ("" when it can: its GEMM library is loaded).
+// What a module runs: its tables (one per device, from REVRNN_CELLS and REVRNN_REVERSIBLE_CELLS),
+// why it cannot run yet ("" when it can: its GEMM library is loaded), and the loops of their own.
 struct Registry {
   const CellEntry* cells;
   std::size_t n_cells;
   const RevEntry* reversible;
   std::size_t n_reversible;
   std::string (*not_ready)();
+  // the NRU's loop (revrnn/nru.h) and the g-LSTM's sparse chunk (revrnn/glstm_sparse.h), forward
+  // or backward
+  void (*nru_f32)(const Where&, bool backward, const NruChunk<float>&);
+  void (*nru_f64)(const Where&, bool backward, const NruChunk<double>&);
+  void (*glstm_sparse_f32)(const Where&, bool backward, const SparseChunk<float>&);
+  void (*glstm_sparse_f64)(const Where&, bool backward, const SparseChunk<double>&);
 
   const CellEntry* cell(const std::string& name) const { return find(cells, n_cells, name); }
   const RevEntry* rev(const std::string& name) const { return find(reversible, n_reversible, name); }
@@ -112,5 +121,75 @@ struct Registry {
     return out;
   }
 };
+
+// The runners of a device policy: Device is constructed from a Where, runs a loop, and its
+// finish(fn) throws what failed, naming the call.
+template <class Device>
+struct Runs {
+  template <class Cell, typename T>
+  struct Run {
+    static void forward(const Where& w, const ChunkForward<T>& c) {
+      Device dev(w);
+      forward_chunk<Cell>(dev, c);
+      dev.finish("forward_chunk");
+    }
+    static void backward(const Where& w, const ChunkBackward<T>& c) {
+      Device dev(w);
+      backward_chunk<Cell>(dev, c);
+      dev.finish("backward_chunk");
+    }
+    static void rev_forward(const Where& w, const RevChunk<T>& c) {
+      Device dev(w);
+      rev_forward_chunk<Cell>(dev, c);
+      dev.finish("rev_forward_chunk");
+    }
+    static void rev_backward(const Where& w, const RevChunk<T>& c) {
+      Device dev(w);
+      rev_backward_chunk<Cell>(dev, c);
+      dev.finish("rev_backward_chunk");
+    }
+  };
+
+  template <typename T>
+  static void nru(const Where& w, bool backward, const NruChunk<T>& c) {
+    Device dev(w);
+    if (backward)
+      nru_backward(dev, c);
+    else
+      nru_forward(dev, c);
+    dev.finish(backward ? "nru_backward" : "nru_forward");
+  }
+
+  template <typename T>
+  static void glstm_sparse(const Where& w, bool backward, const SparseChunk<T>& c) {
+    Device dev(w);
+    if (backward)
+      glstm_sparse_backward(dev, c);
+    else
+      glstm_sparse_forward(dev, c);
+    dev.finish(backward ? "glstm_sparse_backward" : "glstm_sparse_forward");
+  }
+};
+
+// The registry of Device: every cell of revrnn/cells.h, float and double.
+template <class Device>
+const Registry& device_registry(std::string (*not_ready)()) {
+#define REVRNN_ENTRY(name, Cell) cell_entry<Runs<Device>::template Run, Cell>(#name),
+  static const CellEntry cells[] = {REVRNN_CELLS(REVRNN_ENTRY)};
+#undef REVRNN_ENTRY
+#define REVRNN_ENTRY(name, Cell) rev_entry<Runs<Device>::template Run, Cell>(#name),
+  static const RevEntry reversible[] = {REVRNN_REVERSIBLE_CELLS(REVRNN_ENTRY)};
+#undef REVRNN_ENTRY
+  static const Registry r{cells,
+                          sizeof(cells) / sizeof(cells[0]),
+                          reversible,
+                          sizeof(reversible) / sizeof(reversible[0]),
+                          not_ready,
+                          Runs<Device>::template nru<float>,
+                          Runs<Device>::template nru<double>,
+                          Runs<Device>::template glstm_sparse<float>,
+                          Runs<Device>::template glstm_sparse<double>};
+  return r;
+}
 
 }  // namespace revrnn

@@ -5,7 +5,7 @@ from ..family import Case, Family
 from .spec import ElmanCell, check_nonlinearity
 
 FAMILY = Family(
-    name="elman", package=__name__, cells=(ElmanCell,), modules={"elman": "RNN"}, backends=("cpu",),
+    name="elman", package=__name__, cells=(ElmanCell,), modules={"elman": "RNN"}, backends=("executor",),
     cases=(
         Case("rnn-tanh", "RNN"),
         Case("rnn-relu-nobias", "RNN", dict(nonlinearity="relu", bias=False)),

@@ -5,7 +5,7 @@ from .spec import SIGMA_MIN, GLSTMCell
 
 _GATE = dict(t_max=12.0, sigma_fraction=0.2)
 FAMILY = Family(
-    name="glstm", package=__name__, cells=(GLSTMCell,), backends=("triton", "cpu"), bench_groups=("sparse",),
+    name="glstm", package=__name__, cells=(GLSTMCell,), backends=("triton", "executor"), bench_groups=("sparse",),
     timed_modules={"glstm": "GLSTM"},
     cases=(
         Case("glstm", "GLSTM", _GATE, low_precision=True, gradcheck={}),

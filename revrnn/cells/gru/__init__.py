@@ -6,7 +6,7 @@ from .spec import GATE_TERMS, GRUCell, check_variant
 
 _LOW, _GRADCHECK = {"gru0-after", "gru1-before"}, {"gru1-after", "gru2-before"}
 FAMILY = Family(
-    name="gru", package=__name__, cells=(GRUCell,), modules={"gru": "GRU"}, backends=("triton", "cpu"),
+    name="gru", package=__name__, cells=(GRUCell,), modules={"gru": "GRU"}, backends=("triton", "executor"),
     cases=(
         *(Case(f"gru{v}-{'after' if ra else 'before'}", "GRU", dict(variant=v, reset_after=ra),
                low_precision=f"gru{v}-{'after' if ra else 'before'}" in _LOW,

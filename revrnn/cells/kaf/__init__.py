@@ -6,7 +6,7 @@ from .spec import KAFGates, KAFGRUCell, KAFLSTMCell, kaf, kaf_gamma, kaf_gate, k
 
 FAMILY = Family(
     name="kaf", package=__name__, cells=(KAFLSTMCell, KAFGRUCell), modules={"kaflstm": "KAFLSTM", "kafgru": "KAFGRU"},
-    backends=("triton", "cpu"),
+    backends=("triton", "executor"),
     cases=(
         Case("kaflstm", "KAFLSTM", low_precision=True, gradcheck=dict(kaf_size=2), compile="every", bench="KAFLSTM"),
         Case("kafgru", "KAFGRU", dict(kaf_size=7), low_precision=True, gradcheck=dict(kaf_size=2), compile="every"),

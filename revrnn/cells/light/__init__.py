@@ -7,7 +7,7 @@ from .ligru import BN_EPS, BN_MOMENTUM, LightCell, LiGRUCell, check_recurrent_dr
 
 FAMILY = Family(
     name="light", package=__name__, cells=(LiGRUCell, LiBRUCell), modules={"ligru": "LiGRU", "libru": "LiBRU"},
-    backends=("triton", "cpu"),
+    backends=("triton", "executor"),
     cases=(
         Case("ligru-dropout", "LiGRU", dict(recurrent_dropout=0.25), compile="every"),
         Case("ligru-nobn", "LiGRU", dict(batch_norm=False), low_precision=True, gradcheck={}, compile="every",

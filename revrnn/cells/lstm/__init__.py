@@ -4,7 +4,7 @@ from ..family import Case, Family
 from .spec import LSTMCell, chrono_log_uniform
 
 FAMILY = Family(
-    name="lstm", package=__name__, cells=(LSTMCell,), modules={"lstm": "LSTM"}, backends=("triton", "cpu"),
+    name="lstm", package=__name__, cells=(LSTMCell,), modules={"lstm": "LSTM"}, backends=("triton", "executor"),
     cases=(
         Case("lstm", "LSTM", low_precision=True, gradcheck={}, compile="every", baseline="LSTM"),
         Case("lstm-nobias", "LSTM", dict(bias=False)),

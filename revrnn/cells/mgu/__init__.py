@@ -4,7 +4,7 @@ from ..family import Case, Family
 from .spec import MGUCell
 
 FAMILY = Family(
-    name="mgu", package=__name__, cells=(MGUCell,), modules={"mgu": "MGU"}, backends=("triton", "cpu"),
+    name="mgu", package=__name__, cells=(MGUCell,), modules={"mgu": "MGU"}, backends=("triton", "executor"),
     cases=(
         *(Case(f"mgu{v}", "MGU", dict(variant=v), low_precision=v == 0, gradcheck={} if v == 0 else None,
                compile="every" if v == 0 else "some", bench="MGU" if v == 0 else None) for v in range(4)),

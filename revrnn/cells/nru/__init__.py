@@ -5,7 +5,7 @@ from ..family import Case, Family
 from .spec import L5_EPS, NRUCell, check_heads, l5_heads
 
 FAMILY = Family(
-    name="nru", package=__name__, cells=(NRUCell,), modules={"nru": "NRU"}, backends=("triton", "cpu"),
+    name="nru", package=__name__, cells=(NRUCell,), modules={"nru": "NRU"}, backends=("triton", "executor"),
     cases=(
         # geometries (memory size M, heads k), φ = ReLU and the memory clamp
         Case("nru-m8k2", "NRU", dict(memory_size=8, num_heads=2), hidden=7, compile="every"),

@@ -11,7 +11,7 @@ from .revlstm import RevLSTMCell
 
 FAMILY = Family(
     name="reversible", package=__name__, cells=(RevGRUCell, RevLSTMCell),
-    modules={"revgru": "RevGRU", "revlstm": "RevLSTM"}, backends=("reference", "triton", "cpu"),
+    modules={"revgru": "RevGRU", "revlstm": "RevLSTM"}, backends=("reference", "triton", "executor"),
     reversible_of={"gru": "revgru", "lstm": "revlstm", "revgru": "revgru", "revlstm": "revlstm"},
     cases=tuple(Case(f"{name.lower()}-k{bits}", name, dict(forget_bits=bits, verify=False), hidden=22, compile="float",
                      full=bits in (1, 10), bench=name if bits == 3 else None, conformance=bits in (0, 3))

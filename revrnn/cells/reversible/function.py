@@ -66,9 +66,9 @@ class RevPlan:
     #: :class:`Halves` with ``step``, ``step_back`` and the ``buffer`` class they work with
     halves: list[Any] = field(default_factory=list)
     stats: BufferStats | None = None
-    #: the threads the forward ran on, where a backend's gates depend on them (the reverse
-    #: must recompute the forward's gates bit for bit)
-    threads: int | None = None
+    #: where the forward ran, for a backend whose gates depend on it (the reverse must recompute
+    #: the forward's gates bit for bit): the compiled executor's ``where`` (CPU: its threads)
+    threads: Any = None
 
     @property
     def forget_bits(self) -> int:

@@ -2,7 +2,7 @@
 ``elman_relu`` in ``csrc/include/revrnn/cells.h``; both biases are in the projection."""
 from __future__ import annotations
 
-from ...backends.cpu import Executor
+from ...backends.executor import Executor
 from .spec import ElmanCell
 
 

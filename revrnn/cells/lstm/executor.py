@@ -3,7 +3,7 @@ projection (``lstm`` in ``csrc/include/revrnn/cells.h``) and with ``proj_size`` 
 executor projects h = o tanh(c) W_hr^T after each step); its biases are in the projection."""
 from __future__ import annotations
 
-from ...backends.cpu import Executor
+from ...backends.executor import Executor
 from .spec import LSTMCell
 
 

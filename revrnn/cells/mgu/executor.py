@@ -4,7 +4,7 @@ with one gate; variant 3 on variant 1's executor with a zero gate row block (the
 ``BiasGates``)."""
 from __future__ import annotations
 
-from ..gru.cpu import BiasGatesResetBefore, ResetBeforeExecutor, variant_name
+from ..gru.executor import BiasGatesResetBefore, ResetBeforeExecutor, variant_name
 from .spec import MGUCell
 
 

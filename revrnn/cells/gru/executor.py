@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ...backends.cpu import Executor
+from ...backends.executor import Executor
 from .spec import GRUCell
 
 

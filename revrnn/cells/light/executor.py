@@ -4,7 +4,7 @@ LiBRU (``libru``, ``libru_logprobs``), whose recurrent GEMM reads log h in the p
 norm is in the projection."""
 from __future__ import annotations
 
-from ...backends.cpu import Executor
+from ...backends.executor import Executor
 from .libru import LiBRUCell
 from .ligru import LiGRUCell
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from ...backends.cpu import Executor
-from ..gru.cpu import GRUExecutor
+from ...backends.executor import Executor
+from ..gru.executor import GRUExecutor
 from .spec import KAFGRUCell, KAFLSTMCell
 
 

@@ -1,14 +1,16 @@
-"""Glue of the g-LSTM for the compiled executor (backend ``cpu``): the dense path (``glstm`` in
+"""Glue of the g-LSTM for the compiled executor (backends ``cpu`` and ``cuda``): the dense path (``glstm`` in
 ``csrc/include/revrnn/cells.h``), the LSTM update blended by each unit's time gate; the chunk's
 gates (K, H) are the step's per-unit operand, and the gradients of ``mu`` and ``sigma`` follow
 from theirs (:func:`.spec.time_gate_grads`). And the sparse path
-(``csrc/include/revrnn/glstm_sparse.h``), which computes and keeps open unit-steps only; loading
-this glue adds its settings to the backend (:mod:`.sparse`)."""
+(``csrc/include/revrnn/glstm_sparse.h``), which computes and keeps open unit-steps only, for
+float32 and float64 inputs (16-bit ones run dense, and ``glstm_sparse="always"`` raises for them);
+loading this glue adds its settings to the backend (:mod:`.sparse`)."""
 from __future__ import annotations
 
 import torch
 
-from ...backends.cpu import _C, Executor, address, check, flag, mask_address
+from ...backends.compiled import address, target
+from ...backends.executor import Executor
 from .sparse import add_settings, open_units, use_sparse
 from .spec import GLSTMCell, time_gate_grads
 
@@ -32,7 +34,14 @@ class GLSTMExecutor(Executor):
         xp = chunk.xp.contiguous()
         K, B, _ = xp.shape
         H, dtype = cell.hidden_size, xp.dtype
-        k = self.checked_unit(cell, p, chunk, K, dtype)
+        if dtype not in (torch.float32, torch.float64):
+            if self.backend.glstm_sparse == "always":
+                raise ValueError(f"backend {self.backend.name!r} runs the g-LSTM's sparse path on float32 and "
+                                 f"float64 inputs only, got {dtype}; set glstm_sparse='auto' or 'never'")
+            return super().forward(cell, p, extras, chunk, state, keep)
+        tg = target(xp.device)
+        check = tg.checker(xp.device)
+        k = self.checked_unit(check, cell, p, chunk, K, dtype)
         if not use_sparse(self.backend, k):
             return super().forward(cell, p, extras, chunk, state, keep)
         check("xp", xp, (K, B, 4 * H), dtype)
@@ -42,20 +51,20 @@ class GLSTMExecutor(Executor):
         work = self.backend.sparse_work
         work.open += sum(counts)
         work.total += K * H
-        offsets = torch.tensor([0, *counts], dtype=torch.int64).cumsum(0)
+        offsets = torch.tensor([0, *counts], dtype=torch.int64).cumsum(0)  # host memory: the loop reads it
         N, n = int(offsets[-1]), max(1, max(counts, default=0))
         h, c = (s.to(dtype, memory_format=torch.contiguous_format, copy=True) for s in state)
         for i, s in enumerate((h, c)):
             check(f"state[{i}]", s, (B, H), dtype)
-        mask, mask_ptr = mask_address(chunk, K, B)
+        mask, mask_ptr = tg.mask(chunk, K, B, xp.device)
         act, prev, y = xp.new_empty(N, B, 4), xp.new_empty(N, B, 2), xp.new_empty(K, B, H)
         units = units.contiguous()
         w_open, rec = xp.new_empty(4 * n, H), xp.new_empty(B, 4 * n)  # scratch, alive through the call
         if B and H:
-            _C.glstm_sparse_forward(flag("xp", dtype), K, B, H, [
+            tg.module.glstm_sparse_forward(tg.flag("xp", dtype), tg.where(xp.device), K, B, H, [
                 xp.data_ptr(), w.data_ptr(), mask_ptr, k.data_ptr(), offsets.data_ptr(), address(units if N else None),
                 h.data_ptr(), c.data_ptr(), address(act if N else None), address(prev if N else None), y.data_ptr(),
-                0, 0, 0, 0, 0, w_open.data_ptr(), rec.data_ptr(), 0])
+                0, 0, 0, 0, 0, w_open.data_ptr(), rec.data_ptr(), 0, 0])
         end = (h.clone(), c.clone())
         # kept: nothing for closed unit-steps (the end state, and per open one its state and gates)
         return y, end, ((h, c, offsets, units, act, prev) if keep else None)
@@ -67,7 +76,9 @@ class GLSTMExecutor(Executor):
         h_end, c_end, offsets, units, act, prev = residuals
         K, B, H = grad_out.shape
         dtype = h_end.dtype
-        k = self.checked_unit(cell, p, chunk, K, dtype)
+        tg = target(h_end.device)
+        check = tg.checker(h_end.device)
+        k = self.checked_unit(check, cell, p, chunk, K, dtype)
         w = p["weight_hh"].contiguous()
         check("weight_hh", w, (4 * H, H), dtype)
         grad_y = grad_out.contiguous()
@@ -80,10 +91,12 @@ class GLSTMExecutor(Executor):
         dh, dc = (g.to(dtype, memory_format=torch.contiguous_format, copy=True) for g in grad_state)
         dxp, dgate = grad_y.new_empty(K, B, 4 * H), grad_y.new_empty(K, H)
         dw = torch.zeros_like(w) if p["weight_hh"].requires_grad else None
-        mask, mask_ptr = mask_address(chunk, K, B)
-        scratch = [grad_y.new_empty(4 * n, H), grad_y.new_empty(B, 4 * n), grad_y.new_empty(4 * n, H)]
+        mask, mask_ptr = tg.mask(chunk, K, B, h_end.device)
+        # w, rec, dw and dk (each row's part of d k, summed in row order)
+        scratch = [grad_y.new_empty(4 * n, H), grad_y.new_empty(B, 4 * n), grad_y.new_empty(4 * n, H),
+                   grad_y.new_empty(B, n)]
         if B and H:
-            _C.glstm_sparse_backward(flag("grad_out", dtype), K, B, H, [
+            tg.module.glstm_sparse_backward(tg.flag("grad_out", dtype), tg.where(h_end.device), K, B, H, [
                 0, w.data_ptr(), mask_ptr, k.data_ptr(), offsets.data_ptr(), address(units if N else None),
                 h.data_ptr(), c.data_ptr(), address(act if N else None), address(prev if N else None),
                 grad_y.data_ptr(), dh.data_ptr(), dc.data_ptr(), dxp.data_ptr(), address(dw), dgate.data_ptr(),

@@ -1,7 +1,9 @@
-"""Glue of the compiled executor for the reversible cells (backend ``cpu``): a chunk of steps of
-the whole stack per C++ call (``csrc/include/revrnn/reversible.h``), forward and reverse, with
-the information buffer's tensors updated in place (:class:`CpuBuffer`). Weight gradients stay
-one torch GEMM per chunk (:class:`~revrnn.cells.reversible.function.Reversible`).
+"""Glue of the compiled executor for the reversible cells (backends ``cpu`` and ``cuda``): a chunk
+of steps of the whole stack per C++ call (``csrc/include/revrnn/reversible.h``), forward and
+reverse, with the information buffer's tensors updated in place (:class:`CpuBuffer` on CPU
+tensors; on CUDA the buffer's own torch ops serve ``memory="store"``). Weight gradients stay one
+torch GEMM per chunk (:class:`~revrnn.cells.reversible.function.Reversible`). 16-bit inputs are
+refused: the reversible module runs its cells in float32 itself.
 
 The executor's σ and tanh are libmvec's, whose bits differ from torch's: outputs differ from
 ``backend="reference"`` at rounding level, while forward and reverse agree bit for bit (both run
@@ -15,7 +17,8 @@ import torch
 from torch import Tensor
 from torch.nn.functional import linear
 
-from ...backends.cpu import _C, address, check, flag
+from ...backends.compiled import TARGETS, address, target
+from ...backends.cpu import TARGET as CPU
 from ..base import Params
 from .base import Ints, RevCellSpec
 from .buffer import KernelBuffer
@@ -32,6 +35,7 @@ class CpuBuffer(KernelBuffer):
         h, n = h.contiguous(), n.expand(rows, G).contiguous()
         q = None if update is None else update.expand(rows, G).contiguous()
         row_mask = None if active is None else active.reshape(rows).contiguous()
+        check = CPU.checker(h.device)
         for name, t in (("h", h), ("n", n), ("update", q), ("word", self.word), ("height", self._height)):
             if t is not None:
                 check(name, t, (rows, G), torch.int64)
@@ -44,11 +48,11 @@ class CpuBuffer(KernelBuffer):
         return out
 
     def _multiply(self, h: Tensor, n: Tensor, active: Tensor | None, update: Tensor | None) -> Tensor:
-        return self._call(_C.rev_multiply, h, n, active, update,
+        return self._call(CPU.module.rev_multiply, h, n, active, update,
                           [self.word.data_ptr(), self._scratch.data_ptr(), self._height.data_ptr(), 0, 0, 0])
 
     def _divide(self, h: Tensor, n: Tensor, active: Tensor | None, update: Tensor | None) -> Tensor:
-        return self._call(_C.rev_divide, h, n, active, update,
+        return self._call(CPU.module.rev_divide, h, n, active, update,
                           [self.word.data_ptr(), self._scratch.data_ptr(), self._height.data_ptr(), 0, 0,
                            self._bad.data_ptr()])
 
@@ -61,15 +65,22 @@ class CompiledHalves(TorchHalf):
     """A reversible stack on the executor, a chunk per call; the reference's half-updates (torch
     ops) for ``memory="store"``."""
 
-    buffer = CpuBuffer
-
     def __init__(self, cell: RevCellSpec) -> None:
         super().__init__(cell)
-        try:
-            self.layout = _C.reversible_layout(cell.name)
-            self.missing = None
-        except ValueError as err:  # an extension built from older sources: rebuild it
-            self.missing = f"the compiled extension revrnn._C has no {cell.name!r} cell ({err}); rebuild it"
+        self.layout, self.missing = None, "no compiled extension is built"
+        for tg in TARGETS.values():
+            if tg.module is not None:
+                try:
+                    self.layout, self.missing = tg.module.reversible_layout(cell.name), None
+                except ValueError as err:  # an extension built from older sources: rebuild it
+                    self.missing = f"the compiled extension has no {cell.name!r} cell ({err}); rebuild it"
+                break
+
+    @staticmethod
+    def buffer(shape: tuple[int, ...], forget_bits: int, device: torch.device) -> KernelBuffer:
+        """The information buffer on ``device``: single multiplies in C++ on CPU tensors, in torch
+        ops elsewhere; chunk calls update its tensors in place on either."""
+        return (CpuBuffer if torch.device(device).type == "cpu" else KernelBuffer)(shape, forget_bits, device)
 
     def refusal(self, cell: RevCellSpec) -> str | None:
         return self.missing
@@ -79,7 +90,7 @@ class CompiledHalves(TorchHalf):
         if surs is not None:
             return super().forward_chunk(plan, params, x, start, ints, surs, hs, buf)
         if plan.threads is None:
-            plan.threads = torch.get_num_threads()
+            plan.threads = target(x.device).where(x.device)
         K, B = x.shape[:2]
         y = x.new_empty(K, B, plan.cells[0].hidden_size)
         self._run(plan, params, x, start, ints, hs, buf, y)
@@ -97,7 +108,7 @@ class CompiledHalves(TorchHalf):
                             "rh": [new(G), new(G)] if self.layout["reset"] else [None, None],
                             "xin": new(H) if layer else None})
         grad_y = grad_out.contiguous()
-        check("grad_out", grad_y, (K, B, H), x.dtype)
+        target(x.device).check("grad_out", grad_y, (K, B, H), x.dtype, x.device)
         self._run(plan, params, x, start, ints, hs, buf, grad_y, grads, records)
         M = K * B
         out = []
@@ -116,7 +127,9 @@ class CompiledHalves(TorchHalf):
         cell, reverse = plan.cells[0], grads is not None
         K, B = x.shape[:2]
         G, H, R, dtype = cell.half, cell.hidden_size, cell.blocks * cell.half, x.dtype
-        dt = flag("input", dtype)
+        tg = target(x.device)
+        check = tg.checker(x.device)
+        dt = tg.flag("input", dtype)
         p0 = params[0]
         w_ih = torch.cat([p0["weight_ih1"], p0["weight_ih2"]])
         bias = torch.cat([p0["bias1"], p0["bias2"]]) if "bias1" in p0 else None
@@ -181,6 +194,6 @@ class CompiledHalves(TorchHalf):
                            x.new_empty(B, H) if L > 1 and reverse else None]
         if not B:  # empty tensors have no address to hand out, and there is nothing to run
             return
-        run = _C.rev_backward_chunk if reverse else _C.rev_forward_chunk
+        run = tg.module.rev_backward_chunk if reverse else tg.module.rev_forward_chunk
         run(cell.name, dt, plan.threads, K, B, G, cell.forget_bits, cell.max_forget, xp0.data_ptr(), address(mask),
             y.data_ptr(), layers, stacks, depth, spill_at, op, list(map(address, scratch_buffers)))
