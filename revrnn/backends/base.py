@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..cells.base import CellSpec, Params, State
+from .graphs import Graphs
 
 if TYPE_CHECKING:
     from ..cells.family import Family
@@ -54,8 +55,24 @@ class Backend:
     #: the families' glue modules it loads (``<family package>.<glue>``); None: its name
     glue: str | None = None
 
+    #: whether its chunks can be captured in CUDA graphs (then ``graphs = True`` turns that on)
+    offers_graphs: bool = False
+
     def __init__(self) -> None:
         self._pickers: dict[type, Callable[[CellSpec], Any]] = {}
+        self._graphs_on = False
+        self._graphs = Graphs() if self.offers_graphs else None
+
+    @property
+    def graphs(self) -> bool:
+        """Run chunks on CUDA tensors through CUDA graphs (:mod:`.graphs`); off by default."""
+        return self._graphs_on
+
+    @graphs.setter
+    def graphs(self, on: bool) -> None:
+        if on and not self.offers_graphs:
+            raise ValueError(f"backend {self.name!r} does not offer CUDA graphs (the cuda and triton backends do)")
+        self._graphs_on = bool(on)
 
     def load_glue(self, families: tuple[Family, ...]) -> None:
         """Import the glue of every family that has some for this backend (see
@@ -89,8 +106,12 @@ class Backend:
 
     def forward_chunk(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                       state: State, keep: bool) -> tuple[Tensor, State, Any]:
+        runner = self.runner_for(cell)
         with torch.no_grad():
-            return self.runner_for(cell).forward(cell, p, extras, chunk, state, keep)
+            if self.graphed(chunk):
+                return self._graphs.run("forward", cell, lambda c, *a: runner.forward(cell, a[0], a[1], c, *a[2:]),
+                                        chunk, p, extras, state, keep)
+            return runner.forward(cell, p, extras, chunk, state, keep)
 
     def recompute_residuals(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                             state: State) -> Any:
@@ -100,8 +121,17 @@ class Backend:
     def backward_chunk(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                        residuals: Any, grad_out: Tensor, grad_state: State
                        ) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        runner = self.runner_for(cell)
         with torch.no_grad():
-            return self.runner_for(cell).backward(cell, p, extras, chunk, residuals, grad_out, grad_state)
+            if self.graphed(chunk):
+                return self._graphs.run("backward", cell, lambda c, *a: runner.backward(cell, a[0], a[1], c, *a[2:]),
+                                        chunk, p, extras, residuals, grad_out, grad_state)
+            return runner.backward(cell, p, extras, chunk, residuals, grad_out, grad_state)
+
+    def graphed(self, chunk: Chunk) -> bool:
+        """Whether this chunk runs through CUDA graphs (:mod:`.graphs`): ``graphs`` set on a
+        backend that offers them, on CUDA tensors."""
+        return self.graphs and chunk.xp.device.type in self._graphs.devices
 
 
 class Runner:

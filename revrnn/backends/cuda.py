@@ -75,4 +75,5 @@ class CudaBackend(CompiledBackend):
     """The compiled executor on CUDA tensors, for the cells whose executor glue runs there."""
 
     name = "cuda"
+    offers_graphs = True
     device_type = "cuda"

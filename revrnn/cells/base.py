@@ -49,6 +49,9 @@ class CellSpec:
     #: True if each step's projection depends only on that step's input (no batch
     #: statistics); then ``recompute`` can rebuild projections per chunk instead of keeping them.
     rowwise_projection: bool = True
+    #: True if ``step`` reads ``t`` (time-gated cells): a chunk's result then depends on its first
+    #: step's index, not only on its tensors (a CUDA graph is captured per index)
+    reads_time: bool = False
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         self.input_size = input_size

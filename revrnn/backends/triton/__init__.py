@@ -35,6 +35,7 @@ class TritonBackend(Backend):
     A family's glue may add settings of its own when it is loaded (see its ``triton.py``)."""
 
     name = "triton"
+    offers_graphs = True
     auto_devices = ("cuda",)
     dtypes = DTYPES
 

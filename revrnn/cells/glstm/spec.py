@@ -56,6 +56,7 @@ class GLSTMCell(LSTMCell):
     """
 
     name = "glstm"
+    reads_time = True
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, t_max: float,
                  sigma_fraction: float = 0.1, gate_threshold: float = 1e-3):
