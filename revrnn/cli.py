@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from . import available_backends, init
+from . import __version__, available_backends, init
 from . import nn as rnn
 from .demo import Settings as DemoSettings
 from .demo import __doc__ as demo_doc
@@ -190,6 +190,7 @@ def _strategies(text: str) -> list[Strategy]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="revrnn", description=__doc__)
+    p.add_argument("--version", action="version", version=f"revrnn {__version__} (torch {torch.__version__})")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train any cell on a task (copy, adding, denoise, digits, chars ...)",

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+import revrnn
 from revrnn.cli import TRAINABLE, main
 
 
@@ -107,3 +109,10 @@ def test_bad_flags_end_in_one_line(argv, message):
     with pytest.raises(SystemExit) as e:
         main(argv + ["--steps", "1", "--no-progress"])
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"revrnn {revrnn.__version__} (torch {torch.__version__})"

@@ -31,10 +31,19 @@ __global__ void pointwise_kernel(int64_t B, Slice u, const uint8_t* mask, F f) {
 
 class CudaDevice {
  public:
+  // Makes w.device current for the chunk (the caller's current device is restored after it:
+  // the runtime's current device is the thread's, which torch reads too).
   explicit CudaDevice(const Where& w) : stream_(static_cast<cudaStream_t>(w.stream)) {
-    err_ = cudaSetDevice(w.device);
+    err_ = cudaGetDevice(&previous_);
+    if (err_ == cudaSuccess && previous_ != w.device) err_ = cudaSetDevice(w.device);
     if (err_ == cudaSuccess) status_ = cublas::prepare(w.device, w.stream, w.workspace, w.workspace_bytes, &blas_);
   }
+  ~CudaDevice() {
+    int now = previous_;
+    if (cudaGetDevice(&now) == cudaSuccess && now != previous_) cudaSetDevice(previous_);
+  }
+  CudaDevice(const CudaDevice&) = delete;
+  CudaDevice& operator=(const CudaDevice&) = delete;
 
   template <class Body>
   void parallel(int64_t n, int64_t /*work*/, const Body& body, int64_t /*quantum*/ = 1) {
@@ -71,6 +80,7 @@ class CudaDevice {
 
  private:
   cudaStream_t stream_;
+  int previous_ = 0;
   void* blas_ = nullptr;
   cudaError_t err_ = cudaSuccess;
   int status_ = 0;
