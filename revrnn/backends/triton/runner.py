@@ -15,6 +15,9 @@ try:  # at import, not first use: torch.compile cannot trace an import
 except ImportError as err:  # Triton is not installed
     kernels = common = None
     MISSING = f"Triton is not importable ({err}); pip install triton"
+except Exception as err:  # installed but broken, e.g. a version whose API the kernels do not fit
+    kernels = common = None
+    MISSING = f"Triton failed to import ({type(err).__name__}: {err}); revrnn is tested with triton 3.9"
 
 
 class ChunkBuffers:
