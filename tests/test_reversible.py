@@ -3,6 +3,8 @@ forward, masks, dropout, range safety, the verify guard and activation memory
 (spec ``reversible.md`` §6, tests 4 and 6-13)."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -377,3 +379,20 @@ def test_activation_memory_constant_in_T(cls):
     growth_bound = (optimal[4000] - optimal[100]) * 64 / (53 - k) + 64 * elements + 8 * elements * (4000 - 100) / 64
     assert used[4000] - used[100] <= growth_bound
     assert s[4000] > 20 * r[4000]
+
+
+@pytest.mark.parametrize("cls", [RevGRU, RevLSTM])
+def test_autocast_is_said_once_and_changes_nothing(cls):
+    """Under autocast the reversible cells run in their own dtype (exact reversal needs the same
+    gate arithmetic both ways): one warning per module, and the float32 result."""
+    torch.manual_seed(0)
+    m = cls(4, 8)
+    x = torch.randn(6, 2, 4)
+    want = m(x)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = [m(x)[0] for _ in range(2)]
+    said = [w for w in caught if "under autocast" in str(w.message)]
+    assert len(said) == 1 and "bfloat16" in str(said[0].message)
+    assert all(torch.equal(g, want) for g in got)

@@ -12,6 +12,8 @@ reverses its own forward exactly. ``"auto"`` picks Triton on CUDA tensors when i
 """
 from __future__ import annotations
 
+import warnings
+
 from typing import Any, Callable
 
 import torch
@@ -53,6 +55,7 @@ class ReversibleBase(RecurrentBase):
         check_chunk(self._chunk, self.cells)
         #: buffer accounting of the last forward (None before the first)
         self.last_stats: BufferStats | None = None
+        self._warned_autocast = False
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", forget_bits={self.forget_bits}"
@@ -67,6 +70,12 @@ class ReversibleBase(RecurrentBase):
         if x.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{type(self).__name__} supports float32 and float64, got {x.dtype}; "
                             "convert the module with .float() or .double()")
+        if torch.is_autocast_enabled(x.device.type) and not getattr(self, "_warned_autocast", False):
+            # the forward and the reverse must compute the same gates bit for bit: no autocast inside
+            self._warned_autocast = True
+            warnings.warn(f"{type(self).__name__} runs in {x.dtype} under autocast "
+                          f"({torch.get_autocast_dtype(x.device.type)}): its exact reversal needs the same "
+                          "gate arithmetic forward and backward, so autocast is off inside it", stacklevel=3)
         drop = [None]
         for _ in range(1, self.num_layers):
             if self.training and self.dropout > 0:
