@@ -338,20 +338,6 @@ def test_low_precision(case, dtype):
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_auto_compiles_fullgraph(module):
-    """torch.compile(fullgraph=True) cannot trace the executor's raw pointers: ``auto`` gives the
-    compiled graph the reference, whose result equals the executor's eager one (float32; the
-    KAF cells in float64, see DTYPES)."""
-    torch._dynamo.reset()  # each configuration compiles the engine afresh (no recompile limit)
-    dtype = torch.float64 if module.startswith("KAF") else torch.float32
-    m = make(module, I, H, dtype=dtype)
-    x = torch.randn(6, B, I, dtype=dtype)
-    want = grads(m, x)
-    got = {k.replace("_orig_mod.", ""): v for k, v in grads(torch.compile(m, fullgraph=True), x).items()}
-    assert_close_all(got, want, RTOL[dtype])
-
-
-@pytest.mark.parametrize("module", MODULES)
 def test_threads_split_the_work(module, two_threads, poison):
     """Big enough a step for a team of two threads (csrc/cpu/device.h: kParallelWork), each with
     a slice of the units, H = 100 so that the slices are uneven (64 and 36), or for the NRU of the

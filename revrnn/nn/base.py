@@ -7,6 +7,7 @@ sequence engine, and applies dropout between layers.
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
 from typing import Any, Callable
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from .. import stack_op
 from ..backends import check_name, resolve
 from ..cells.base import CellSpec, Params
 from ..engine import MEMORY, Plan, check_memory, run_sequence
@@ -94,12 +96,31 @@ class RecurrentBase(nn.Module):
                     names[spec.name] = attr
                 self.cells.append(cell)
                 self._names.append(names)
+        self._given: dict[str, Tensor] | None = None
+        self._key = stack_op.register(self)
         self.reset_parameters()
 
     # -- parameters -----------------------------------------------------------------------
     def cell_params(self, index: int) -> Params:
         """The tensors of layer-direction ``index`` (= layer * num_directions + direction)."""
-        return {name: getattr(self, attr) for name, attr in self._names[index].items()}
+        given = self._given
+        return {name: given[attr] if given is not None else getattr(self, attr)
+                for name, attr in self._names[index].items()}
+
+    @contextlib.contextmanager
+    def using(self, tensors: dict[str, Tensor]):
+        """Run with ``tensors`` (attribute name -> tensor, every parameter and buffer of the
+        layers) in place of the module's own (:mod:`revrnn.stack_op` hands in its inputs)."""
+        self._given = tensors
+        try:
+            yield
+        finally:
+            self._given = None
+
+    def __setstate__(self, state) -> None:  # a copy or an unpickled module is a module of its own
+        super().__setstate__(state)
+        self._given = None
+        self._key = stack_op.register(self)
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
@@ -167,7 +188,10 @@ class RecurrentBase(nn.Module):
         if lengths is not None:
             mask = torch.arange(T, device=x.device)[:, None] < lengths[None, :]
 
-        layer_in, state_n = self._stack(x, states, mask, lengths, t0)
+        if torch.compiler.is_compiling():  # one op, not the steps unrolled into the graph
+            layer_in, state_n = stack_op.run(self, x, states, mask, lengths, t0)
+        else:
+            layer_in, state_n = self._stack(x, states, mask, lengths, t0)
         if packed:
             output = repack(layer_in, lengths, sorted_indices, input)
         else:
