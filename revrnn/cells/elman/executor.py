@@ -1,4 +1,4 @@
-"""Glue of the Elman RNN for the compiled executor (backend ``cpu``): ``elman_tanh`` and
+"""Glue of the Elman RNN for the compiled executor (backends ``cpu`` and ``cuda``): ``elman_tanh`` and
 ``elman_relu`` in ``csrc/include/revrnn/cells.h``; both biases are in the projection."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Glue of the GRU family for the compiled executor (backend ``cpu``): the reset-after GRU of
+"""Glue of the GRU family for the compiled executor (backends ``cpu`` and ``cuda``): the reset-after GRU of
 variants 0–2 (``gru``, ``gru1``, ``gru2`` in ``csrc/include/revrnn/cells.h``; variant 0 is
 torch.nn's GRU) and the reset-before GRU of variants 0–2 (``gru_reset_before``, ``gru1_reset_before``,
 ``gru2_reset_before``: two GEMMs per step, the candidate's biases in the projection, the gate

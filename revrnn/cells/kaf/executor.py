@@ -1,4 +1,4 @@
-"""Glue of the KAF-gated cells for the compiled executor (backend ``cpu``): the LSTM (``kaf_lstm``;
+"""Glue of the KAF-gated cells for the compiled executor (backends ``cpu`` and ``cuda``): the LSTM (``kaf_lstm``;
 revrnn.nn.KAFLSTM has no ``proj_size``) and the reset-after GRU (``kaf_gru``) with KAF gates
 (``csrc/include/revrnn/gates.h``: KafGate). The step reads ``[D, γ, kaf_dict, kaf_alpha]`` as
 one flat operand and accumulates ``kaf_alpha``'s gradient over the chunk."""

@@ -1,4 +1,4 @@
-"""Glue of the light family for the compiled executor (backend ``cpu``): the LiGRU (``ligru`` in
+"""Glue of the light family for the compiled executor (backends ``cpu`` and ``cuda``): the LiGRU (``ligru`` in
 ``csrc/include/revrnn/cells.h``), with its recurrent-dropout mask as the step's operand, and the
 LiBRU (``libru``, ``libru_logprobs``), whose recurrent GEMM reads log h in the probs form; batch
 norm is in the projection."""

@@ -1,4 +1,4 @@
-"""Glue of the LSTM family for the compiled executor (backend ``cpu``): torch.nn's LSTM, without
+"""Glue of the LSTM family for the compiled executor (backends ``cpu`` and ``cuda``): torch.nn's LSTM, without
 projection (``lstm`` in ``csrc/include/revrnn/cells.h``) and with ``proj_size`` (``lstm_proj``: the
 executor projects h = o tanh(c) W_hr^T after each step); its biases are in the projection."""
 from __future__ import annotations

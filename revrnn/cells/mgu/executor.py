@@ -1,4 +1,4 @@
-"""Glue of the MGU family for the compiled executor (backend ``cpu``): variants 0–2 (``mgu``,
+"""Glue of the MGU family for the compiled executor (backends ``cpu`` and ``cuda``): variants 0–2 (``mgu``,
 ``mgu1``, ``mgu2`` in ``csrc/include/revrnn/cells.h``), the GRU family's reset-before executor
 with one gate; variant 3 on variant 1's executor with a zero gate row block (the GRU family's
 ``BiasGates``)."""
