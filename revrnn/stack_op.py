@@ -6,8 +6,8 @@ reversible cells' integer core) cannot be traced at all. Under ``torch.compiler.
 the modules therefore call ``revrnn::stack`` instead of running their layers: one
 ``torch.library`` custom op whose fake implementation gives the output and final states' shapes,
 and whose real one runs the module's own eager stack — every backend, every memory strategy —
-on the op's tensors (input, initial states, mask, lengths and every parameter and buffer, so the
-compiled graph's values are the ones used). Compile time no longer depends on T.
+on the op's tensors (input, initial states, mask, lengths and every parameter, so the compiled
+graph's values are the ones used; buffers are the module's own). Compile time no longer depends on T.
 
 Backward is ``revrnn::stack_backward``: the forward keeps its autograd graph in a table under a
 handle (an int64 tensor the op returns, saved for backward), and backward differentiates through
@@ -63,8 +63,10 @@ def _recording():
 
 
 def _tensors(module) -> list[str]:
-    """The attribute names of every parameter and buffer of the module's layers, in op order."""
-    return [attr for names in module._names for attr in names.values()]
+    """The attribute names of the parameters of the module's layers, in op order. Buffers (batch
+    norm's running statistics) are not inputs: the stack updates them in place, which an op may
+    not do to its inputs, so it reads and updates the module's own."""
+    return [attr for names in module._names for attr in names.values() if attr in module._parameters]
 
 
 @torch.library.custom_op("revrnn::stack", mutates_args=())

@@ -122,3 +122,17 @@ def test_autocast_keeps_the_traced_dtypes():
         got, h = compiled(m)(x)
     assert got.dtype == h.dtype == torch.float32
     assert torch.equal(got, want.float())
+
+
+def test_running_statistics_are_updated_as_in_eager():
+    """The LiGRU's batch norm updates its running statistics inside the op, on the module's own
+    buffers (not op inputs, which an op may not mutate)."""
+    torch.manual_seed(6)
+    m = revrnn.nn.LiGRU(I, H)
+    c = compiled(m)
+    x = torch.randn(T, B, I)
+    seeded(m, x), seeded(c, x)
+    mine = {k.replace("_orig_mod.", ""): v for k, v in c.named_buffers()}
+    assert mine.keys() == dict(m.named_buffers()).keys()
+    assert all(torch.equal(mine[k], v) for k, v in m.named_buffers())
+    assert any(not torch.equal(v, torch.zeros_like(v)) for v in mine.values())

@@ -103,14 +103,13 @@ class RecurrentBase(nn.Module):
     # -- parameters -----------------------------------------------------------------------
     def cell_params(self, index: int) -> Params:
         """The tensors of layer-direction ``index`` (= layer * num_directions + direction)."""
-        given = self._given
-        return {name: given[attr] if given is not None else getattr(self, attr)
-                for name, attr in self._names[index].items()}
+        given = self._given or {}
+        return {name: given[attr] if attr in given else getattr(self, attr) for name, attr in self._names[index].items()}
 
     @contextlib.contextmanager
     def using(self, tensors: dict[str, Tensor]):
-        """Run with ``tensors`` (attribute name -> tensor, every parameter and buffer of the
-        layers) in place of the module's own (:mod:`revrnn.stack_op` hands in its inputs)."""
+        """Run with ``tensors`` (attribute name -> tensor, the layers' parameters) in place of the
+        module's own (:mod:`revrnn.stack_op` hands in its inputs)."""
         self._given = tensors
         try:
             yield
