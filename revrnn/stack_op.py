@@ -73,8 +73,8 @@ def _tensors(module) -> list[str]:
 def stack(key: int, t0: int, needs: list[bool], amp: str, x: Tensor, states: list[Tensor], mask: Optional[Tensor],
           lengths: Optional[Tensor], tensors: list[Tensor]) -> tuple[Tensor, list[Tensor], Tensor]:
     module = _module(key)
-    grad = needs  # which of x, states, tensors want a gradient (the op's inputs arrive without it)
-    leaves = [t.detach().requires_grad_(g) for t, g in zip((x, *states, *tensors), grad)]
+    # needs: which of x, states, tensors want a gradient (the op's inputs arrive without it)
+    leaves = [t.detach().requires_grad_(g) for t, g in zip((x, *states, *tensors), needs)]
     lx, ls, lt = leaves[0], leaves[1:1 + len(states)], leaves[1 + len(states):]
     # the caller's autocast, which the compiled graph does not carry into an opaque op
     autocast = torch.autocast(x.device.type, dtype=getattr(torch, amp), enabled=bool(amp)) if amp else \
@@ -82,9 +82,9 @@ def stack(key: int, t0: int, needs: list[bool], amp: str, x: Tensor, states: lis
     with _recording(), autocast, module.using(dict(zip(_tensors(module), lt))):
         out, finals = module._stack(lx, tuple(ls), mask, lengths, t0)
     handle = -1
-    if any(grad):
+    if any(needs):
         handle = next(_HANDLES)
-        _GRAPHS[handle] = ([out, *finals], [leaf if g else None for leaf, g in zip(leaves, grad)])
+        _GRAPHS[handle] = ([out, *finals], [leaf if g else None for leaf, g in zip(leaves, needs)])
     h = torch.tensor(handle, dtype=torch.int64)
     if handle >= 0:  # a forward whose graph is dropped before its backward frees its entry
         weakref.finalize(h, _GRAPHS.pop, handle, None)

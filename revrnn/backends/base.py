@@ -109,7 +109,7 @@ class Backend:
         runner = self.runner_for(cell)
         with torch.no_grad():
             if self.graphed(chunk):
-                return self._graphs.run("forward", cell, lambda c, *a: runner.forward(cell, a[0], a[1], c, *a[2:]),
+                return self._graphs.run("forward", cell, lambda c, p, e, s, k: runner.forward(cell, p, e, c, s, k),
                                         chunk, p, extras, state, keep)
             return runner.forward(cell, p, extras, chunk, state, keep)
 
@@ -124,7 +124,8 @@ class Backend:
         runner = self.runner_for(cell)
         with torch.no_grad():
             if self.graphed(chunk):
-                return self._graphs.run("backward", cell, lambda c, *a: runner.backward(cell, a[0], a[1], c, *a[2:]),
+                return self._graphs.run("backward", cell,
+                                        lambda c, p, e, r, g, gs: runner.backward(cell, p, e, c, r, g, gs),
                                         chunk, p, extras, residuals, grad_out, grad_state)
             return runner.backward(cell, p, extras, chunk, residuals, grad_out, grad_state)
 

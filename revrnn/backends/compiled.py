@@ -88,6 +88,24 @@ def target(device: torch.device) -> Target:
     return found
 
 
+def bind(device: torch.device) -> tuple[Target, Callable[..., None]]:
+    """The target of ``device`` and its check bound to that device."""
+    tg = target(device)
+    return tg, tg.checker(device)
+
+
+def layout(kind: str, name: str) -> tuple[dict | None, str | None]:
+    """``cell_layout`` or ``reversible_layout`` (``kind``) of cell ``name`` from a built module (the
+    same in every one, ``csrc/chunks.h``), or None and why not."""
+    for tg in TARGETS.values():
+        if tg.module is not None:
+            try:
+                return getattr(tg.module, kind)(name), None
+            except ValueError as err:  # a module built from older sources: rebuild it
+                return None, f"the compiled extension has no {name!r} cell ({err}); rebuild it"
+    return None, "no compiled extension is built"
+
+
 def address(t: Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 

@@ -14,19 +14,7 @@ from torch import Tensor
 
 from ..cells.base import CellSpec, Params, State
 from .base import Chunk, Runner
-from .compiled import TARGETS, Target, address, compute_dtype, target
-
-
-def cell_layout(name: str) -> tuple[dict | None, str | None]:
-    """The executor's layout of cell ``name`` (``csrc/chunks.h``: the same in every module), and
-    None with why not where no built module has it."""
-    modules = [t.module for t in TARGETS.values() if t.module is not None]
-    for module in modules:
-        try:
-            return module.cell_layout(name), None
-        except ValueError as err:  # a module built from older sources: rebuild it
-            return None, f"the compiled extension has no {name!r} cell ({err}); rebuild it"
-    return None, "no compiled extension is built"
+from .compiled import address, bind, compute_dtype, layout
 
 
 def state_dtype(input_dtype: torch.dtype, given: torch.dtype) -> torch.dtype:
@@ -53,13 +41,13 @@ class Executor(Runner):
 
     def __init__(self, cell: str | None = None) -> None:
         self.cell = cell or self.cell
-        layout, self.missing = cell_layout(self.cell)
-        if layout is None:
+        found, self.missing = layout("cell_layout", self.cell)
+        if found is None:
             return
-        self.states, self.phases, self.gates = layout["states"], layout["phases"], layout["gates"]
-        self.xp_gates, self.acts, self.rec_is_xp = layout["xp_gates"], layout["acts"], layout["rec_is_xp"]
-        self.reads_rec_bias, self.reads_aux, self.reads_unit = layout["rec_bias"], layout["aux"], layout["unit"]
-        self.feedback, self.proj, self.reads_params = layout["feedback"], layout["proj"], layout["params"]
+        self.states, self.phases, self.gates = found["states"], found["phases"], found["gates"]
+        self.xp_gates, self.acts, self.rec_is_xp = found["xp_gates"], found["acts"], found["rec_is_xp"]
+        self.reads_rec_bias, self.reads_aux, self.reads_unit = found["rec_bias"], found["aux"], found["unit"]
+        self.feedback, self.proj, self.reads_params = found["feedback"], found["proj"], found["params"]
 
     def refusal(self, cell: CellSpec) -> str | None:
         return self.missing
@@ -140,7 +128,7 @@ class Executor(Runner):
     def forward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk,
                 state: State, keep: bool) -> tuple[Tensor, State, tuple[Tensor, ...] | None]:
         device = chunk.xp.device
-        tg, check = self.bind(device)
+        tg, check = bind(device)
         dtype = compute_dtype(chunk.xp.dtype)  # 16-bit inputs run in float32
         dt = tg.flag("xp", dtype)
         xp = chunk.xp.to(dtype).contiguous()
@@ -195,7 +183,7 @@ class Executor(Runner):
         mid = states.pop(0) if self.phases == 2 or self.proj else None
         fb = states.pop(0) if self.feedback else None
         device = act.device
-        tg, check = self.bind(device)
+        tg, check = bind(device)
         K, B, _ = act.shape
         H, dtype = cell.hidden_size, act.dtype  # the forward's compute dtype
         G = self.gates * H
@@ -251,9 +239,3 @@ class Executor(Runner):
         # in the dtypes of what they are gradients of (16-bit inputs ran in float32)
         grads = {k: g if g is None or k not in p else g.to(p[k].dtype) for k, g in grads.items()}
         return dxp.to(chunk.xp.dtype), tuple(d.to(g.dtype) for d, g in zip(dstate, grad_state)), grads
-
-    @staticmethod
-    def bind(device: torch.device) -> tuple[Target, object]:
-        """The module that runs ``device``'s tensors, and its check bound to that device."""
-        tg = target(device)
-        return tg, tg.checker(device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ...backends.compiled import address, target
+from ...backends.compiled import address, bind
 from ...backends.executor import Executor
 from .sparse import add_settings, open_units, use_sparse
 from .spec import GLSTMCell, time_gate_grads
@@ -39,8 +39,7 @@ class GLSTMExecutor(Executor):
                 raise ValueError(f"backend {self.backend.name!r} runs the g-LSTM's sparse path on float32 and "
                                  f"float64 inputs only, got {dtype}; set glstm_sparse='auto' or 'never'")
             return super().forward(cell, p, extras, chunk, state, keep)
-        tg = target(xp.device)
-        check = tg.checker(xp.device)
+        tg, check = bind(xp.device)
         k = self.checked_unit(check, cell, p, chunk, K, dtype)
         if not use_sparse(self.backend, k):
             return super().forward(cell, p, extras, chunk, state, keep)
@@ -76,8 +75,7 @@ class GLSTMExecutor(Executor):
         h_end, c_end, offsets, units, act, prev = residuals
         K, B, H = grad_out.shape
         dtype = h_end.dtype
-        tg = target(h_end.device)
-        check = tg.checker(h_end.device)
+        tg, check = bind(h_end.device)
         k = self.checked_unit(check, cell, p, chunk, K, dtype)
         w = p["weight_hh"].contiguous()
         check("weight_hh", w, (4 * H, H), dtype)

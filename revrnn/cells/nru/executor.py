@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ...backends.compiled import TARGETS, address, compute_dtype, target
+from ...backends.compiled import TARGETS, address, bind, compute_dtype, target
 from .chunk import NRUChunks
 from .spec import L5_EPS
 
@@ -58,9 +58,8 @@ class NRUExecutor(NRUChunks):
         dtype = compute_dtype(chunk.xp.dtype)
         xp = chunk.xp.to(dtype).contiguous()
         K, B, H = xp.shape
-        tg = target(xp.device)
+        tg, check = bind(xp.device)
         tg.flag("xp", dtype)
-        check = tg.checker(xp.device)
         check("xp", xp, (K, B, H), dtype)
         weights = self.checked_weights(check, cell, p, dtype)
         for k, (part, size) in enumerate(zip(state, cell.state_sizes)):
@@ -79,9 +78,8 @@ class NRUExecutor(NRUChunks):
         (s,) = residuals
         K, B, L = s.shape[0] - 1, s.shape[1], s.shape[2]
         H, dtype = cell.hidden_size, s.dtype
-        tg = target(s.device)
+        tg, check = bind(s.device)
         tg.flag("residual states", dtype)
-        check = tg.checker(s.device)
         check("residual states", s, (K + 1, B, H + cell.memory_size), dtype)
         weights = self.checked_weights(check, cell, p, dtype)
         grad_y = grad_out.to(dtype).contiguous()

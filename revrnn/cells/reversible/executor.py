@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import linear
 
-from ...backends.compiled import TARGETS, address, target
+from ...backends.compiled import address, bind, layout, target
 from ...backends.cpu import TARGET as CPU
 from ..base import Params
 from .base import Ints, RevCellSpec
@@ -67,14 +67,7 @@ class CompiledHalves(TorchHalf):
 
     def __init__(self, cell: RevCellSpec) -> None:
         super().__init__(cell)
-        self.layout, self.missing = None, "no compiled extension is built"
-        for tg in TARGETS.values():
-            if tg.module is not None:
-                try:
-                    self.layout, self.missing = tg.module.reversible_layout(cell.name), None
-                except ValueError as err:  # an extension built from older sources: rebuild it
-                    self.missing = f"the compiled extension has no {cell.name!r} cell ({err}); rebuild it"
-                break
+        self.layout, self.missing = layout("reversible_layout", cell.name)
 
     @staticmethod
     def buffer(shape: tuple[int, ...], forget_bits: int, device: torch.device) -> KernelBuffer:
@@ -127,8 +120,7 @@ class CompiledHalves(TorchHalf):
         cell, reverse = plan.cells[0], grads is not None
         K, B = x.shape[:2]
         G, H, R, dtype = cell.half, cell.hidden_size, cell.blocks * cell.half, x.dtype
-        tg = target(x.device)
-        check = tg.checker(x.device)
+        tg, check = bind(x.device)
         dt = tg.flag("input", dtype)
         p0 = params[0]
         w_ih = torch.cat([p0["weight_ih1"], p0["weight_ih2"]])
