@@ -261,7 +261,7 @@ inline void run_glstm_sparse(const Registry& reg, bool backward, const Where& wh
     reg.glstm_sparse_f64(where, backward, c);
 }
 
-// Defines cells, cell_layout, forward_chunk, backward_chunk, reversible_layout, rev_forward_chunk,
+// Defines cells, set_gemms, cell_layout, forward_chunk, backward_chunk, reversible_layout, rev_forward_chunk,
 // rev_backward_chunk, nru_work_size, nru_forward, nru_backward, glstm_sparse_forward and
 // glstm_sparse_backward on `m` for the cells of `reg`. Each chunk call takes, after the dtype, the
 // argument `where_name` of type W, which to_where turns into a Where (checking it).
@@ -277,6 +277,11 @@ void def_chunks(py::module_& m, const Registry& reg, const char* where_name, Whe
         return names;
       },
       "The names of the cells this module runs (revrnn/cells.h): the executor's, then the reversible ones.");
+  m.def(
+      "set_gemms", [](bool on) { return gemms_enabled().exchange(on); }, py::arg("on"),
+      "Whether this module's loops run their GEMMs; returns the previous setting. Off only to time\n"
+      "the pointwise passes alone (the kernel benchmark): a skipped GEMM zeroes the output it would\n"
+      "overwrite, and every result is meaningless until it is on again.");
   m.def("cell_layout",
         [r](const std::string& name) {
           const CellEntry& e = cell_entry(*r, "cell_layout", name);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -78,6 +79,41 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"(without memory: loss {task.baseline:.4f}); {trainer.seconds:.1f} s training")
     if trainer.out is not None:
         print(f"wrote {trainer.out / 'metrics.jsonl'}, {trainer.out / 'curve.png'}, {trainer.out / 'checkpoint.pt'}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import benchmark
+    from .benchmark import report, results
+
+    if "report" in args.suites:
+        if len(args.suites) > 1:
+            raise SystemExit("revrnn: bench report takes no suite; run the suites first, then the report")
+        folder = Path(args.results or results.results_dir())
+        readme = Path(args.readme or results.REPO / "README.md")
+        try:
+            before, after = report.render(readme, folder)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"revrnn: {e}") from None
+        if args.check:
+            if before != after:
+                raise SystemExit(f"revrnn: {readme}'s performance section is not what {folder} holds: "
+                                 "run `revrnn bench report`")
+            print(f"{readme} is up to date with {folder}")
+            return 0
+        readme.write_text(after)
+        print(f"wrote the performance section of {readme} from {len(report.recorded(folder))} result(s) in {folder}")
+        return 0
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("revrnn: --device cuda but CUDA is not available")
+    size = "quick" if args.quick else "full" if args.full else "default"
+    try:
+        written = benchmark.bench(args.suites or list(benchmark.DEFAULT), device, size, args.only,
+                                  Path(args.out) if args.out else None, progress=not args.no_progress)
+    except ImportError as e:
+        raise SystemExit(f"revrnn: {e} (pip install 'revrnn[bench]')") from None
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -290,6 +326,30 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--stream", action="store_true",
                     help="with --process, also each strategy under the streamed loss (revrnn.stream_backward)")
     pr.set_defaults(func=cmd_profile)
+
+    from .benchmark import DEFAULT, SUITES
+    b = sub.add_parser("bench", help="benchmark suites against their baselines; `bench report` renders the README's "
+                                     "performance section", formatter_class=_Help,
+                       description="Run benchmark suites (default: " + ", ".join(DEFAULT) + "), each against "
+                                   "its strongest baselines in the same run, and write each one's JSON, markdown "
+                                   "and PNG (default folder: the checkout's bench/results). `revrnn bench report` "
+                                   "renders the README's performance section from the recorded results.",
+                       epilog="suites:\n" + "\n".join(f"  {n:<11} {text}" for n, (_, text) in SUITES.items())
+                              + "\n  report      the README's performance section from the recorded results")
+    b.add_argument("suites", nargs="*", choices=[*SUITES, "report", []], metavar="SUITE",
+                   help="suites to run (listed below), or report")
+    size = b.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="toy shapes, few rounds: a smoke test")
+    size.add_argument("--full", action="store_true", help="the shapes the targets are stated at (longer)")
+    b.add_argument("--only", nargs="+", metavar="CASE", help="cases whose catalog name contains one of these")
+    b.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    b.add_argument("--out", default=None, help="folder for the results (default: the checkout's bench/results)")
+    b.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1, help="CPU threads")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    b.add_argument("--results", default=None, help="report: the folder of recorded results")
+    b.add_argument("--readme", default=None, help="report: the README to update")
+    b.add_argument("--check", action="store_true", help="report: only say whether the README is up to date")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

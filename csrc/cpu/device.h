@@ -5,6 +5,8 @@
 // BLAS would keep a second pool spinning beside torch's between calls.
 #pragma once
 
+#include <algorithm>
+
 #include "cpu/blas.h"
 #include "revrnn/common.h"
 #include "revrnn/registry.h"
@@ -42,8 +44,9 @@ void row(int64_t b, int64_t j0, int64_t j1, bool valid, const F& f) {
 
 struct CpuDevice {
   int threads = 1;
+  bool gemms = true;  // gemms_enabled(), read once per chunk
 
-  explicit CpuDevice(const Where& w) : threads(w.threads) {}
+  explicit CpuDevice(const Where& w) : threads(w.threads), gemms(gemms_enabled().load()) {}
   void finish(const char*) const {}  // nothing deferred: errors throw where they happen
 
   // Runs body(Slice) on every thread of a team sized for `work` multiply-adds per step, each
@@ -78,7 +81,12 @@ struct CpuDevice {
   template <typename T>
   void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
             const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-    if (M > 0 && N > 0) cpu::gemm<T>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (M <= 0 || N <= 0) return;
+    if (gemms) {
+      cpu::gemm<T>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    } else if (beta == T(0)) {
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+    }
   }
 
   template <class F>

@@ -4,6 +4,7 @@
 // (csrc/chunks.h), so a cell's layout and checks are stated once.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <string>
 #include <type_traits>
@@ -25,6 +26,15 @@ struct Where {
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
 };
+
+// Whether the devices of this module run their GEMMs (set_gemms in csrc/chunks.h). Off only in
+// the kernel benchmark, which times the pointwise passes alone: a skipped GEMM zeroes its output
+// where it would overwrite it (beta 0), so the passes read zeros, not stale memory; results are
+// meaningless while it is off.
+inline std::atomic<bool>& gemms_enabled() {
+  static std::atomic<bool> on{true};
+  return on;
+}
 
 // A cell of the executor's loop (revrnn/executor.h) and the shape of its buffers.
 struct CellEntry {

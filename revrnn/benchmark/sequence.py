@@ -1,0 +1,221 @@
+"""The ``sequence`` suite: one training step over a whole sequence, ``loss = out.sum() + Σ final
+states; loss.backward()`` with the input requiring grad, for every catalog case with a benchmark
+label or a torch.nn twin, against the strongest baselines in the same rounds:
+
+* ``torch.nn`` — the twin, where torch.nn has the cell (oneDNN on CPU, cuDNN on a GPU, TF32 off
+  so that it does the arithmetic revrnn does); the comparison's baseline where it exists;
+* ``torch.nn + checkpoint`` — the twin under ``torch.utils.checkpoint`` over ⌈√T⌉-step chunks;
+* ``revrnn <backend>`` — each compiled backend that runs the cell here (``cpu``; ``triton``,
+  ``cuda``);
+* ``eager loop`` — the reference backend: the cell's step in torch ops, iterating with
+  ``unbind``; the baseline of the cells torch.nn does not have;
+* ``torch.compile loop`` — the same loop with the step compiled (``torch.compile(cell.step)``),
+  what a user would write to fuse the step's pointwise ops;
+* ``GEMM floor`` — the twin's GEMMs alone in torch: what the step costs if its pointwise work
+  were free.
+
+The reversible cases (RevGRU, RevLSTM, ``memory="reversible"``) run against the torch.nn twin of
+the cell they are the reversible counterpart of, at their own (long) length. Targets: the
+compiled backends ≤ 1.0× torch.nn at B=32 I=H=256 and ≤ 1.2× at B=1 I=H=64, ≥ 5× faster than the
+eager loop (ratio ≤ 0.2) where torch.nn has no twin, ≤ 1.5× torch.nn for the reversible cells.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from .suite import Comparison
+from .timing import Candidate
+
+#: (T, B, I, H): the default run's one shape, and the full run's (the targets' shapes)
+DEFAULT = ((100, 16, 128, 128),)
+FULL = ((200, 32, 256, 256), (200, 1, 64, 64))
+QUICK = ((6, 3, 5, 7),)
+REVERSIBLE = {"default": (1000, 16, 64, 128), "full": (10_000, 16, 64, 128), "quick": (20, 3, 5, 8)}
+TARGET = {(200, 32, 256, 256): 1.0, (200, 1, 64, 64): 1.2}
+EAGER_TARGET = 0.2
+REVERSIBLE_TARGET = 1.5
+ROTATE = 3  # inputs rotated between calls
+
+
+def states(state: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return state if isinstance(state, tuple) else (state,)
+
+
+def training_step(forward: Callable[[Tensor], Any], xs: list[Tensor]) -> Callable[[int], None]:
+    """One training step of ``forward`` on the i-th of the rotating inputs ``xs``."""
+    def step(i: int) -> None:
+        out, state = forward(xs[i % len(xs)])
+        (out.sum() + sum(s.sum() for s in states(state))).backward()
+    return step
+
+
+def checkpointed(model: nn.Module, T: int) -> Callable[[Tensor], Any]:
+    """``model`` (a torch.nn RNN) under ``torch.utils.checkpoint`` over ⌈√T⌉-step chunks."""
+    from torch.utils.checkpoint import checkpoint
+
+    chunk = max(1, math.isqrt(T - 1) + 1) if T > 1 else 1
+
+    def forward(x: Tensor) -> Any:
+        outs, state = [], None
+        for s in range(0, x.shape[0], chunk):
+            out, state = checkpoint(model, x[s:s + chunk], state, use_reentrant=False)
+            outs.append(out)
+        return torch.cat(outs), state
+    return forward
+
+
+def step_loop(module: nn.Module, compiled: bool) -> Callable[[Tensor], Any]:
+    """The eager loop a user writes for ``module``'s one layer: project, then the cell's step per
+    time step (compiled with ``torch.compile`` if asked); output and final state."""
+    cell = module.cells[0]
+    step = torch.compile(cell.step) if compiled else cell.step
+
+    def forward(x: Tensor) -> Any:
+        p = module.cell_params(0)
+        B = x.shape[1]
+        extras = cell.extras(p, B, x, module.training)
+        state = cell.initial_state(B, x)
+        outs = []
+        for t, xp in enumerate(cell.project(p, x, None, module.training).unbind(0)):
+            state = step(p, xp, state, t, extras)
+            outs.append(state[0])
+        return torch.stack(outs), state
+    return forward
+
+
+def gemm_floor(model: nn.Module, x: Tensor) -> Callable[[int], None]:
+    """The GEMMs of one training step of ``model``'s first layer (a torch.nn RNN) alone: the input
+    projection and its two gradient GEMMs, per step h W_hh^T forward and d rec W_hh backward, d W_hh
+    over the sequence; with ``proj_size`` the projection's per step and d W_hr too."""
+    w_ih, w_hh = model.weight_ih_l0.detach(), model.weight_hh_l0.detach()
+    w_hr = getattr(model, "weight_hr_l0", None)
+    T, B, I = x.shape
+    G, P = w_hh.shape  # P: h's size, the hidden size unless projected
+    new = dict(device=x.device, dtype=x.dtype)
+    xs, h, g = x.detach().reshape(T * B, I), torch.randn(B, P, **new), torch.randn(B, G, **new)
+    dxp, hs = torch.randn(T * B, G, **new), torch.randn(T * B, P, **new)
+    if w_hr is not None:
+        w_hr = w_hr.detach()
+        m, ms = torch.randn(B, w_hr.shape[1], **new), torch.randn(T * B, w_hr.shape[1], **new)
+
+    def step(i: int) -> None:
+        torch.mm(xs, w_ih.t())
+        for _ in range(T):
+            torch.mm(h, w_hh.t())
+            torch.mm(g, w_hh)
+            if w_hr is not None:
+                torch.mm(m, w_hr.t())
+                torch.mm(h, w_hr)
+        torch.mm(dxp.t(), hs)
+        torch.mm(dxp.t(), xs)
+        torch.mm(dxp, w_ih)
+        if w_hr is not None:
+            torch.mm(hs.t(), ms)
+    return step
+
+
+def compiled_backends(device: torch.device) -> list[str]:
+    """The compiled backends that run on ``device``."""
+    from ..backends import available_backends
+    return [name for name, reason in available_backends(device).items() if reason is None and name != "reference"]
+
+
+def plain_case(case: Any, shape: tuple[int, int, int, int], device: torch.device, target: float | None,
+               compile_loop: bool) -> Callable[[], list[Candidate]]:
+    def build() -> list[Candidate]:
+        from ..backends import get_backend
+
+        T, B, I, H = shape
+        torch.manual_seed(0)
+        xs = [torch.randn(T, B, I, device=device, requires_grad=True) for _ in range(ROTATE)]
+        eager = case.make(I, H, backend="reference").to(device)
+        out: list[Candidate] = []
+        if case.baseline:
+            twin = case.make_baseline(I, H).to(device)
+            twin.load_state_dict(eager.state_dict())
+            out += [Candidate("torch.nn", training_step(twin, xs), T),
+                    Candidate("torch.nn + checkpoint", training_step(checkpointed(twin, T), xs), T)]
+        for name in compiled_backends(device):
+            if get_backend(name, device).supports(eager.cells[0], torch.float32):
+                m = case.make(I, H, backend=name).to(device)
+                m.load_state_dict(eager.state_dict())
+                bound = target if case.baseline else EAGER_TARGET
+                out.append(Candidate(f"revrnn {name}", training_step(m, xs), T,
+                                     None if bound is None else ("<=", bound)))
+        loop = Candidate("eager loop", training_step(eager, xs), T)
+        out = [*out, loop] if case.baseline else [loop, *out]  # the baseline first
+        if compile_loop:
+            out.append(Candidate("torch.compile loop", training_step(step_loop(eager, compiled=True), xs), T))
+        if case.baseline:
+            out.append(Candidate("GEMM floor", gemm_floor(twin, xs[0]), T))
+        return out
+    return build
+
+
+def reversible_case(case: Any, twin: str, shape: tuple[int, int, int, int],
+                    device: torch.device) -> Callable[[], list[Candidate]]:
+    def build() -> list[Candidate]:
+        T, B, I, H = shape
+        torch.manual_seed(0)
+        xs = [torch.randn(T, B, I, device=device, requires_grad=True) for _ in range(ROTATE)]
+        eager = case.module_class()(I, H, **case.kwargs, backend="reference").to(device)
+        out = [Candidate(f"torch.nn.{twin}", training_step(getattr(nn, twin)(I, H).to(device), xs), T)]
+        for name in compiled_backends(device):
+            m = case.module_class()(I, H, **case.kwargs, backend=name).to(device)
+            m.load_state_dict(eager.state_dict())
+            out.append(Candidate(f"revrnn {name}", training_step(m, xs), T, ("<=", REVERSIBLE_TARGET)))
+        return out + [Candidate("eager loop", training_step(eager, xs), T)]
+    return build
+
+
+def reversible_cases() -> list[tuple[Any, str]]:
+    """The catalog's reversible benchmark cases, each with the torch.nn class of the cell it is
+    the reversible counterpart of (``Family.reversible_of``, then that module's baseline)."""
+    from ..cells import FAMILIES, cases
+    from ..nn import MODULES
+
+    plain_of = {rev: plain for family in FAMILIES for plain, rev in family.reversible_of.items() if plain != rev}
+    baseline_of = {case.module: case.baseline for _, case in cases(baseline=True, bench=None)}
+    out = []
+    for _, case in cases(bench=True):
+        cli = next((c for c, m in MODULES.items() if m.__name__ == case.module), None)
+        if cli in plain_of:
+            out.append((case, baseline_of[MODULES[plain_of[cli]].__name__]))
+    return out
+
+
+def comparisons(device: torch.device, size: str, only: list[str] | None = None) -> list[Comparison]:
+    """The suite at ``size`` ("quick", "default" or "full") on ``device``; ``only``: the cases
+    whose catalog name contains one of these."""
+    from ..cells import cases
+
+    shapes = {"quick": QUICK, "default": DEFAULT, "full": FULL}[size]
+    rounds = {"quick": (1, 2), "default": (2, 5), "full": (2, 7)}[size]
+    rev_rounds = {"quick": (1, 2), "default": (1, 3), "full": (1, 3)}[size]
+
+    def chosen(case: Any) -> bool:
+        return not only or any(name in case.name for name in only)
+
+    reversible = reversible_cases()
+    rev_names = {c.name for c, _ in reversible}
+    plain = [c for _, c in cases(baseline=True) if chosen(c)]
+    plain += [c for _, c in cases(bench=True, baseline=None) if chosen(c) and c.name not in rev_names]
+    out = []
+    for case in plain:
+        label = case.bench or case.baseline
+        for T, B, I, H in shapes:
+            out.append(Comparison(dict(suite="sequence", case=f"{label} T={T} B={B} I={I} H={H}", T=T, B=B, I=I, H=H,
+                                       dtype="float32"),
+                                  plain_case(case, (T, B, I, H), device, TARGET.get((T, B, I, H), 1.0),
+                                             compile_loop=True), *rounds))
+    T, B, I, H = REVERSIBLE[size]
+    for case, twin in reversible:
+        if chosen(case):
+            out.append(Comparison(dict(suite="sequence", case=f"{case.bench} T={T} B={B} I={I} H={H}", T=T, B=B, I=I,
+                                       H=H, dtype="float32"),
+                                  reversible_case(case, twin, (T, B, I, H), device), *rev_rounds))
+    return out
