@@ -1,13 +1,17 @@
-"""The one GPU check: run it first, in one call, whenever a GPU is available (about 10 minutes on
-one H100; each step has its own time limit, so a slow step costs its limit, not the session).
+"""The one GPU check: run it first, in one call, whenever a GPU is available (at most 9 minutes of
+step limits; each step has its own time limit, so a slow step costs its limit, not the session).
 
 1. the machine: ``nvidia-smi``, torch, Triton and CUDA versions, the commit;
 2. the CUDA extension builds (``REVRNN_CUDA=1``: ``revrnn._C_cuda``, the ``cuda`` backend);
 3. ``pytest -m gpu``: the Triton and CUDA backends against the reference on the GPU;
-4. ``bench/triton_cells.py``: Triton and the CUDA executor against cuDNN, store against reversible.
+4. ``revrnn bench sequence`` on the GPU for the LSTM, the GRU and the reversible cells: Triton and
+   the CUDA executor against cuDNN (float32 and float16, persistent kernels), store against
+   reversible, the eager loop and torch.compile of it;
+5. ``revrnn bench kernels`` on the GPU for the LSTM and the GRU: the chunk calls per step, forward and
+   backward, and the pointwise passes alone, against the GEMMs alone and the bytes floor.
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` (every step's command, exit status, time and the
-tail of its output) and the benchmark's JSON into ``--out`` (``$OUT`` when set, else
+tail of its output) and the benchmarks' results (JSON, markdown, PNG) into ``--out`` (``$OUT`` when set, else
 ``bench/results/gpu_check/``). ``--dry-run`` writes the same files without running a step: the
 CPU test of this script's own logic.
 
@@ -28,18 +32,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/report.py
 from report import ROOT, commit  # noqa: E402
 
 
+#: the cases the benchmark steps run (the catalog's names)
+GPU_CASES = ("lstm", "gru", "revgru-k3", "revlstm-k3")
+
+
 def steps(out: Path) -> list[tuple[str, list[str], dict, int]]:
     """(name, command, extra environment, seconds allowed) of each step, in order."""
     py = sys.executable
     return [
         ("machine", ["nvidia-smi"], {}, 30),
         ("versions", [py, "-c", "import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__, "
-                                "torch.cuda.get_device_name())"], {}, 60),
+                                "torch.cuda.get_device_name())"], {}, 30),
         ("build CUDA extension", [py, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", "."],
          {"REVRNN_CUDA": "1"}, 120),
         ("pytest -m gpu", [py, "-m", "pytest", "-q", "-m", "gpu", "--maxfail=10", "tests"], {}, 180),
-        ("triton benchmark", [py, "bench/triton_cells.py", "--only", "cudnn", "reversible", "--repeats", "10",
-                              "--out", str(out / "triton_cells.json")], {}, 120),
+        ("sequence benchmark", [py, "-m", "revrnn", "bench", "sequence", "--device", "cuda", "--no-progress", "--only",
+                                *GPU_CASES, "--out", str(out)], {}, 120),
+        ("kernels benchmark", [py, "-m", "revrnn", "bench", "kernels", "--device", "cuda", "--no-progress", "--only",
+                               *GPU_CASES[:2], "--out", str(out)], {}, 60),
     ]
 
 

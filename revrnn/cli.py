@@ -111,6 +111,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         written = benchmark.bench(args.suites or list(benchmark.DEFAULT), device, size, args.only,
                                   Path(args.out) if args.out else None, progress=not args.no_progress)
+    except ValueError as e:
+        raise SystemExit(f"revrnn: {e}") from None
     except ImportError as e:
         raise SystemExit(f"revrnn: {e} (pip install 'revrnn[bench]')") from None
     print("wrote " + ", ".join(str(p) for p in written))
@@ -341,7 +343,9 @@ def parser() -> argparse.ArgumentParser:
     size = b.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="toy shapes, few rounds: a smoke test")
     size.add_argument("--full", action="store_true", help="the shapes the targets are stated at (longer)")
-    b.add_argument("--only", nargs="+", metavar="CASE", help="cases whose catalog name contains one of these")
+    b.add_argument("--only", nargs="+", metavar="CASE",
+                   help="kernels and sequence: the catalog's cases (lstm, gru, revgru-k3 ...) and the families' "
+                        "groups (sparse) to run")
     b.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
     b.add_argument("--out", default=None, help="folder for the results (default: the checkout's bench/results)")
     b.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1, help="CPU threads")

@@ -28,21 +28,41 @@ SUITES: dict[str, tuple[Callable[..., list[Any]], str]] = {
 }
 #: what ``revrnn bench`` runs when no suite is named
 DEFAULT = ("kernels", "sequence")
+#: the suites whose cases ``only`` picks
+PICKED = ("kernels", "sequence")
 
 
-def bench(names: list[str], device: torch.device, size: str = "default", only: list[str] | None = None,
+def names() -> list[str]:
+    """What ``only`` may name: the catalog's cases and the families' benchmark groups."""
+    from ..cells import FAMILIES, cases
+    return [c.name for _, c in cases()] + [g for f in FAMILIES for g in f.bench_groups]
+
+
+def bench(suites: list[str], device: torch.device, size: str = "default", only: list[str] | None = None,
           out: Path | None = None, progress: bool = True, echo: Callable[[str], None] = print) -> list[Path]:
-    """Run the suites ``names`` on ``device`` and write each one's result files into ``out``
-    (default :func:`.results.results_dir`); their paths."""
+    """Run ``suites`` on ``device`` and write each one's result files into ``out``
+    (default :func:`.results.results_dir`; the JSON after every comparison, so that a run cut
+    short keeps what it measured); their paths. ``only`` names the cases (:func:`names`) of the
+    suites that pick cases (:data:`PICKED`); ValueError for another name or suite."""
+    if only:
+        known = names()
+        unknown = sorted(set(only) - set(known))
+        if unknown:
+            raise ValueError(f"--only: unknown case(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+        others = [s for s in suites if s not in PICKED]
+        if others:
+            raise ValueError(f"--only picks the cases of {' and '.join(PICKED)}, not of {', '.join(others)}")
     if device.type == "cuda":  # torch.nn (cuDNN) and torch's GEMMs in the arithmetic the kernels do
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     out = out or results.results_dir()
     written = []
-    for name in names:
+    for name in suites:
         make, _ = SUITES[name]
         info = {**results.meta(device), "suite": name, "size": size, "only": only}
-        rows = run(make(device, size, only), device, progress)
+        name_of = results.stem(name, device, size == "quick")
+        rows = run(make(device, size, only), device, progress,
+                   lambda partial: results.write_json(name, partial, info, out, name_of))
         echo(f"\nrevrnn bench {name} ({size}) on {info['device']}\n{results.table(rows)}")
-        written += results.write(name, rows, info, out, results.stem(name, device, size == "quick"))
+        written += results.write(name, rows, info, out, name_of)
     return written

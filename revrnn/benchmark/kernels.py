@@ -4,7 +4,8 @@ and backward apart, through each backend's chunk calls (``Backend.forward_chunk`
 reversible ones (whose loop is the whole stack's: the ``sequence`` suite times them):
 
 * ``GEMMs alone`` — the baseline and the first floor: the chunk's recurrent GEMMs in torch (per
-  step h W_hh^T forward; backward d rec W_hh per step and d W_hh over the chunk);
+  step h W_hh^T forward; backward d rec W_hh per step and d W_hh over the chunk; the LSTM's
+  projection likewise; not the NRU's memory heads);
 * ``bytes floor`` — a copy of as many bytes as the executor's pointwise pass reads and writes
   per step (its layout: projections, GEMM output, states, kept activations, output; backward
   their gradients), the time those bytes take at this size;
@@ -90,19 +91,25 @@ class Setup:
         return run
 
     def gemms(self, backward: bool) -> Callable[[int], None]:
-        """The chunk's recurrent GEMMs alone (see the module docstring)."""
-        w = self.p["weight_hh"].detach()
-        G, P = w.shape
+        """The chunk's recurrent GEMMs alone (see the module docstring); with ``proj_size`` the
+        projection's too (h = mid W_hr^T per step; backward d mid = d h W_hr and d W_hr)."""
         K, B, _ = self.chunks[0].xp.shape
-        new = dict(device=w.device, dtype=w.dtype)
-        h, rec = torch.randn(B, P, **new), torch.randn(B, G, **new)
-        hs, recs = torch.randn(K * B, P, **new), torch.randn(K * B, G, **new)
+        pairs = [(self.p["weight_hh"].detach(), B)]
+        if "weight_hr" in self.p:
+            pairs.append((self.p["weight_hr"].detach(), B))
+        made = []
+        for w, rows in pairs:
+            new = dict(device=w.device, dtype=w.dtype)
+            G, P = w.shape  # out = in W^T: in (rows, P), out (rows, G)
+            made.append((w, torch.randn(rows, P, **new), torch.randn(rows, G, **new),
+                         torch.randn(K * rows, P, **new), torch.randn(K * rows, G, **new)))
 
         def run(i: int) -> None:
-            for _ in range(K):
-                torch.mm(rec, w) if backward else torch.mm(h, w.t())
-            if backward:
-                torch.mm(recs.t(), hs)
+            for w, x, y, xs, ys in made:
+                for _ in range(K):
+                    torch.mm(y, w) if backward else torch.mm(x, w.t())
+                if backward:
+                    torch.mm(ys.t(), xs)
         return run
 
     def step_bytes(self, runner: Any, backward: bool) -> int | None:
@@ -165,12 +172,12 @@ def build(case: Any, shape: tuple[int, int, int, int], device: torch.device, bac
 
 
 def comparisons(device: torch.device, size: str, only: list[str] | None = None) -> list[Comparison]:
-    """The suite at ``size`` ("quick", "default" or "full") on ``device``."""
-    from ..cells import cases
+    """The suite at ``size`` ("quick", "default" or "full") on ``device``; ``only`` as in the
+    ``sequence`` suite (:func:`.sequence.picked`)."""
+    from .sequence import label, picked
 
     shapes = {"quick": QUICK, "default": DEFAULT, "full": FULL}[size]
-    chosen = [c for _, c in cases(bench=True, baseline=None) + cases(baseline=True)
-              if "reversible" not in c.module_class().memory_modes and (not only or any(n in c.name for n in only))]
+    chosen = [c for c in picked(only) if "reversible" not in c.module_class().memory_modes]
     max_time, min_rounds = PYTEST[size]
     warmup, repeats = ROUNDS[size]
     timer = "pytest" if device.type == "cpu" else "interleave"
@@ -178,8 +185,8 @@ def comparisons(device: torch.device, size: str, only: list[str] | None = None) 
     for case in sorted(chosen, key=lambda c: c.name):
         for K, B, I, H in shapes:
             for backward in (False, True):
-                label = f"{case.bench or case.baseline} B={B} H={H} {'backward' if backward else 'forward'}"
-                out.append(Comparison(dict(suite="kernels", case=label, T=K, B=B, I=I, H=H, dtype="float32",
+                name = f"{label(case)} B={B} H={H} {'backward' if backward else 'forward'}"
+                out.append(Comparison(dict(suite="kernels", case=name, T=K, B=B, I=I, H=H, dtype="float32",
                                            columns="kernels", backward=backward),
                                       build(case, (K, B, I, H), device, backward), warmup, repeats, timer,
                                       dict(max_time=max_time, min_rounds=min_rounds)))

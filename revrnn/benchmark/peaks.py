@@ -76,6 +76,7 @@ def measure(runs: list[Any], common: dict[str, Any], timeout: float, tick: Calla
 
 
 def memory(device: torch.device, size: str, only: list[str] | None = None) -> list[Comparison]:
+    """The ``memory`` suite at ``size`` (``only`` does not apply: its runs are fixed)."""
     return [Comparison(dict(suite="memory", case=f"GRU T={T} B=16 I=64 H=128"),
                        lambda T=T: memory_runs(T, STEPS[size], device), 0, len(memory_runs(1, 1, device)), "process",
                        dict(timeout=600.0 * max(1, math.log10(T) - 3)))
@@ -83,6 +84,7 @@ def memory(device: torch.device, size: str, only: list[str] | None = None) -> li
 
 
 def strategies(device: torch.device, size: str, only: list[str] | None = None) -> list[Comparison]:
+    """The ``strategies`` suite at ``size`` (``only`` does not apply: its runs are fixed)."""
     T = STRATEGIES_T[size]
     return [Comparison(dict(suite="strategies", case=f"GRU T={T} B=16 I=64 H=128"),
                        lambda: strategy_runs(T, STEPS[size], device), 0, len(strategy_runs(T, 1, device)), "process",

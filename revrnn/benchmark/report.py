@@ -56,7 +56,8 @@ def cell(row: dict[str, Any], suite: str) -> str:
 
 
 def where(meta: dict[str, Any]) -> str:
-    return f"CPU, {meta['threads']} threads" if meta["device_type"] == "cpu" else meta["device"]
+    n = meta["threads"]
+    return f"CPU, {n} thread{'' if n == 1 else 's'}" if meta["device_type"] == "cpu" else meta["device"]
 
 
 def table(result: dict[str, Any]) -> str:

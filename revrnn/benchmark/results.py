@@ -28,6 +28,12 @@ def git(*cmd: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def commit() -> dict[str, object]:
+    """The commit and whether tracked files differ from it (None outside a checkout)."""
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": None if dirty is None else bool(dirty)}
+
+
 def results_dir() -> Path:
     """Where results go unless told: the checkout's ``bench/results``, else ``./bench-results``."""
     return REPO / "bench" / "results" if (REPO / ".git").exists() else Path("bench-results")
@@ -48,7 +54,7 @@ def device_name(device: torch.device) -> str:
     return f"{model} ({os.cpu_count()} cores)"
 
 
-def meta(device: torch.device) -> dict[str, Any]:
+def meta(device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     """Where and when: the device, threads, library versions, the commit (and whether tracked
     files differed from it) and the date (UTC)."""
     import revrnn
@@ -58,13 +64,11 @@ def meta(device: torch.device) -> dict[str, Any]:
         triton_version = triton.__version__
     except Exception:  # absent, or failing to import: not part of the measurement then
         triton_version = None
-    dirty = git("status", "--porcelain", "--untracked-files=no")
     return {"device": device_name(device), "device_type": device.type, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "triton": triton_version,
             "revrnn": revrnn.__version__, "cuda": torch.version.cuda if device.type == "cuda" else None,
             "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-            "commit": git("rev-parse", "HEAD"), "dirty": None if dirty is None else bool(dirty),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            **commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def slug(text: str) -> str:
@@ -108,7 +112,12 @@ def columns(rows: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     kind = rows[0].get("columns", "time") if rows else "time"
     return [("case", lambda r: r["case"]), ("impl", lambda r: r["impl"]), *COLUMNS[kind],
             ("ratio", lambda r: fmt(r.get("ratio"), 3)), ("target", target_text),
-            ("notes", lambda r: r.get("error") or r.get("note", ""))]
+            ("notes", notes)]
+
+
+def notes(row: dict[str, Any]) -> str:
+    """The row's error, else what it measured besides time (the g-LSTM's open fractions)."""
+    return row.get("error") or ", ".join(f"{k}={row[k]:.3f}" for k in ("open_fraction", "skipped_fraction") if k in row)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -147,11 +156,17 @@ def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def write(suite: str, rows: list[dict[str, Any]], info: dict[str, Any], out: Path, name: str) -> list[Path]:
-    """``<name>.json`` (rows and meta), ``.md`` and ``.png`` in ``out``; their paths."""
+def write_json(suite: str, rows: list[dict[str, Any]], info: dict[str, Any], out: Path, name: str) -> Path:
+    """``<name>.json`` in ``out``: the suite, ``info`` (:func:`meta` and the run's settings) and the rows."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.{ext}" for ext in ("json", "md", "png")]
-    paths[0].write_text(json.dumps({"suite": suite, "meta": info, "rows": rows}, indent=1))
+    path = out / f"{name}.json"
+    path.write_text(json.dumps({"suite": suite, "meta": info, "rows": rows}, indent=1))
+    return path
+
+
+def write(suite: str, rows: list[dict[str, Any]], info: dict[str, Any], out: Path, name: str) -> list[Path]:
+    """``<name>.json``, ``.md`` and ``.png`` in ``out``; their paths."""
+    paths = [write_json(suite, rows, info, out, name), out / f"{name}.md", out / f"{name}.png"]
     head = (f"# `revrnn bench {suite}` on {info['device']}\n\n{info['date']}, commit {info['commit']}, "
             f"torch {info['torch']}, {info['threads']} threads\n\n")
     paths[1].write_text(head + markdown(rows) + "\n")

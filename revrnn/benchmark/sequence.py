@@ -2,11 +2,12 @@
 states; loss.backward()`` with the input requiring grad, for every catalog case with a benchmark
 label or a torch.nn twin, against the strongest baselines in the same rounds:
 
-* ``torch.nn`` — the twin, where torch.nn has the cell (oneDNN on CPU, cuDNN on a GPU, TF32 off
-  so that it does the arithmetic revrnn does); the comparison's baseline where it exists;
+* ``torch.nn`` — the twin, where torch.nn has the cell (oneDNN on CPU; cuDNN on a GPU, TF32 off so
+  that it does the arithmetic revrnn does, and beside it ``torch.nn TF32``, torch's default); the
+  comparison's baseline where it exists;
 * ``torch.nn + checkpoint`` — the twin under ``torch.utils.checkpoint`` over ⌈√T⌉-step chunks;
 * ``revrnn <backend>`` — each compiled backend that runs the cell here (``cpu``; ``triton``,
-  ``cuda``);
+  ``cuda``), and Triton's persistent whole-chunk kernels for the LSTM and GRU at H ≤ 128;
 * ``eager loop`` — the reference backend: the cell's step in torch ops, iterating with
   ``unbind``; the baseline of the cells torch.nn does not have;
 * ``torch.compile loop`` — the same loop with the step compiled (``torch.compile(cell.step)``),
@@ -14,10 +15,14 @@ label or a torch.nn twin, against the strongest baselines in the same rounds:
 * ``GEMM floor`` — the twin's GEMMs alone in torch: what the step costs if its pointwise work
   were free.
 
-The reversible cases (RevGRU, RevLSTM, ``memory="reversible"``) run against the torch.nn twin of
-the cell they are the reversible counterpart of, at their own (long) length. Targets: the
-compiled backends ≤ 1.0× torch.nn at B=32 I=H=256 and ≤ 1.2× at B=1 I=H=64, ≥ 5× faster than the
-eager loop (ratio ≤ 0.2) where torch.nn has no twin, ≤ 1.5× torch.nn for the reversible cells.
+On a GPU the cases with a twin also run in float16. The reversible cases (RevGRU, RevLSTM) run
+against the torch.nn twin of the cell they are the reversible counterpart of, at their own long
+length, ``memory="reversible"`` and ``"store"`` on each compiled backend. The families' own groups
+follow (``Family.bench_groups``: ``<group>_comparisons`` in ``revrnn/cells/<family>/bench.py``).
+
+Targets, checked in the full run, where they are stated: the compiled backends ≤ 1.0× torch.nn at
+B=32 I=H=256 and ≤ 1.2× at B=1 I=H=64, ≥ 5× faster than the eager loop (ratio ≤ 0.2) where torch.nn
+has no twin, ≤ 1.5× torch.nn for the reversible cells.
 """
 from __future__ import annotations
 
@@ -30,9 +35,11 @@ from torch import Tensor, nn
 from .suite import Comparison
 from .timing import Candidate
 
-#: (T, B, I, H): the default run's one shape, and the full run's (the targets' shapes)
+#: (T, B, I, H): the default run's one shape, and the full run's (the targets' shapes); on a GPU
+#: (but quick) a large and a small size
 DEFAULT = ((100, 16, 128, 128),)
 FULL = ((200, 32, 256, 256), (200, 1, 64, 64))
+GPU = ((1000, 64, 512, 512), (1000, 16, 128, 128))
 QUICK = ((6, 3, 5, 7),)
 REVERSIBLE = {"default": (1000, 16, 64, 128), "full": (10_000, 16, 64, 128), "quick": (20, 3, 5, 8)}
 TARGET = {(200, 32, 256, 256): 1.0, (200, 1, 64, 64): 1.2}
@@ -124,40 +131,57 @@ def compiled_backends(device: torch.device) -> list[str]:
     return [name for name, reason in available_backends(device).items() if reason is None and name != "reference"]
 
 
-def plain_case(case: Any, shape: tuple[int, int, int, int], device: torch.device, target: float | None,
-               compile_loop: bool) -> Callable[[], list[Candidate]]:
+def setting(run: Callable[[int], None], obj: Any, name: str, value: Any) -> Callable[[int], None]:
+    """``run`` with ``obj.name`` set to ``value`` during each call."""
+    def wrapped(i: int) -> None:
+        old = getattr(obj, name)
+        setattr(obj, name, value)
+        try:
+            run(i)
+        finally:
+            setattr(obj, name, old)
+    return wrapped
+
+
+def plain_case(case: Any, shape: tuple[int, int, int, int], device: torch.device, dtype: torch.dtype,
+               target: float | None) -> Callable[[], list[Candidate]]:
     def build() -> list[Candidate]:
         from ..backends import get_backend
 
         T, B, I, H = shape
         torch.manual_seed(0)
-        xs = [torch.randn(T, B, I, device=device, requires_grad=True) for _ in range(ROTATE)]
-        eager = case.make(I, H, backend="reference").to(device)
+        xs = [torch.randn(T, B, I, device=device, dtype=dtype, requires_grad=True) for _ in range(ROTATE)]
+        eager = case.make(I, H, backend="reference").to(device, dtype)
         out: list[Candidate] = []
         if case.baseline:
-            twin = case.make_baseline(I, H).to(device)
+            twin = case.make_baseline(I, H).to(device, dtype)
             twin.load_state_dict(eager.state_dict())
-            out += [Candidate("torch.nn", training_step(twin, xs), T),
-                    Candidate("torch.nn + checkpoint", training_step(checkpointed(twin, T), xs), T)]
+            out.append(Candidate("torch.nn", training_step(twin, xs), T))
+            if device.type == "cuda" and dtype == torch.float32:  # torch's default: cuDNN in TF32
+                out.append(Candidate("torch.nn TF32", setting(training_step(twin, xs), torch.backends.cudnn,
+                                                              "allow_tf32", True), T))
+            out.append(Candidate("torch.nn + checkpoint", training_step(checkpointed(twin, T), xs), T))
+        bound = None if target is None else ("<=", target)
         for name in compiled_backends(device):
-            if get_backend(name, device).supports(eager.cells[0], torch.float32):
-                m = case.make(I, H, backend=name).to(device)
+            backend = get_backend(name, device)
+            if backend.supports(eager.cells[0], dtype):
+                m = case.make(I, H, backend=name).to(device, dtype)
                 m.load_state_dict(eager.state_dict())
-                bound = target if case.baseline else EAGER_TARGET
-                out.append(Candidate(f"revrnn {name}", training_step(m, xs), T,
-                                     None if bound is None else ("<=", bound)))
+                out.append(Candidate(f"revrnn {name}", training_step(m, xs), T, bound))
+                if name == "triton" and case.baseline and not case.bench and H <= 128:  # whole-chunk kernels
+                    out.append(Candidate("revrnn triton persistent",
+                                         setting(training_step(m, xs), backend, "persistent", "always"), T, bound))
         loop = Candidate("eager loop", training_step(eager, xs), T)
         out = [*out, loop] if case.baseline else [loop, *out]  # the baseline first
-        if compile_loop:
-            out.append(Candidate("torch.compile loop", training_step(step_loop(eager, compiled=True), xs), T))
+        out.append(Candidate("torch.compile loop", training_step(step_loop(eager, compiled=True), xs), T))
         if case.baseline:
             out.append(Candidate("GEMM floor", gemm_floor(twin, xs[0]), T))
         return out
     return build
 
 
-def reversible_case(case: Any, twin: str, shape: tuple[int, int, int, int],
-                    device: torch.device) -> Callable[[], list[Candidate]]:
+def reversible_case(case: Any, twin: str, shape: tuple[int, int, int, int], device: torch.device,
+                    target: float | None) -> Callable[[], list[Candidate]]:
     def build() -> list[Candidate]:
         T, B, I, H = shape
         torch.manual_seed(0)
@@ -165,57 +189,76 @@ def reversible_case(case: Any, twin: str, shape: tuple[int, int, int, int],
         eager = case.module_class()(I, H, **case.kwargs, backend="reference").to(device)
         out = [Candidate(f"torch.nn.{twin}", training_step(getattr(nn, twin)(I, H).to(device), xs), T)]
         for name in compiled_backends(device):
-            m = case.module_class()(I, H, **case.kwargs, backend=name).to(device)
-            m.load_state_dict(eager.state_dict())
-            out.append(Candidate(f"revrnn {name}", training_step(m, xs), T, ("<=", REVERSIBLE_TARGET)))
+            for memory in ("reversible", "store"):
+                m = case.module_class()(I, H, **case.kwargs, backend=name, memory=memory).to(device)
+                m.load_state_dict(eager.state_dict())
+                out.append(Candidate(f"revrnn {name}" + (" store" if memory == "store" else ""),
+                                     training_step(m, xs), T,
+                                     None if target is None or memory == "store" else ("<=", target)))
         return out + [Candidate("eager loop", training_step(eager, xs), T)]
     return build
 
 
-def reversible_cases() -> list[tuple[Any, str]]:
-    """The catalog's reversible benchmark cases, each with the torch.nn class of the cell it is
-    the reversible counterpart of (``Family.reversible_of``, then that module's baseline)."""
+def reversible_twins() -> dict[str, str]:
+    """Module class name of each reversible cell -> the torch.nn class of the cell it is the
+    reversible counterpart of (``Family.reversible_of``, then that module's baseline)."""
     from ..cells import FAMILIES, cases
     from ..nn import MODULES
 
-    plain_of = {rev: plain for family in FAMILIES for plain, rev in family.reversible_of.items() if plain != rev}
-    baseline_of = {case.module: case.baseline for _, case in cases(baseline=True, bench=None)}
-    out = []
-    for _, case in cases(bench=True):
-        cli = next((c for c, m in MODULES.items() if m.__name__ == case.module), None)
-        if cli in plain_of:
-            out.append((case, baseline_of[MODULES[plain_of[cli]].__name__]))
-    return out
+    baseline_of = {case.module: case.baseline for _, case in cases(baseline=True)}
+    return {MODULES[rev].__name__: baseline_of[MODULES[plain].__name__]
+            for family in FAMILIES for plain, rev in family.reversible_of.items() if plain != rev}
+
+
+def picked(only: list[str] | None) -> list[Any]:
+    """The cases ``only`` names (any in the catalog), else those with a twin or a label."""
+    from ..cells import cases
+
+    if only:
+        return [c for _, c in cases() if c.name in only]
+    return [c for _, c in cases(baseline=True)] + [c for _, c in cases(bench=True, baseline=None)]
+
+
+def label(case: Any) -> str:
+    return case.bench or case.baseline or case.name
 
 
 def comparisons(device: torch.device, size: str, only: list[str] | None = None) -> list[Comparison]:
-    """The suite at ``size`` ("quick", "default" or "full") on ``device``; ``only``: the cases
-    whose catalog name contains one of these."""
-    from ..cells import cases
+    """The suite at ``size`` ("quick", "default" or "full") on ``device``; ``only``: the catalog's
+    cases (any of them) and the families' groups to run, instead of the cases with a twin or a
+    benchmark label and every group. Targets are checked at the full size only, where
+    they are stated. On a GPU the cases with a torch.nn twin also run in float16, the dtype in
+    which torch lets cuDNN pick its persistent algorithms."""
+    import importlib
+
+    from ..cells import FAMILIES
 
     shapes = {"quick": QUICK, "default": DEFAULT, "full": FULL}[size]
+    if device.type == "cuda" and size != "quick":
+        shapes = GPU
     rounds = {"quick": (1, 2), "default": (2, 5), "full": (2, 7)}[size]
     rev_rounds = {"quick": (1, 2), "default": (1, 3), "full": (1, 3)}[size]
-
-    def chosen(case: Any) -> bool:
-        return not only or any(name in case.name for name in only)
-
-    reversible = reversible_cases()
-    rev_names = {c.name for c, _ in reversible}
-    plain = [c for _, c in cases(baseline=True) if chosen(c)]
-    plain += [c for _, c in cases(bench=True, baseline=None) if chosen(c) and c.name not in rev_names]
+    full = size == "full"
+    twins = reversible_twins()
     out = []
-    for case in plain:
-        label = case.bench or case.baseline
-        for T, B, I, H in shapes:
-            out.append(Comparison(dict(suite="sequence", case=f"{label} T={T} B={B} I={I} H={H}", T=T, B=B, I=I, H=H,
-                                       dtype="float32"),
-                                  plain_case(case, (T, B, I, H), device, TARGET.get((T, B, I, H), 1.0),
-                                             compile_loop=True), *rounds))
+    for case in (c for c in picked(only) if c.module not in twins):
+        dtypes = (torch.float32, torch.float16) if device.type == "cuda" and case.baseline else (torch.float32,)
+        for (T, B, I, H), dtype in ((shape, dtype) for shape in shapes for dtype in dtypes):
+            target = (TARGET.get((T, B, I, H)) if case.baseline else EAGER_TARGET) if full else None
+            name = str(dtype).removeprefix("torch.")
+            out.append(Comparison(dict(suite="sequence", case=f"{label(case)} T={T} B={B} I={I} H={H}"
+                                                              + ("" if dtype == torch.float32 else f" {name}"),
+                                       T=T, B=B, I=I, H=H, dtype=name),
+                                  plain_case(case, (T, B, I, H), device, dtype, target), *rounds))
     T, B, I, H = REVERSIBLE[size]
-    for case, twin in reversible:
-        if chosen(case):
-            out.append(Comparison(dict(suite="sequence", case=f"{case.bench} T={T} B={B} I={I} H={H}", T=T, B=B, I=I,
-                                       H=H, dtype="float32"),
-                                  reversible_case(case, twin, (T, B, I, H), device), *rev_rounds))
+    for case in (c for c in picked(only) if c.module in twins):
+        out.append(Comparison(dict(suite="sequence", case=f"{label(case)} T={T} B={B} I={I} H={H}", T=T, B=B, I=I,
+                                   H=H, dtype="float32"),
+                              reversible_case(case, twins[case.module], (T, B, I, H), device,
+                                              REVERSIBLE_TARGET if full else None), *rev_rounds))
+    for family in FAMILIES:  # the families' own groups (revrnn/cells/<family>/bench.py)
+        for group in family.bench_groups:
+            if not only or group in only:
+                module = importlib.import_module(f"{family.package}.bench")
+                out += getattr(module, f"{group}_comparisons")(device, size)
     return out

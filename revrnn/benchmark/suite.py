@@ -28,8 +28,10 @@ class Comparison:
     settings: dict[str, Any] = field(default_factory=dict)  # the timer's keywords
 
 
-def run(comparisons: list[Comparison], device: torch.device, progress: bool = True) -> list[dict[str, Any]]:
-    """Every comparison's rows, in order, with a progress bar over their rounds on stderr."""
+def run(comparisons: list[Comparison], device: torch.device, progress: bool = True,
+        done: Callable[[list[dict[str, Any]]], None] = lambda rows: None) -> list[dict[str, Any]]:
+    """Every comparison's rows, in order, with a progress bar over their rounds on stderr;
+    ``done`` gets the rows so far after each comparison."""
     from tqdm import tqdm
 
     total = sum({"interleave": c.warmup + c.repeats, "pytest": 1, "process": c.repeats}[c.timer] for c in comparisons)
@@ -42,6 +44,7 @@ def run(comparisons: list[Comparison], device: torch.device, progress: bool = Tr
                 from .peaks import measure
                 out += measure(candidates, {**c.common, "device": device.type}, tick=lambda: bar.update(1),
                                **c.settings)
+                done(out)
                 continue
             if c.timer == "pytest":
                 from . import pytest_timer
@@ -50,6 +53,7 @@ def run(comparisons: list[Comparison], device: torch.device, progress: bool = Tr
             else:
                 timed = interleave(candidates, c.warmup, c.repeats, device, lambda: bar.update(1))
             out += rows(timed, **c.common, device=device.type)
+            done(out)
             del candidates, timed
             gc.collect()
             if device.type == "cuda":

@@ -33,11 +33,12 @@ class Case:
     * ``compile`` — the dtypes of the sm_90 compile sweep (``tests/gpu_compile.py``): ``"every"``,
       ``"some"`` (float32 only unless ``--full``), ``"low"`` (no float64), ``"float"`` (float32
       and float64) or None; ``full`` — only in the sweep's ``--full`` run;
-    * ``bench`` — the row label in ``bench/triton_cells.py``'s ``cells`` group;
+    * ``bench`` — the case's label in ``revrnn bench`` (:mod:`revrnn.benchmark`): its suites run
+      the cases with a label or a baseline;
     * ``baseline`` — the :mod:`torch.nn` class that computes the same function from the same
       arguments: the benchmark compares the case with it (cuDNN on a GPU) instead of with the
-      eager loop; a case with a baseline but no ``bench`` label is one of the ``cudnn`` group's
-      comparisons (two sizes, float32 and float16, with and without persistent kernels);
+      eager loop, on a GPU also in float16 and, without a ``bench`` label, with Triton's
+      persistent kernels;
     * ``triton`` — settings of the Triton backend while the case runs (persistent kernels,
       sparse paths); ``hidden`` — a hidden size the case needs instead of the suite's;
       ``scaled`` — keywords set to that fraction of the hidden size (at least 1).
@@ -94,8 +95,8 @@ class Family:
     #: glue modules in the family's package: backend names, or ``executor`` (backends cpu and cuda)
     backends: tuple[str, ...] = ()
     cases: tuple[Case, ...] = ()
-    #: benchmark groups of ``bench/triton_cells.py`` that the family's ``<package>.bench``
-    #: module defines, each a function of that script's ``Bench`` named for the group
+    #: benchmark groups of ``revrnn bench sequence`` that the family's ``<package>.bench`` module
+    #: defines, each as ``<group>_comparisons(device, size)``
     bench_groups: tuple[str, ...] = ()
     #: for reversible families: command-line name of a module -> that of its reversible
     #: counterpart (the profiler's ``reversible`` strategy)

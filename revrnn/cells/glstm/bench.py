@@ -1,17 +1,21 @@
-"""The g-LSTM's benchmark group, ``sparse``, of ``bench/triton_cells.py`` (:func:`sparse`) and of
-``bench/cpu_cells.py`` (:func:`sparse_cpu`).
-
-``sparse``: a g-LSTM whose ``sigma_fraction`` is set so that about 10 % of the unit-steps are
-open, the sparse open-unit path (baseline) against the dense one; the rows give the measured
-open fraction and the work the sparse path skipped. Target: dense ≥ 4.
+"""The g-LSTM's benchmark group, ``sparse``, of ``revrnn bench sequence``
+(:func:`sparse_comparisons`): a g-LSTM whose ``sigma_fraction`` is set so that about 10 % of the
+unit-steps are open, training steps on each compiled backend with a sparse path (CPU: ``cpu``;
+GPU: ``triton``, ``cuda``), the sparse open-unit path (the baseline) against the dense one, with
+the input projection's GEMMs alone beside them (dense on both paths: what no sparse path skips).
+The rows give the measured open fraction and the work the sparse path skipped. Target (full
+run): dense ≥ 4× sparse.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 OPEN_FRACTION = 0.1
+#: (T, B, I, H) per run size; on a GPU (but quick) the second
+SHAPES = {"quick": (20, 3, 5, 8), "default": (200, 32, 256, 256), "full": (200, 32, 256, 256)}
+GPU = (1000, 64, 512, 512)
 
 
 def sigma_fraction_for(input_size: int, hidden_size: int, T: int, goal: float) -> tuple[float, float]:
@@ -31,58 +35,54 @@ def sigma_fraction_for(input_size: int, hidden_size: int, T: int, goal: float) -
     return min(((s, fraction(s)) for s in (lo, hi)), key=lambda sf: abs(sf[1] - goal))
 
 
-def sparse(b: Any) -> None:
-    """The ``sparse`` group on ``b``, the script's ``Bench``."""
-    from ...nn import GLSTM
+def sparse_comparisons(device: torch.device, size: str) -> list[Any]:
+    """The ``sparse`` group on ``device`` at ``size`` (one comparison per compiled backend)."""
+    from ...backends import available_backends, get_backend
+    from ...benchmark.suite import Comparison
+    from ...benchmark.timing import Candidate
 
-    a = b.args
-    s, open_fraction = sigma_fraction_for(a.input, a.hidden, a.T, OPEN_FRACTION)
-    case = f"GLSTM {open_fraction:.1%} open B={a.batch} H={a.hidden}"
-    make = lambda: GLSTM(a.input, a.hidden, t_max=a.T, sigma_fraction=s, backend="triton")  # noqa: E731
-    kw = dict(T=a.T, B=a.batch, I=a.input, H=a.hidden, sigma_fraction=s, open_fraction=open_fraction)
-    b.triton.sparse_work = type(b.triton.sparse_work)()
-    rows = [b.row("sparse", case, "triton sparse", make, settings=((b.triton, "glstm_sparse", "always"),), **kw)]
-    rows[0]["skipped_fraction"] = b.triton.sparse_work.skipped_fraction
-    rows.append(b.row("sparse", case, "triton dense", make, settings=((b.triton, "glstm_sparse", "never"),),
-                      target=(">=", 4.0), **kw))
-    b.compare(rows)
+    T, B, I, H = GPU if device.type == "cuda" and size != "quick" else SHAPES[size]
+    rounds = {"quick": (1, 2), "default": (2, 5), "full": (2, 7)}[size]
+    names = [n for n, why in available_backends(device).items()
+             if why is None and hasattr(get_backend(n, device), "glstm_sparse")]
 
+    def build(name: str) -> Callable[[], list[Candidate]]:
+        def make() -> list[Candidate]:
+            from ...nn import GLSTM
 
-def sparse_cpu(time_candidates: Any, quick: bool) -> list[dict[str, Any]]:
-    """The ``sparse`` group on the compiled executor (training steps, T=200 B=32 I=H=256), with
-    the input projection's GEMMs alone beside them (dense on both paths);
-    ``time_candidates(label, (T, B, I, H), candidates, targets)`` is the script's timer."""
-    from ...backends import get_backend
-    from ...nn import GLSTM
+            s, open_fraction = sigma_fraction_for(I, H, T, OPEN_FRACTION)
+            torch.manual_seed(0)
+            m = GLSTM(I, H, t_max=T, sigma_fraction=s, backend=name).to(device)
+            x = torch.randn(T, B, I, device=device, requires_grad=True)
+            backend = get_backend(name, device)
+            extra = {"open_fraction": open_fraction, "sigma_fraction": s}
 
-    T, B, I, H = (20, 3, 5, 8) if quick else (200, 32, 256, 256)
-    s, open_fraction = sigma_fraction_for(I, H, T, OPEN_FRACTION)
-    torch.manual_seed(0)
-    m = GLSTM(I, H, t_max=T, sigma_fraction=s, backend="cpu")
-    x = torch.randn(T, B, I, requires_grad=True)
-    backend = get_backend("cpu", x.device)
+            def step(mode: str, note: dict[str, Any]) -> Callable[[int], None]:
+                def run(i: int) -> None:
+                    before, backend.glstm_sparse = backend.glstm_sparse, mode
+                    backend.sparse_work = type(backend.sparse_work)()
+                    try:
+                        out, (h, c) = m(x)
+                        (out.sum() + h.sum() + c.sum()).backward()
+                    finally:
+                        backend.glstm_sparse = before
+                    note["skipped_fraction"] = backend.sparse_work.skipped_fraction
+                return run
 
-    def step(mode: str):
-        def run() -> None:
-            before, backend.glstm_sparse = backend.glstm_sparse, mode
-            try:
-                out, (h, c) = m(x)
-                (out.sum() + h.sum() + c.sum()).backward()
-            finally:
-                backend.glstm_sparse = before
-        return run
+            xs, w = x.detach().reshape(T * B, I), m.weight_ih_l0.detach()
+            g = torch.randn(T * B, 4 * H, device=device)
 
-    # what neither path skips: the input projection and its two gradient GEMMs, dense in torch
-    xs, w, g = x.detach().reshape(T * B, I), m.weight_ih_l0.detach(), torch.randn(T * B, 4 * H)
+            def projection(i: int) -> None:
+                torch.mm(xs, w.t())
+                torch.mm(g.t(), xs)
+                torch.mm(g, w)
 
-    def projection() -> None:
-        torch.mm(xs, w.t())
-        torch.mm(g.t(), xs)
-        torch.mm(g, w)
+            sparse, dense = dict(extra), dict(extra)
+            return [Candidate(f"{name} sparse", step("always", sparse), T, extra=sparse),
+                    Candidate(f"{name} dense", step("never", dense), T,
+                              (">=", 4.0) if size == "full" else None, extra=dense),
+                    Candidate("projection GEMMs", projection, T)]
+        return make
 
-    backend.sparse_work = type(backend.sparse_work)()
-    label = f"GLSTM {open_fraction:.1%} open"
-    rows = time_candidates(label, (T, B, I, H), {"cpu sparse": step("always"), "cpu dense": step("never"),
-                                                 "projection GEMMs": projection}, {"cpu dense": (">=", 4.0)})
-    rows[0]["skipped_fraction"] = backend.sparse_work.skipped_fraction
-    return rows
+    return [Comparison(dict(suite="sequence", case=f"GLSTM ~{OPEN_FRACTION:.0%} open, {name} T={T} B={B} I={I} H={H}", T=T,
+                            B=B, I=I, H=H, dtype="float32"), build(name), *rounds) for name in names]
