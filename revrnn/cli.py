@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -332,12 +333,14 @@ def parser() -> argparse.ArgumentParser:
     from .benchmark import DEFAULT, SUITES
     b = sub.add_parser("bench", help="benchmark suites against their baselines; `bench report` renders the README's "
                                      "performance section", formatter_class=_Help,
-                       description="Run benchmark suites (default: " + ", ".join(DEFAULT) + "), each against "
-                                   "its strongest baselines in the same run, and write each one's JSON, markdown "
-                                   "and PNG (default folder: the checkout's bench/results). `revrnn bench report` "
-                                   "renders the README's performance section from the recorded results.",
-                       epilog="suites:\n" + "\n".join(f"  {n:<11} {text}" for n, (_, text) in SUITES.items())
-                              + "\n  report      the README's performance section from the recorded results")
+                       description="Run benchmark suites (default: " + ", ".join(DEFAULT) + "), each against its "
+                                   "strongest baselines in the\nsame run, and write each one's JSON, markdown and PNG "
+                                   "(default folder: the checkout's bench/results).\n`revrnn bench report` renders "
+                                   "the README's performance section from the recorded results.",
+                       epilog="suites:\n" + "\n".join(
+                           textwrap.fill(f"{n:<11} {text}", 96, initial_indent="  ", subsequent_indent=" " * 14)
+                           for n, text in [*((n, t) for n, (_, t) in SUITES.items()),
+                                           ("report", "the README's performance section from the recorded results")]))
     b.add_argument("suites", nargs="*", choices=[*SUITES, "report", []], metavar="SUITE",
                    help="suites to run (listed below), or report")
     size = b.add_mutually_exclusive_group()

@@ -252,3 +252,39 @@ def test_a_failed_comparison_is_rows_with_errors():
         return [Candidate("ok", lambda i: None), Candidate("bad", lambda i: 1 / 0)]
     out = run([Comparison({"suite": "s", "case": "c"}, build, 0, 2)], torch.device("cpu"), progress=False)
     assert out[1]["error"].startswith("ZeroDivisionError") and out[0]["device"] == "cpu"
+
+
+def test_both_compiled_modules_have_the_gemm_switch():
+    from test_cuda_backend import cuda_module
+    from revrnn import _C
+    for module in (_C, cuda_module()):
+        assert module.set_gemms(True) is True and "pointwise passes alone" in module.set_gemms.__doc__
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_gemms_switch_off_and_back_on():
+    if revrnn.available_backends("cuda")["cuda"] is not None:
+        pytest.skip(f"backend 'cuda' is unavailable: {revrnn.available_backends('cuda')['cuda']}")
+    gpu = torch.device("cuda")
+    s = kernels.Setup(case("gru"), (5, 3, 4, 8), gpu)
+    args = (s.cell, s.p, s.extras, s.chunks[0], s.states[0], True)
+    backend = get_backend("cuda", gpu)
+    module = kernels.executor_module(backend, gpu)
+    with kernels.gemms_off(module):
+        off = backend.forward_chunk(*args)[0]
+    on, want = backend.forward_chunk(*args)[0], get_backend("reference", gpu).forward_chunk(*args)[0]
+    torch.testing.assert_close(on, want, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(off).all() and not torch.allclose(off, want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("suite", ["kernels", "sequence"])
+def test_gpu_suites_run(suite, tmp_path):
+    """Every candidate of the LSTM's comparisons runs on the GPU (CUDA events, interleaved)."""
+    written = revrnn.benchmark.bench([suite], torch.device("cuda"), "quick", ["lstm"], tmp_path, progress=False,
+                                     echo=lambda text: None)
+    found = json.loads(written[0].read_text())["rows"]
+    assert found and all("error" not in r and r["ms"] > 0 for r in found), [r for r in found if "error" in r]
+    assert any(r["impl"].startswith(("revrnn triton", "triton")) for r in found)

@@ -94,15 +94,12 @@ class Setup:
         """The chunk's recurrent GEMMs alone (see the module docstring); with ``proj_size`` the
         projection's too (h = mid W_hr^T per step; backward d mid = d h W_hr and d W_hr)."""
         K, B, _ = self.chunks[0].xp.shape
-        pairs = [(self.p["weight_hh"].detach(), B)]
-        if "weight_hr" in self.p:
-            pairs.append((self.p["weight_hr"].detach(), B))
         made = []
-        for w, rows in pairs:
+        for w in (self.p[k].detach() for k in ("weight_hh", "weight_hr") if k in self.p):
             new = dict(device=w.device, dtype=w.dtype)
-            G, P = w.shape  # out = in W^T: in (rows, P), out (rows, G)
-            made.append((w, torch.randn(rows, P, **new), torch.randn(rows, G, **new),
-                         torch.randn(K * rows, P, **new), torch.randn(K * rows, G, **new)))
+            G, P = w.shape  # out = in W^T: in (B, P), out (B, G)
+            made.append((w, torch.randn(B, P, **new), torch.randn(B, G, **new),
+                         torch.randn(K * B, P, **new), torch.randn(K * B, G, **new)))
 
         def run(i: int) -> None:
             for w, x, y, xs, ys in made:
@@ -117,8 +114,7 @@ class Setup:
         where the runner is not the executor's."""
         if not hasattr(runner, "acts"):
             return None
-        K, B, _ = self.chunks[0].xp.shape
-        H = self.cell.hidden_size
+        B, H = self.chunks[0].xp.shape[1], self.cell.hidden_size
         states = sum(self.cell.state_sizes)
         xp, rec, act, y = runner.xp_gates * H, runner.gates * H, runner.acts * H, self.cell.state_sizes[0]
         if backward:  # act, states before/after and grad_y in; d states in and out, d xp, d rec out

@@ -135,25 +135,24 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
-    """Horizontal bars of each row's ratio over its baseline (log scale), a line at 1."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Horizontal bars of each row's ratio over its baseline (log scale), a line at 1 (a bare
+    matplotlib Figure: no pyplot state)."""
+    from matplotlib.figure import Figure
 
     shown = [r for r in rows if r.get("ratio")]
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(shown) + 1.5))
-    labels = [f"{r['case']} · {r['impl']}" for r in shown]
+    fig = Figure(figsize=(9, 0.28 * len(shown) + 1.5))
+    ax = fig.subplots()
     ax.barh(range(len(shown)), [r["ratio"] for r in shown],
-            color=["tab:red" if r.get("meets") is False else "tab:blue" for r in shown])
-    ax.set_yticks(range(len(shown)), labels, fontsize=7)
+            color=["tab:red" if r.get("meets") is False else "tab:gray" if r["impl"] == r["baseline"] else "tab:blue"
+                   for r in shown])
+    ax.set_yticks(range(len(shown)), [f"{r['case']} · {r['impl']}" for r in shown], fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", lw=0.8)
-    ax.set_xlabel("ratio over the case's baseline (its first row); red: target missed")
+    ax.set_xlabel("ratio over the case's baseline (grey); red: target missed")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_json(suite: str, rows: list[dict[str, Any]], info: dict[str, Any], out: Path, name: str) -> Path:
