@@ -33,7 +33,7 @@ FULL = ((32, 32, 256, 256), (32, 1, 64, 64))
 QUICK = ((4, 3, 5, 8),)
 ROTATE = 3
 #: pytest-benchmark's budget per candidate: (max seconds, min rounds)
-PYTEST = {"quick": (0.01, 2), "default": (0.25, 5), "full": (1.0, 10)}
+PYTEST = {"quick": (0.01, 2), "default": (0.5, 7), "full": (1.0, 15)}
 ROUNDS = {"quick": (1, 2), "default": (3, 10), "full": (5, 30)}
 
 

@@ -5,6 +5,8 @@ median of its rounds; one candidate after the other, unlike :func:`.timing.inter
 the suites with calls of milliseconds and more use."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -48,10 +50,11 @@ def run(candidates: list[Candidate], max_time: float, min_rounds: int) -> list[T
                 "-W", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning",
                 f"--benchmark-json={out}", f"--benchmark-max-time={max_time}",
                 f"--benchmark-min-rounds={min_rounds}", "--benchmark-warmup=on",
-                "--benchmark-warmup-iterations=3", "--benchmark-disable-gc", "--benchmark-sort=name"]
-        cwd = os.getcwd()
+                "--benchmark-warmup-iterations=3", "--benchmark-disable-gc", "--benchmark-quiet"]
+        cwd, said = os.getcwd(), io.StringIO()
         try:
-            pytest.main(args, plugins=[plugin])
+            with contextlib.redirect_stdout(said):  # pytest's own report: the suite prints its table
+                pytest.main(args, plugins=[plugin])
         finally:
             os.chdir(cwd)
         found = json.loads(out.read_text())["benchmarks"] if out.exists() else []
@@ -60,7 +63,8 @@ def run(candidates: list[Candidate], max_time: float, min_rounds: int) -> list[T
     for i, c in enumerate(candidates):
         s = stats.get(str(i))
         if s is None:
-            timed.append(Timed(c, error=plugin.failures.get(str(i), "not timed")))
+            tail = said.getvalue().strip().splitlines()[-1:] or ["no output"]
+            timed.append(Timed(c, error=plugin.failures.get(str(i), f"not timed: {tail[0][:200]}")))
         else:  # per call, in the rounds' median; rounds is how many went into it
             timed.append(Timed(c, times_ms=[s["median"] * 1e3], rounds=s["rounds"], iterations=s["iterations"]))
     return timed
