@@ -1,7 +1,7 @@
 """``revrnn bench report``: the README's performance section, rendered from the recorded results
 (``bench/results/<suite>_<device>.json``, written by ``revrnn bench``; quick runs are left out).
-One table per result file, one line per case: its device, its baseline and every candidate's
-time (or peak) with its ratio over the baseline; a missed target is marked. The section sits
+Tables per result file (one per kind of comparison), one line per case: its device, its baseline
+and every candidate's time (or peak) with its ratio over the baseline; a missed target is marked. The section sits
 between two markers in the README; ``--check`` says whether it is up to date."""
 from __future__ import annotations
 
@@ -60,20 +60,29 @@ def where(meta: dict[str, Any]) -> str:
     return f"CPU, {n} thread{'' if n == 1 else 's'}" if meta["device_type"] == "cpu" else meta["device"]
 
 
-def table(result: dict[str, Any]) -> str:
-    """One line per case: device, baseline, then each candidate's number (and ratio)."""
+def tables(result: dict[str, Any]) -> list[str]:
+    """One table per run of cases with the same candidates (a suite mixes comparisons of
+    different kinds), a line per case: device, baseline, then each candidate's number."""
     suite, rows = result["suite"], result["rows"]
-    impls = list(dict.fromkeys(r["impl"] for r in rows))
     cases = list(dict.fromkeys(r["case"] for r in rows))
     by = {(r["case"], r["impl"]): r for r in rows}
-    head = ["case", "device", "baseline", *impls]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    impls = {case: [r["impl"] for r in rows if r["case"] == case] for case in cases}
+    groups: list[list[str]] = []
     for case in cases:
-        first = next(r for r in rows if r["case"] == case)
-        line = [case, where(result["meta"]), first["baseline"],
-                *(cell(by[case, i], suite) if (case, i) in by else "" for i in impls)]
-        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in line) + " |")
-    return "\n".join(lines)
+        if groups and impls[groups[-1][0]] == impls[case]:
+            groups[-1].append(case)
+        else:
+            groups.append([case])
+    out = []
+    for group in groups:
+        head = ["case", "device", "baseline", *impls[group[0]]]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for case in group:
+            line = [case, where(result["meta"]), by[case, impls[case][0]]["baseline"],
+                    *(cell(by[case, i], suite) for i in impls[case])]
+            lines.append("| " + " | ".join(x.replace("|", "\\|") for x in line) + " |")
+        out.append("\n".join(lines))
+    return out
 
 
 def section(results: list[dict[str, Any]], root: Path) -> str:
@@ -92,7 +101,9 @@ def section(results: list[dict[str, Any]], root: Path) -> str:
         out += [f"**`revrnn bench {suite}{flags}{only}`** on {meta['device']}, {meta['threads']} threads, "
                 f"{date}, commit {str(meta.get('commit'))[:7]}{' (uncommitted changes)' if meta.get('dirty') else ''}, "
                 f"torch {meta['torch']} (`{rel}`, plot `{rel.with_suffix('.png')}`). Each cell: {unit}, and in "
-                "brackets the ratio over the case's baseline.", "", table(result), ""]
+                "brackets the ratio over the case's baseline.", ""]
+        for t in tables(result):
+            out += [t, ""]
     out.append(END)
     return "\n".join(out)
 

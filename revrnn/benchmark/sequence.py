@@ -187,7 +187,7 @@ def reversible_case(case: Any, twin: str, shape: tuple[int, int, int, int], devi
         torch.manual_seed(0)
         xs = [torch.randn(T, B, I, device=device, requires_grad=True) for _ in range(ROTATE)]
         eager = case.module_class()(I, H, **case.kwargs, backend="reference").to(device)
-        out = [Candidate(f"torch.nn.{twin}", training_step(getattr(nn, twin)(I, H).to(device), xs), T)]
+        out = [Candidate("torch.nn", training_step(getattr(nn, twin)(I, H).to(device), xs), T)]
         for name in compiled_backends(device):
             for memory in ("reversible", "store"):
                 m = case.module_class()(I, H, **case.kwargs, backend=name, memory=memory).to(device)
@@ -252,8 +252,8 @@ def comparisons(device: torch.device, size: str, only: list[str] | None = None) 
                                   plain_case(case, (T, B, I, H), device, dtype, target), *rounds))
     T, B, I, H = REVERSIBLE[size]
     for case in (c for c in picked(only) if c.module in twins):
-        out.append(Comparison(dict(suite="sequence", case=f"{label(case)} T={T} B={B} I={I} H={H}", T=T, B=B, I=I,
-                                   H=H, dtype="float32"),
+        out.append(Comparison(dict(suite="sequence", case=f"{label(case)} vs torch.nn.{twins[case.module]} T={T} "
+                                                          f"B={B} I={I} H={H}", T=T, B=B, I=I, H=H, dtype="float32"),
                               reversible_case(case, twins[case.module], (T, B, I, H), device,
                                               REVERSIBLE_TARGET if full else None), *rev_rounds))
     for family in FAMILIES:  # the families' own groups (revrnn/cells/<family>/bench.py)
