@@ -29,8 +29,9 @@ def git(*cmd: str) -> str | None:
 
 
 def commit() -> dict[str, object]:
-    """The commit and whether tracked files differ from it (None outside a checkout)."""
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    """The commit and whether tracked files other than recorded results differ from it (None
+    outside a checkout)."""
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if dirty is None else bool(dirty)}
 
 
