@@ -32,8 +32,8 @@ DEFAULT = ((32, 32, 256, 256),)
 FULL = ((32, 32, 256, 256), (32, 1, 64, 64))
 QUICK = ((4, 3, 5, 8),)
 ROTATE = 3
-#: pytest-benchmark's budget per candidate: (max seconds, min rounds)
-PYTEST = {"quick": (0.01, 2), "default": (0.5, 7), "full": (1.0, 15)}
+#: pytest-benchmark's budget per candidate: (max seconds, min rounds, passes over the candidates)
+PYTEST = {"quick": (0.01, 2, 1), "default": (0.5, 9, 3), "full": (1.0, 15, 5)}
 ROUNDS = {"quick": (1, 2), "default": (3, 10), "full": (5, 30)}
 
 
@@ -174,7 +174,7 @@ def comparisons(device: torch.device, size: str, only: list[str] | None = None) 
 
     shapes = {"quick": QUICK, "default": DEFAULT, "full": FULL}[size]
     chosen = [c for c in picked(only) if "reversible" not in c.module_class().memory_modes]
-    max_time, min_rounds = PYTEST[size]
+    max_time, min_rounds, passes = PYTEST[size]
     warmup, repeats = ROUNDS[size]
     timer = "pytest" if device.type == "cpu" else "interleave"
     out = []
@@ -185,5 +185,5 @@ def comparisons(device: torch.device, size: str, only: list[str] | None = None) 
                 out.append(Comparison(dict(suite="kernels", case=name, T=K, B=B, I=I, H=H, dtype="float32",
                                            columns="kernels", backward=backward),
                                       build(case, (K, B, I, H), device, backward), warmup, repeats, timer,
-                                      dict(max_time=max_time, min_rounds=min_rounds)))
+                                      dict(max_time=max_time, min_rounds=min_rounds, passes=passes)))
     return out

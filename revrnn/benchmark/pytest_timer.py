@@ -1,8 +1,10 @@
 """The CPU kernel suite's timer: pytest-benchmark, run in this process on the candidates handed
 in (``pytest.main`` on :mod:`.kernel_cases`, which this module's plugin parametrises). It
 calibrates how many calls make a round for the clock's resolution, warms up, and reports the
-median of its rounds; one candidate after the other, unlike :func:`.timing.interleave`, which
-the suites with calls of milliseconds and more use."""
+median of its rounds. It times one candidate after the other, so a slow stretch of a shared
+machine would land on one candidate: the session runs in a few passes over every candidate, and
+a candidate's time is the median of its passes' medians (:func:`.timing.interleave`, which the
+suites with calls of milliseconds and more use, interleaves every call instead)."""
 from __future__ import annotations
 
 import contextlib
@@ -35,15 +37,41 @@ class _Plugin:
             self.failures[report.nodeid.rsplit("[", 1)[-1].rstrip("]")] = (lines[-1] if lines else "failed")[:300]
 
 
-def run(candidates: list[Candidate], max_time: float, min_rounds: int) -> list[Timed]:
-    """Times ``candidates`` with pytest-benchmark: at most ``max_time`` seconds each (warm-up
-    included) but at least ``min_rounds`` rounds; a candidate that raises is a result with its
+def run(candidates: list[Candidate], max_time: float, min_rounds: int, passes: int = 1) -> list[Timed]:
+    """Times ``candidates`` with pytest-benchmark in ``passes`` passes over all of them, each
+    pass at most ``max_time / passes`` seconds per candidate (warm-up included) but at least
+    ``min_rounds / passes`` rounds (2 at least); a candidate that raises is a result with its
     error. Raises ImportError if pytest-benchmark is not installed (``pip install
     revrnn[bench]``)."""
-    import pytest
     import pytest_benchmark  # noqa: F401  (a clear ImportError before pytest hides it)
 
+    medians: list[list[float]] = [[] for _ in candidates]
+    rounds, iterations = [0] * len(candidates), [0] * len(candidates)
     plugin = _Plugin(candidates)
+    said = ""
+    for _ in range(passes):
+        stats, said = _session(plugin, max_time / passes, max(2, -(-min_rounds // passes)))
+        for i in range(len(candidates)):
+            s = stats.get(str(i))
+            if s is not None:  # per call, the median of the pass's rounds
+                medians[i].append(s["median"] * 1e3)
+                rounds[i] += s["rounds"]
+                iterations[i] = s["iterations"]
+    timed = []
+    for i, c in enumerate(candidates):
+        if len(medians[i]) < passes:  # failed in some pass: its error
+            tail = said.strip().splitlines()[-1:] or ["no output"]
+            timed.append(Timed(c, error=plugin.failures.get(str(i), f"not timed: {tail[0][:200]}")))
+        else:
+            timed.append(Timed(c, times_ms=medians[i], rounds=rounds[i], iterations=iterations[i]))
+    return timed
+
+
+def _session(plugin: _Plugin, max_time: float, min_rounds: int) -> tuple[dict[str, Any], str]:
+    """One pytest-benchmark session over the plugin's candidates: their stats by index, and
+    what pytest printed."""
+    import pytest
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "benchmark.json"
         args = [str(CASES), "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", tmp,
@@ -58,13 +86,4 @@ def run(candidates: list[Candidate], max_time: float, min_rounds: int) -> list[T
         finally:
             os.chdir(cwd)
         found = json.loads(out.read_text())["benchmarks"] if out.exists() else []
-    stats = {b["param"]: b["stats"] for b in found}
-    timed = []
-    for i, c in enumerate(candidates):
-        s = stats.get(str(i))
-        if s is None:
-            tail = said.getvalue().strip().splitlines()[-1:] or ["no output"]
-            timed.append(Timed(c, error=plugin.failures.get(str(i), f"not timed: {tail[0][:200]}")))
-        else:  # per call, in the rounds' median; rounds is how many went into it
-            timed.append(Timed(c, times_ms=[s["median"] * 1e3], rounds=s["rounds"], iterations=s["iterations"]))
-    return timed
+    return {b["param"]: b["stats"] for b in found}, said.getvalue()
