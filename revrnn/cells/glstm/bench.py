@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 OPEN_FRACTION = 0.1
-#: (T, B, I, H) per run size; on a GPU (but quick) the second
+#: (T, B, I, H) per run size on CPU; on a GPU every size but quick runs GPU
 SHAPES = {"quick": (20, 3, 5, 8), "default": (200, 32, 256, 256), "full": (200, 32, 256, 256)}
 GPU = (1000, 64, 512, 512)
 
