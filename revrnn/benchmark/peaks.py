@@ -27,10 +27,15 @@ STRATEGIES_T = {"quick": 30, "default": 10_000, "full": 100_000}
 STEPS = {"quick": 1, "default": 2, "full": 3}
 
 
+def sizes(T: int, steps: int, device: torch.device) -> dict[str, Any]:
+    """What every run of both suites shares."""
+    return dict(T=T, steps=steps, device=device.type, threads=torch.get_num_threads(), **SIZES)
+
+
 def memory_runs(T: int, steps: int, device: torch.device) -> list[Any]:
     from ..profile.process import Run
 
-    kw = dict(T=T, steps=steps, device=device.type, threads=torch.get_num_threads(), **SIZES)
+    kw = sizes(T, steps, device)
     return [Run("torch.GRU", "bptt", **kw), Run("torch.GRU", "ckpt", **kw), Run("gru", "ckpt", **kw),
             Run("revgru", "reversible", forget_bits=0, **kw), Run("revgru", "reversible", forget_bits=3, **kw)]
 
@@ -38,7 +43,7 @@ def memory_runs(T: int, steps: int, device: torch.device) -> list[Any]:
 def strategy_runs(T: int, steps: int, device: torch.device) -> list[Any]:
     from ..profile.process import Run
 
-    kw = dict(T=T, steps=steps, device=device.type, threads=torch.get_num_threads(), **SIZES)
+    kw = sizes(T, steps, device)
     chunk = min(1000, T)
     return [Run("torch.GRU", "bptt", **kw), Run("torch.GRU", "ckpt", **kw), Run("gru", "bptt", **kw),
             Run("gru", "ckpt", **kw), Run("gru", "revolve:8", **kw),
@@ -75,17 +80,18 @@ def measure(runs: list[Any], common: dict[str, Any], timeout: float, tick: Calla
     return rows
 
 
+def comparison(suite: str, runs: list[Any], timeout: float) -> Comparison:
+    """A comparison of ``runs`` (cheap to make: each runs in its own process when measured)."""
+    return Comparison(dict(suite=suite, case=f"GRU T={runs[0].T} B=16 I=64 H=128"), lambda: runs, 0, len(runs),
+                      "process", dict(timeout=timeout))
+
+
 def memory(device: torch.device, size: str, only: list[str] | None = None) -> list[Comparison]:
     """The ``memory`` suite at ``size`` (``only`` does not apply: its runs are fixed)."""
-    return [Comparison(dict(suite="memory", case=f"GRU T={T} B=16 I=64 H=128"),
-                       lambda T=T: memory_runs(T, STEPS[size], device), 0, len(memory_runs(1, 1, device)), "process",
-                       dict(timeout=600.0 * max(1, math.log10(T) - 3)))
+    return [comparison("memory", memory_runs(T, STEPS[size], device), 600.0 * max(1, math.log10(T) - 3))
             for T in LENGTHS[size]]
 
 
 def strategies(device: torch.device, size: str, only: list[str] | None = None) -> list[Comparison]:
     """The ``strategies`` suite at ``size`` (``only`` does not apply: its runs are fixed)."""
-    T = STRATEGIES_T[size]
-    return [Comparison(dict(suite="strategies", case=f"GRU T={T} B=16 I=64 H=128"),
-                       lambda: strategy_runs(T, STEPS[size], device), 0, len(strategy_runs(T, 1, device)), "process",
-                       dict(timeout=900.0))]
+    return [comparison("strategies", strategy_runs(STRATEGIES_T[size], STEPS[size], device), 900.0)]

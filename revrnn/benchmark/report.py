@@ -9,18 +9,14 @@ import datetime
 from pathlib import Path
 from typing import Any
 
-from .results import load
+from .results import load, us_per_step
 
 BEGIN = "<!-- revrnn bench report: begin (generated; edit bench/results, then run `revrnn bench report`) -->"
 END = "<!-- revrnn bench report: end -->"
 ORDER = ("sequence", "kernels", "strategies", "memory")
 #: per suite: how a row's number is shown
-UNIT = {"sequence": ("ms", lambda r: r.get("ms")), "kernels": ("µs/step", lambda r: _us(r.get("ms_per_step"))),
+UNIT = {"sequence": ("ms", lambda r: r.get("ms")), "kernels": ("µs/step", us_per_step),
         "strategies": ("peak MiB", lambda r: r.get("peak_mib")), "memory": ("peak MiB", lambda r: r.get("peak_mib"))}
-
-
-def _us(ms: float | None) -> float | None:
-    return None if ms is None else ms * 1e3
 
 
 def recorded(folder: Path) -> list[dict[str, Any]]:

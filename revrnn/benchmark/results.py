@@ -99,10 +99,14 @@ def target_text(row: dict[str, Any]) -> str:
     return f"{op} {bound:g}" + ("" if row.get("meets") is None else (" ok" if row["meets"] else " MISS"))
 
 
+def us_per_step(row: dict[str, Any]) -> float | None:
+    return None if row.get("ms_per_step") is None else row["ms_per_step"] * 1e3
+
+
 #: a suite's columns: (heading, row -> text); every suite has its case, impl, ratio and target
 COLUMNS: dict[str, list[tuple[str, Any]]] = {
     "time": [("ms/step", lambda r: fmt(r.get("ms_per_step"), 4)), ("ms", lambda r: fmt(r.get("ms"), 4))],
-    "kernels": [("µs/step", lambda r: fmt(None if r.get("ms_per_step") is None else r["ms_per_step"] * 1e3, 4))],
+    "kernels": [("µs/step", lambda r: fmt(us_per_step(r), 4))],
     "peaks": [("peak MiB", lambda r: "OOM" if r.get("oom") else fmt(r.get("peak_mib"), 4)),
               ("accounted MiB", lambda r: fmt(r.get("accounted_mib"), 4)),
               ("step ms", lambda r: fmt(r.get("ms"), 4))],
