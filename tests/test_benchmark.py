@@ -138,6 +138,26 @@ def test_eager_and_compiled_loops_compute_the_module(name):
             torch.testing.assert_close(a, b[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name, per_row", [
+    # multiply-adds per sequence row: projection, its two gradients; per step forward, d h, d W
+    ("lstm", lambda I, H: 3 * I * 4 * H + 3 * H * 4 * H),
+    ("lstm-proj-quarter", lambda I, H: 3 * I * 4 * H + 3 * (H // 4) * 4 * H + 3 * H * (H // 4)),
+    ("gru1-after", lambda I, H: 3 * I * H + 3 * H * 3 * H),
+    ("kafgru-d20", lambda I, H: 3 * I * 3 * H + 3 * H * 3 * H),  # the KAF's coefficients are no GEMM
+    ("nru", lambda I, H: 3 * I * 8 + 3 * 72 * 8 + 3 * 72 * 72),
+])
+def test_gemm_floor_runs_the_cells_gemms(name, per_row):
+    """The floor does the multiply-adds of the cell's GEMMs in one training step, no more."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    T, B, I, H = 4, 3, 16, 8
+    m = case(name).make(I, H, backend="reference")
+    floor = sequence.gemm_floor(m, torch.randn(T, B, I))
+    with FlopCounterMode(display=False) as count:
+        floor(0)
+    assert count.get_total_flops() == 2 * T * B * per_row(I, H)
+
+
 def test_checkpointed_twin_computes_the_twin():
     torch.manual_seed(0)
     twin = torch.nn.GRU(5, 8)
@@ -167,7 +187,7 @@ def test_sequence_suite_rows():
     assert gru[0]["ratio"] == 1.0 and all(r["baseline"] == "torch.nn" for r in gru)
     assert all(r["target"] is None for r in found)  # targets are checked at the full size, where they are stated
     variant = by["GRU variant=1 T=6 B=3 I=5 H=7"]
-    assert [r["impl"] for r in variant] == ["eager loop", *compiled, "torch.compile loop"]
+    assert [r["impl"] for r in variant] == ["eager loop", *compiled, "torch.compile loop", "GEMM floor"]
     rev = by["RevGRU vs torch.nn.GRU T=20 B=3 I=5 H=8"]
     assert [r["impl"] for r in rev] == ["torch.nn", *(f"{c}{m}" for c in compiled for m in ("", " store")),
                                         "eager loop"]
