@@ -244,7 +244,7 @@ inline void run_glstm_sparse(const Registry& reg, bool backward, const Where& wh
   ready(reg, fn);
   const bool fwd = !backward;
   SparseChunk<T> c{K, B, H, pointer<const T>(fn, "xp", a[0], backward), pointer<const T>(fn, "w_hh", a[1]),
-                   pointer<const uint8_t>(fn, "mask", a[2], true), pointer<const T>(fn, "gate", a[3]),
+                   pointer<const uint8_t>(fn, "mask", a[2], true), pointer<const T>(fn, "gate", a[3], true),
                    pointer<const int64_t>(fn, "offsets", a[4]), pointer<const int64_t>(fn, "units", a[5], true),
                    pointer<T>(fn, "h", a[6]), pointer<T>(fn, "c", a[7]), pointer<T>(fn, "act", a[8], true),
                    pointer<T>(fn, "prev", a[9], true), fwd ? pointer<T>(fn, "y", a[10]) : nullptr,

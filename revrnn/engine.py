@@ -147,8 +147,10 @@ class _Sequence(torch.autograd.Function):
             kept.append(flat[:n])
             flat = flat[n:]
         T = inp.shape[0]
-        # of the projection, or (chunk-wise) of the layer input, which may need none
-        grad_in = torch.zeros_like(inp) if ctx.needs_input_grad[2] else None
+        # of the projection, or (chunk-wise) of the layer input, which may need none: each chunk's
+        # part, joined at the end (one chunk's is the whole, uncopied)
+        need_in = ctx.needs_input_grad[2]
+        grad_in: dict[int, Tensor] = {}
         grad_p: dict[str, Tensor | None] = {k: None for k in plan.names}
 
         def add(k: str, g: Tensor | None) -> None:
@@ -163,7 +165,7 @@ class _Sequence(torch.autograd.Function):
                 chunk = plan.chunk(inp[s:e], s, e)
             else:  # projected once, with its graph, for the recompute and the push below
                 with torch.enable_grad():
-                    x = inp[s:e].detach().requires_grad_(grad_in is not None)
+                    x = inp[s:e].detach().requires_grad_(need_in)
                     leaves = {k: v.detach().requires_grad_(v.requires_grad) for k, v in params.items()}
                     xp = plan.project(leaves, x, s, e)
                 graph = (xp, x, leaves)
@@ -177,8 +179,8 @@ class _Sequence(torch.autograd.Function):
             for k, g in gp.items():
                 add(k, g)
             if graph is None:
-                if grad_in is not None:
-                    grad_in[s:e] = gxp
+                if need_in:
+                    grad_in[s] = gxp
                 return
             xp, x, leaves = graph
             wrt = {k: v for k, v in leaves.items() if v.requires_grad}
@@ -189,7 +191,7 @@ class _Sequence(torch.autograd.Function):
                     if k:
                         add(k, g)
                     elif g is not None:
-                        grad_in[s:e] = g
+                        grad_in[s] = g
 
         if plan.checkpoint_slots is not None:
             run = _Binomial(plan, step_params, lambda s, e: plan.inputs(inp, params, s, e))
@@ -205,7 +207,18 @@ class _Sequence(torch.autograd.Function):
                     reverse(s, e, start=kept[i])
                 else:
                     reverse(s, e, kept[i])
-        return (None, None, grad_in, *grad_state, *(grad_p[k] for k in plan.names))
+        return (None, None, _joined(inp, grad_in) if need_in else None, *grad_state,
+                *(grad_p[k] for k in plan.names))
+
+
+def _joined(inp: Tensor, parts: dict[int, Tensor]) -> Tensor:
+    """The gradient of ``inp`` from each chunk's part, by first step (zero where a chunk gave none)."""
+    if len(parts) == 1 and 0 in parts and parts[0].shape == inp.shape and parts[0].dtype == inp.dtype:
+        return parts[0]
+    out = torch.zeros_like(inp) if sum(p.shape[0] for p in parts.values()) < inp.shape[0] else torch.empty_like(inp)
+    for s, g in parts.items():
+        out[s:s + g.shape[0]] = g
+    return out
 
 
 class _Binomial:

@@ -63,10 +63,14 @@ def two_threads():
 
 
 @pytest.fixture
-def glstm_sparse():
+def glstm_sparse(monkeypatch):
     """``glstm_sparse(name)``: backend ``name`` (on CPU tensors), whose g-LSTM sparse-path setting
-    the test may change; it gets its setting back afterwards."""
+    the test may change; it gets its setting back afterwards. The sparse path projects gated at
+    any size (no cost per block), so that the tests' small sizes take that path too."""
     from revrnn.backends import get_backend
+    from revrnn.cells.glstm import sparse
+
+    monkeypatch.setattr(sparse, "BLOCK_COST", {"cpu": 0, "cuda": 0})
     saved = []
 
     def get(name):

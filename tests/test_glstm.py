@@ -188,3 +188,122 @@ def test_bad_arguments():
         GLSTM(3, 4, t_max=10, gate_threshold=1.5)
     with pytest.raises(ValueError, match="sigma_fraction .* got -0.1"):
         GLSTM(3, 4, t_max=10, sigma_fraction=-0.1)
+
+
+# -- the gated input projection of the sparse paths ----------------------------------------
+def narrow_gates(T: int, H: int, seed: int = 0) -> Tensor:
+    """Time gates (T, H) as a g-LSTM with narrow windows has them: most unit-steps closed."""
+    torch.manual_seed(seed)
+    m = GLSTM(2, H, t_max=T, sigma_fraction=0.03, dtype=F64, backend="reference")
+    return m.cells[0].time_gate(m.cell_params(0), torch.arange(T)).detach()
+
+
+@pytest.fixture
+def free_blocks(monkeypatch):
+    """No cost per block: the gated projection runs at the tests' small sizes."""
+    from revrnn.cells.glstm import sparse
+    monkeypatch.setattr(sparse, "BLOCK_COST", {"cpu": 0, "cuda": 0})
+
+
+def test_projection_blocks_cover_the_steps_and_their_open_units(free_blocks):
+    from revrnn.cells.glstm.sparse import projection_blocks
+
+    k = narrow_gates(50, 16)
+    open_ = k > 0
+    assert 0.02 < open_.double().mean() < 0.3
+    blocks = projection_blocks(open_, B=64, I=64)
+    assert blocks is not None and blocks[0][0] == 0 and blocks[-1][1] == 50
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    for s, e, units in blocks:
+        assert torch.equal(units, open_[s:e].any(0).nonzero().flatten())
+    assert projection_blocks(torch.ones(50, 16, dtype=torch.bool), B=64, I=64) is None  # dense is cheaper
+    assert projection_blocks(open_, B=0, I=64) is None
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gated_projection_is_the_projection_where_steps_read_it(bias, free_blocks):
+    """Open unit-steps get x W^T + b in all four gates' columns, units closed throughout get 0;
+    for a gradient that is zero at closed unit-steps (what every path passes back), the gradients
+    of x, W and b are the dense projection's."""
+    from revrnn.cells.glstm.sparse import gated_projection, projection_blocks
+
+    T, B, I, H = 50, 3, 5, 16
+    k = narrow_gates(T, H)
+    torch.manual_seed(1)
+    x = torch.randn(T, B, I, dtype=F64, requires_grad=True)
+    w = torch.randn(4 * H, I, dtype=F64, requires_grad=True)
+    b = torch.randn(4 * H, dtype=F64, requires_grad=True) if bias else None
+    xp = gated_projection(x, w, b, k)
+    dense = torch.nn.functional.linear(x, w, b)
+    opened = (k > 0).repeat(1, 4)[:, None, :].expand(T, B, 4 * H)
+    assert rel_err(xp[opened], dense[opened]) < 1e-12
+    blocks = projection_blocks(k > 0, B, I)
+    for s, e, units in blocks:
+        shut = torch.ones(4, H, dtype=torch.bool)
+        shut[:, units] = False
+        assert (xp[s:e][..., shut.flatten()] == 0).all()
+    assert sum(len(u) * (e - s) for s, e, u in blocks) < 0.5 * T * H
+    g = torch.randn(T, B, 4 * H, dtype=F64) * opened
+    leaves = [x, w] + ([b] if bias else [])
+    got, want = torch.autograd.grad(xp, leaves, g), torch.autograd.grad(dense, leaves, g)
+    for a, e in zip(got, want):
+        assert rel_err(a, e) < 1e-12
+    assert torch.autograd.gradcheck(lambda *t: gated_projection(*t, k), (x[:12], w, b))
+
+
+def test_sparse_path_projects_only_open_unit_steps(glstm_sparse):
+    """On the sparse path the module's projection does a fraction of the dense one's
+    multiply-adds (forward and backward), and the results stay those of the reference; under
+    autocast it projects densely."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from utils import assert_close_all, grads
+
+    backend = glstm_sparse("cpu")
+    torch.manual_seed(0)
+    T, B, I, H = 60, 4, 32, 32
+    m = GLSTM(I, H, t_max=T, sigma_fraction=0.02, dtype=F64, backend="cpu")
+    cell, p = m.cells[0], m.cell_params(0)
+    x = torch.randn(T, B, I, dtype=F64, requires_grad=True)
+    assert m.open_fraction(T) < 0.2
+    flops = {}
+    for mode in ("never", "always"):
+        backend.glstm_sparse = mode
+        with FlopCounterMode(display=False) as count:
+            cell.project_steps(p, x, None, True, 0, backend).sum().backward()
+        flops[mode] = count.get_total_flops()
+    assert flops["always"] < 0.5 * flops["never"]
+    ref = GLSTM(I, H, t_max=T, sigma_fraction=0.02, dtype=F64, backend="reference")
+    ref.load_state_dict(m.state_dict())
+    assert_close_all(grads(m, x), grads(ref, x), 1e-12)
+    m32 = GLSTM(I, H, t_max=T, sigma_fraction=0.02, backend="cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        xp = m32.cells[0].project_steps(m32.cell_params(0), x.float(), None, True, 0, backend)
+    assert xp.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("memory", ["store", "recompute"])
+def test_sparse_path_calls_from_a_later_step(glstm_sparse, memory):
+    """Called from step t0 (a stream's later chunk), the sparse path projects the gates of steps
+    t0 .. and gives the reference's results."""
+    from utils import assert_close_all, grads
+
+    glstm_sparse("cpu").glstm_sparse = "always"
+    torch.manual_seed(0)
+    T, t0 = 12, 30
+    kw = dict(t_max=40.0, sigma_fraction=0.03, dtype=F64)
+    m = GLSTM(4, 8, backend="cpu", memory=memory, **kw)
+    ref = GLSTM(4, 8, backend="reference", **kw)
+    ref.load_state_dict(m.state_dict())
+    k = m.cells[0].time_gate(m.cell_params(0), torch.arange(t0, t0 + T))
+    assert 0 < (k > 0).double().mean() < 0.5 and ((k > 0).any(0) != (k[:1] > 0)).any()
+
+    class At(nn.Module):  # the module called from step t0
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, hx=None):
+            return self.inner(x, hx, t0=t0)
+    x = torch.randn(T, 2, 4, dtype=F64)
+    assert_close_all(grads(At(m), x), grads(At(ref), x), 1e-12)

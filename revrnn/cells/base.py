@@ -95,6 +95,12 @@ class CellSpec:
         """
         raise NotImplementedError
 
+    def project_steps(self, p: Params, x: Tensor, mask: Tensor | None, training: bool, t0: int,
+                      backend) -> Tensor:
+        """The projection of steps ``t0 ..`` as ``backend``'s steps read it: :meth:`project`,
+        unless a cell's steps skip part of it (the g-LSTM's closed unit-steps)."""
+        return self.project(p, x, mask, training)
+
     def step(self, p: Params, xp: Tensor, state: State, t: int, extras: Params) -> State:
         """One step: projected input ``xp`` (B, G) and ``state`` at ``t-1`` -> state at ``t``."""
         raise NotImplementedError

@@ -230,10 +230,11 @@ class RecurrentBase(nn.Module):
                     extras=cell.extras(p, x.shape[1], x, self.training), t0=t0)
         if self.memory == "recompute" and cell.rowwise_projection:  # chunk-wise projection
             training = self.training
-            plan.project = lambda q, xs, s, e: cell.project(q, xs, None if mask is None else mask[s:e], training)
+            plan.project = lambda q, xs, s, e: cell.project_steps(q, xs, None if mask is None else mask[s:e],
+                                                                  training, t0 + s, backend)
             plan.step_names = tuple(recurrent)
             return run_sequence(plan, x, state, p)
-        return run_sequence(plan, cell.project(p, x, mask, self.training), state, recurrent)
+        return run_sequence(plan, cell.project_steps(p, x, mask, self.training, t0, backend), state, recurrent)
 
     def _check_input(self, x: Tensor) -> None:
         dtype, device = self._param_dtype, next(iter(self.cell_params(0).values())).device

@@ -24,13 +24,13 @@ struct SparseChunk {
   const T* xp;             // (K, B, 4H)
   const T* w_hh;           // (4H, H)
   const uint8_t* mask;     // (K, B) or null
-  const T* gate;           // (K, H) the time gates
+  const T* gate;           // (N) the time gates of the open unit-steps, in the order of `units`
   const int64_t* offsets;  // (K + 1), host memory: step t's open units are units[offsets[t] .. offsets[t + 1])
   const int64_t* units;    // (N) open unit indices, N = offsets[K]
   T* h;                    // (B, H): in, the chunk's start state; out, its end state (and c)
   T* c;
-  T* act;                  // (N, B, 4): i, f, g, o of each open unit-step
-  T* prev;                 // (N, B, 2): h and c before each open unit-step
+  T* act;                  // (N, B, 4): i, f, g, o of each open unit-step (laid out by sparse::kept)
+  T* prev;                 // (N, B, 2): h and c before each open unit-step (likewise)
   T* y;                    // forward: (K, B, H)
   const T* grad_y;         // backward: (K, B, H)
   T* dh;                   // backward: (B, H) in, of the end state; out, of the start state (and dc)
@@ -41,31 +41,31 @@ struct SparseChunk {
   T* w;                    // scratch (4 n, H), n the most units open at one step
   T* rec;                  // scratch (B, 4 n)
   T* dw;                   // backward scratch (4 n, H)
-  T* dk;                   // backward scratch (B, n): each row's part of d k
+  T* dk;                   // backward scratch (B, 3 n): each row's part of d k, its new d h and d c
 };
 
 namespace sparse {
 
 template <typename T>
-struct Gather {  // row q n + u of w = row q H + units[u] of W_hh (rows: 4 n, columns: H)
+struct Gather {  // row q n + u of w = row q H + units[u] of W_hh (rows: 4 n from `base`, columns: H)
   const T* w_hh;
   const int64_t* units;
   T* w;
-  int64_t n, H;
-  REVRNN_HD void operator()(int64_t row, int64_t k, bool) const {
-    const int64_t q = row / n, u = row % n;
+  int64_t n, H, base;
+  REVRNN_HD void operator()(int64_t i, int64_t k, bool) const {
+    const int64_t row = base + i, q = row / n, u = row % n;
     w[row * H + k] = w_hh[(q * H + units[u]) * H + k];
   }
 };
 
 template <typename T>
-struct ScatterAdd {  // row q H + units[u] of d W_hh += row q n + u of dw
+struct ScatterAdd {  // row q H + units[u] of d W_hh += row q n + u of dw (rows from `base`)
   T* dw_hh;
   const T* dw;
   const int64_t* units;
-  int64_t n, H;
-  REVRNN_HD void operator()(int64_t row, int64_t k, bool) const {
-    const int64_t q = row / n, u = row % n;
+  int64_t n, H, base;
+  REVRNN_HD void operator()(int64_t i, int64_t k, bool) const {
+    const int64_t row = base + i, q = row / n, u = row % n;
     dw_hh[(q * H + units[u]) * H + k] += dw[row * H + k];
   }
 };
@@ -95,58 +95,119 @@ struct AddGradY {  // d h += d y on running rows
   }
 };
 
-// Open unit u of step t on row b: the LSTM update blended by the time gate.
+// Where open unit u of step t (its units start at o0) on row b keeps `per` values in act (4) or
+// prev (2): step by step, row-major (B, n) within a step, so that a row's units are adjacent.
+REVRNN_HD int64_t kept(int64_t o0, int64_t B, int64_t n, int64_t b, int64_t u, int64_t per) {
+  return (o0 * B + b * n + u) * per;
+}
+
+// Each step's per-element passes come in three: one gathers what the open units read from the
+// unit-indexed tensors into step-compact buffers, one computes on those alone, and one puts
+// the results back. Only the middle one has transcendentals, and without indexed loads and
+// stores it vectorises.
+
+template <typename T>
+struct Collect {  // open unit u on row b: its input columns added to rec, and h and c into prev
+  SparseChunk<T> c;
+  int64_t t, o0, n, r0;  // r0: the first of the team member's rows
+  REVRNN_HD void operator()(int64_t local, int64_t u, bool) const {
+    const int64_t b = r0 + local, H = c.H, j = c.units[o0 + u];
+    const T* x = c.xp + (t * c.B + b) * 4 * H + j;
+    T* r = c.rec + b * 4 * n + u;
+    for (int q = 0; q < 4; ++q) r[q * n] += x[q * H];
+    T* p = c.prev + kept(o0, c.B, n, b, u, 2);
+    p[0] = c.h[b * H + j];
+    p[1] = c.c[b * H + j];
+  }
+};
+
+// The LSTM update of open unit u on row b, blended by its time gate. The new h and c go to the
+// first two gate slots of rec, which the same iteration has read.
 template <typename T>
 struct OpenForward {
   SparseChunk<T> c;
-  int64_t t, o0, n;
-  REVRNN_HD void operator()(int64_t b, int64_t u, bool valid) const {
-    const int64_t H = c.H, j = c.units[o0 + u], k = b * H + j;
-    const T* x = c.xp + (t * c.B + b) * 4 * H + j;
-    const T* r = c.rec + b * 4 * n + u;
-    const T i = sigmoid(x[0] + r[0]), f = sigmoid(x[H] + r[n]), g = tanh_(x[2 * H] + r[2 * n]),
-            o = sigmoid(x[3 * H] + r[3 * n]);
-    T* a = c.act + ((o0 + u) * c.B + b) * 4;
+  int64_t o0, n, r0;  // r0: the first of the team member's rows
+  REVRNN_HD void operator()(int64_t local, int64_t u, bool valid) const {
+    const int64_t b = r0 + local;
+    T* r = c.rec + b * 4 * n + u;
+    const T i = sigmoid(r[0]), f = sigmoid(r[n]), g = tanh_(r[2 * n]), o = sigmoid(r[3 * n]);
+    T* a = c.act + kept(o0, c.B, n, b, u, 4);
     a[0] = i;
     a[1] = f;
     a[2] = g;
     a[3] = o;
-    T* p = c.prev + ((o0 + u) * c.B + b) * 2;
-    const T hp = c.h[k], cp = c.c[k], kt = c.gate[t * H + j];
-    p[0] = hp;
-    p[1] = cp;
+    const T* p = c.prev + kept(o0, c.B, n, b, u, 2);
+    const T hp = p[0], cp = p[1], kt = c.gate[o0 + u];
     const T c_new = f * cp + i * g;
-    c.h[k] = valid ? kt * (o * tanh_(c_new)) + (T(1) - kt) * hp : hp;
-    c.c[k] = valid ? kt * c_new + (T(1) - kt) * cp : cp;
+    r[0] = valid ? kt * (o * tanh_(c_new)) + (T(1) - kt) * hp : hp;
+    r[n] = valid ? kt * c_new + (T(1) - kt) * cp : cp;
   }
 };
 
-// Its backward: d of the gathered pre-activations (rec), d xp, the row's part of d k, d h and d c
-// before the step, and the state before it restored.
+template <typename T>
+struct Place {  // h and c of open unit u on row b, from rec
+  SparseChunk<T> c;
+  int64_t o0, n, r0;  // r0: the first of the team member's rows
+  REVRNN_HD void operator()(int64_t local, int64_t u, bool) const {
+    const int64_t b = r0 + local, k = b * c.H + c.units[o0 + u];
+    c.h[k] = c.rec[b * 4 * n + u];
+    c.c[k] = c.rec[b * 4 * n + n + u];
+  }
+};
+
+template <typename T>
+struct CollectGrad {  // d h and d c of open unit u on row b into its row of dk (d k, d h, d c; n each)
+  SparseChunk<T> c;
+  int64_t o0, n, r0;  // r0: the first of the team member's rows
+  REVRNN_HD void operator()(int64_t local, int64_t u, bool) const {
+    const int64_t b = r0 + local, k = b * c.H + c.units[o0 + u];
+    T* d = c.dk + b * 3 * n + u;
+    d[n] = c.dh[k];
+    d[2 * n] = c.dc[k];
+  }
+};
+
+// The backward of OpenForward: d of the pre-activations (rec), the row's part of d k, and d h
+// and d c before the step, in place of those after it.
 template <typename T>
 struct OpenBackward {
   SparseChunk<T> c;
-  int64_t t, o0, n;
-  REVRNN_HD void operator()(int64_t b, int64_t u, bool valid) const {
-    const int64_t H = c.H, j = c.units[o0 + u], k = b * H + j;
-    const T* a = c.act + ((o0 + u) * c.B + b) * 4;
-    const T* p = c.prev + ((o0 + u) * c.B + b) * 2;
-    const T i = a[0], f = a[1], g = a[2], o = a[3], hp = p[0], cp = p[1], kt = c.gate[t * H + j];
+  int64_t o0, n, r0;  // r0: the first of the team member's rows
+  REVRNN_HD void operator()(int64_t local, int64_t u, bool valid) const {
+    const int64_t b = r0 + local;
+    const T* a = c.act + kept(o0, c.B, n, b, u, 4);
+    const T* p = c.prev + kept(o0, c.B, n, b, u, 2);
+    const T i = a[0], f = a[1], g = a[2], o = a[3], hp = p[0], cp = p[1], kt = c.gate[o0 + u];
     const T c_new = f * cp + i * g, tc = tanh_(c_new), h_new = o * tc;
-    const T dh_out = c.dh[k], dc_out = c.dc[k];
+    T* d = c.dk + b * 3 * n + u;
+    const T dh_out = d[n], dc_out = d[2 * n];
     const T dhn = kt * dh_out, dcn = kt * dc_out + dhn * o * (T(1) - tc * tc);
     T* r = c.rec + b * 4 * n + u;
     r[0] = valid ? dcn * g * i * (T(1) - i) : T(0);
     r[n] = valid ? dcn * cp * f * (T(1) - f) : T(0);
     r[2 * n] = valid ? dcn * i * (T(1) - g * g) : T(0);
     r[3 * n] = valid ? dhn * tc * o * (T(1) - o) : T(0);
+    d[0] = valid ? dh_out * (h_new - hp) + dc_out * (c_new - cp) : T(0);
+    d[n] = valid ? (T(1) - kt) * dh_out : dh_out;
+    d[2 * n] = valid ? dcn * f + (T(1) - kt) * dc_out : dc_out;
+  }
+};
+
+template <typename T>
+struct Spread {  // d xp, d h, d c and the state before step t of open unit u on row b
+  SparseChunk<T> c;
+  int64_t t, o0, n, r0;  // r0: the first of the team member's rows
+  REVRNN_HD void operator()(int64_t local, int64_t u, bool) const {
+    const int64_t b = r0 + local, H = c.H, j = c.units[o0 + u], k = b * H + j;
+    const T* r = c.rec + b * 4 * n + u;
     T* dx = c.dxp + (t * c.B + b) * 4 * H + j;
     for (int q = 0; q < 4; ++q) dx[q * H] = r[q * n];
-    c.dk[b * n + u] = valid ? dh_out * (h_new - hp) + dc_out * (c_new - cp) : T(0);
-    c.dh[k] = valid ? (T(1) - kt) * dh_out : dh_out;
-    c.dc[k] = valid ? dcn * f + (T(1) - kt) * dc_out : dc_out;
-    c.h[k] = hp;  // the state before step t
-    c.c[k] = cp;
+    const T* d = c.dk + b * 3 * n + u;
+    c.dh[k] = d[n];
+    c.dc[k] = d[2 * n];
+    const T* p = c.prev + kept(o0, c.B, n, b, u, 2);
+    c.h[k] = p[0];
+    c.c[k] = p[1];
   }
 };
 
@@ -158,51 +219,87 @@ struct SumGate {  // d k[t, units[u]] = sum over the rows, in row order
   int64_t B, n;
   REVRNN_HD void operator()(int64_t, int64_t u, bool) const {
     T s = T(0);
-    for (int64_t b = 0; b < B; ++b) s += dk[b * n + u];
+    for (int64_t b = 0; b < B; ++b) s += dk[b * 3 * n + u];
     dgate[units[u]] = s;
   }
 };
 
 }  // namespace sparse
 
+namespace sparse {
+
+// The part of [0, total) that goes with team member rows [r.j0, r.j1) of [0, B): the members'
+// parts split it in proportion and cover it.
+REVRNN_HD Slice share(int64_t total, Slice r, int64_t B) { return Slice{total * r.j0 / B, total * r.j1 / B}; }
+
+// Multiply-adds of the chunk's recurrent GEMM per step, on average: sizes the team.
+template <typename T>
+int64_t work(const SparseChunk<T>& c) {
+  return c.K ? 4 * c.offsets[c.K] / c.K * c.B * c.H : 0;
+}
+
+}  // namespace sparse
+
+// The team splits the rows: each member runs the steps on its rows, and the members meet where
+// a step needs every row: the gathered W_hh rows (each gathers its share) and, backward, d k
+// and d W_hh, which sum over the rows.
 template <class Device, typename T>
 void glstm_sparse_forward(Device& dev, const SparseChunk<T>& c) {
   const int64_t H = c.H, B = c.B;
-  for (int64_t t = 0; t < c.K; ++t) {
-    const int64_t o0 = c.offsets[t], n = c.offsets[t + 1] - o0;
-    const uint8_t* mask = c.mask ? c.mask + t * B : nullptr;
-    if (n) {
-      dev.pointwise(4 * n, Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.w, n, H});
-      dev.gemm(false, true, B, 4 * n, H, T(1), static_cast<const T*>(c.h), H, static_cast<const T*>(c.w), H, T(0),
-               c.rec, 4 * n);
-      dev.pointwise(B, Slice{0, n}, mask, sparse::OpenForward<T>{c, t, o0, n});
+  dev.parallel(B, sparse::work(c), [&](Slice rows) {
+    const int64_t r0 = rows.j0, m = rows.size();
+    for (int64_t t = 0; t < c.K; ++t) {
+      const int64_t o0 = c.offsets[t], n = c.offsets[t + 1] - o0;
+      const uint8_t* mask = c.mask ? c.mask + t * B + r0 : nullptr;
+      if (n) {
+        const Slice w = sparse::share(4 * n, rows, B);
+        dev.pointwise(w.size(), Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.w, n, H, w.j0});
+        dev.barrier();
+        dev.gemm(false, true, m, 4 * n, H, T(1), static_cast<const T*>(c.h + r0 * H), H, static_cast<const T*>(c.w),
+                 H, T(0), c.rec + r0 * 4 * n, 4 * n);
+        dev.pointwise(m, Slice{0, n}, nullptr, sparse::Collect<T>{c, t, o0, n, r0});
+        dev.pointwise(m, Slice{0, n}, mask, sparse::OpenForward<T>{c, o0, n, r0});
+        dev.pointwise(m, Slice{0, n}, nullptr, sparse::Place<T>{c, o0, n, r0});
+      }
+      dev.pointwise(m, Slice{0, H}, mask, sparse::Output<T>{c.h + r0 * H, c.y + (t * B + r0) * H, H});
+      if (n) dev.barrier();  // w is gathered again next step
     }
-    dev.pointwise(B, Slice{0, H}, mask, sparse::Output<T>{c.h, c.y + t * B * H, H});
-  }
+  }, 1);
 }
 
 template <class Device, typename T>
 void glstm_sparse_backward(Device& dev, const SparseChunk<T>& c) {
   const int64_t H = c.H, B = c.B;
-  for (int64_t t = c.K - 1; t >= 0; --t) {
-    const int64_t o0 = c.offsets[t], n = c.offsets[t + 1] - o0;
-    const uint8_t* mask = c.mask ? c.mask + t * B : nullptr;
-    dev.pointwise(B, Slice{0, 4 * H}, nullptr, sparse::Fill<T>{c.dxp + t * B * 4 * H, 4 * H});
-    dev.pointwise(1, Slice{0, H}, nullptr, sparse::Fill<T>{c.dgate + t * H, H});
-    dev.pointwise(B, Slice{0, H}, mask, sparse::AddGradY<T>{c.dh, c.grad_y + t * B * H, H});
-    if (!n) continue;
-    dev.pointwise(B, Slice{0, n}, mask, sparse::OpenBackward<T>{c, t, o0, n});
-    dev.pointwise(1, Slice{0, n}, nullptr, sparse::SumGate<T>{c.dk, c.dgate + t * H, c.units + o0, B, n});
-    dev.pointwise(4 * n, Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.w, n, H});
-    // the recurrent part of d h_{t-1}, and the open rows' part of d W_hh = d rec^T h_{t-1}
-    dev.gemm(false, false, B, H, 4 * n, T(1), static_cast<const T*>(c.rec), 4 * n, static_cast<const T*>(c.w), H,
-             T(1), c.dh, H);
-    if (c.dw_hh) {
-      dev.gemm(true, false, 4 * n, H, B, T(1), static_cast<const T*>(c.rec), 4 * n, static_cast<const T*>(c.h), H,
-               T(0), c.dw, H);
-      dev.pointwise(4 * n, Slice{0, H}, nullptr, sparse::ScatterAdd<T>{c.dw_hh, c.dw, c.units + o0, n, H});
+  dev.parallel(B, sparse::work(c), [&](Slice rows) {
+    const int64_t r0 = rows.j0, m = rows.size();
+    for (int64_t t = c.K - 1; t >= 0; --t) {
+      const int64_t o0 = c.offsets[t], n = c.offsets[t + 1] - o0;
+      const uint8_t* mask = c.mask ? c.mask + t * B + r0 : nullptr;
+      dev.pointwise(m, Slice{0, 4 * H}, nullptr, sparse::Fill<T>{c.dxp + (t * B + r0) * 4 * H, 4 * H});
+      dev.pointwise(1, sparse::share(H, rows, B), nullptr, sparse::Fill<T>{c.dgate + t * H, H});
+      dev.pointwise(m, Slice{0, H}, mask, sparse::AddGradY<T>{c.dh + r0 * H, c.grad_y + (t * B + r0) * H, H});
+      if (!n) continue;
+      dev.pointwise(m, Slice{0, n}, nullptr, sparse::CollectGrad<T>{c, o0, n, r0});
+      dev.pointwise(m, Slice{0, n}, mask, sparse::OpenBackward<T>{c, o0, n, r0});
+      dev.pointwise(m, Slice{0, n}, nullptr, sparse::Spread<T>{c, t, o0, n, r0});
+      const Slice w = sparse::share(4 * n, rows, B);
+      dev.pointwise(w.size(), Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.w, n, H, w.j0});
+      dev.barrier();  // every row's d k, d rec and restored state; every gathered row of W_hh
+      dev.pointwise(1, sparse::share(n, rows, B), nullptr,
+                    sparse::SumGate<T>{c.dk, c.dgate + t * H, c.units + o0, B, n});
+      // the recurrent part of d h_{t-1}, and this member's share of the open rows' part of
+      // d W_hh = d rec^T h_{t-1}
+      dev.gemm(false, false, m, H, 4 * n, T(1), static_cast<const T*>(c.rec + r0 * 4 * n), 4 * n,
+               static_cast<const T*>(c.w), H, T(1), c.dh + r0 * H, H);
+      if (c.dw_hh && w.size()) {
+        dev.gemm(true, false, w.size(), H, B, T(1), static_cast<const T*>(c.rec + w.j0), 4 * n,
+                 static_cast<const T*>(c.h), H, T(0), c.dw + w.j0 * H, H);
+        dev.pointwise(w.size(), Slice{0, H}, nullptr,
+                      sparse::ScatterAdd<T>{c.dw_hh, c.dw, c.units + o0, n, H, w.j0});
+      }
+      dev.barrier();  // rec, dk, w and h are written again next step
     }
-  }
+  }, 1);
 }
 
 }  // namespace revrnn

@@ -47,6 +47,7 @@ class GLSTMExecutor(Executor):
         w = p["weight_hh"].contiguous()
         check("weight_hh", w, (4 * H, H), dtype)
         counts, units = open_units(k)
+        gate = k[k > 0]  # of the open unit-steps, step by step: the order of units
         work = self.backend.sparse_work
         work.open += sum(counts)
         work.total += K * H
@@ -61,7 +62,8 @@ class GLSTMExecutor(Executor):
         w_open, rec = xp.new_empty(4 * n, H), xp.new_empty(B, 4 * n)  # scratch, alive through the call
         if B and H:
             tg.module.glstm_sparse_forward(tg.flag("xp", dtype), tg.where(xp.device), K, B, H, [
-                xp.data_ptr(), w.data_ptr(), mask_ptr, k.data_ptr(), offsets.data_ptr(), address(units if N else None),
+                xp.data_ptr(), w.data_ptr(), mask_ptr, address(gate if N else None), offsets.data_ptr(),
+                address(units if N else None),
                 h.data_ptr(), c.data_ptr(), address(act if N else None), address(prev if N else None), y.data_ptr(),
                 0, 0, 0, 0, 0, w_open.data_ptr(), rec.data_ptr(), 0, 0])
         end = (h.clone(), c.clone())
@@ -85,17 +87,19 @@ class GLSTMExecutor(Executor):
         check("act", act, (N, B, 4), dtype)
         check("prev", prev, (N, B, 2), dtype)
         n = max(1, int((offsets[1:] - offsets[:-1]).max())) if K else 1
+        gate = k[k > 0]
         h, c = h_end.clone(), c_end.clone()
         dh, dc = (g.to(dtype, memory_format=torch.contiguous_format, copy=True) for g in grad_state)
         dxp, dgate = grad_y.new_empty(K, B, 4 * H), grad_y.new_empty(K, H)
         dw = torch.zeros_like(w) if p["weight_hh"].requires_grad else None
         mask, mask_ptr = tg.mask(chunk, K, B, h_end.device)
-        # w, rec, dw and dk (each row's part of d k, summed in row order)
+        # w, rec, dw and dk (each row's part of d k, summed in row order, then its d h and d c)
         scratch = [grad_y.new_empty(4 * n, H), grad_y.new_empty(B, 4 * n), grad_y.new_empty(4 * n, H),
-                   grad_y.new_empty(B, n)]
+                   grad_y.new_empty(B, 3 * n)]
         if B and H:
             tg.module.glstm_sparse_backward(tg.flag("grad_out", dtype), tg.where(h_end.device), K, B, H, [
-                0, w.data_ptr(), mask_ptr, k.data_ptr(), offsets.data_ptr(), address(units if N else None),
+                0, w.data_ptr(), mask_ptr, address(gate if N else None), offsets.data_ptr(),
+                address(units if N else None),
                 h.data_ptr(), c.data_ptr(), address(act if N else None), address(prev if N else None),
                 grad_y.data_ptr(), dh.data_ptr(), dc.data_ptr(), dxp.data_ptr(), address(dw), dgate.data_ptr(),
                 *(t.data_ptr() for t in scratch)])

@@ -43,6 +43,7 @@ from torch import Tensor
 
 from ..base import ParamSpec, Params, State, check_number
 from ..lstm.spec import LSTMCell
+from .sparse import gated_projection, use_sparse
 
 #: The smallest |σ| (in steps) used in the gate; see the module docstring.
 SIGMA_MIN = 1e-3
@@ -87,6 +88,20 @@ class GLSTMCell(LSTMCell):
         if self.gate_threshold > 0:
             k = torch.where(k < self.gate_threshold, torch.zeros((), dtype=k.dtype, device=k.device), k)
         return k
+
+    def project_steps(self, p: Params, x: Tensor, mask: Tensor | None, training: bool, t0: int,
+                      backend) -> Tensor:
+        """On a backend's sparse path (its ``glstm_sparse`` setting, :mod:`.sparse`), the gates'
+        columns of the open unit-steps only (:func:`.sparse.gated_projection`); else dense."""
+        if getattr(backend, "glstm_sparse", "never") != "never" and not torch.is_autocast_enabled(x.device.type):
+            with torch.no_grad():
+                k = self.time_gate(p, torch.arange(t0, t0 + x.shape[0], device=x.device))
+            if use_sparse(backend, k):
+                bias = p["bias_ih"] + p["bias_hh"] if self.bias else None
+                xp = gated_projection(x, p["weight_ih"], bias, k)
+                if xp is not None:
+                    return xp
+        return self.project(p, x, mask, training)
 
     def step(self, p: Params, xp: Tensor, state: State, t: int, extras: Params) -> State:
         h, c = state
