@@ -79,45 +79,58 @@ def projection_blocks(open_: Tensor, B: int, I: int) -> list[tuple[int, int, Ten
 
 
 class _GatedProjection(torch.autograd.Function):
-    """x W^T + b for the gate columns of each block's open units, zero in the others."""
+    """x W^T + b for the gate columns of each block's open units, zero in the others. Every
+    block's rows of W (and b) are gathered in one call, and backward sums each block's share of
+    d W (and d b) into one buffer in that order, added into place in one call: per block only its
+    GEMMs and the columns' gather and scatter remain."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, blocks, H: int):
         T, B, I = x.shape
         xp = x.new_zeros(T, B, 4 * H)
         cols = [torch.cat([units + q * H for q in range(4)]) for _, _, units in blocks]
-        ws = [weight.index_select(0, c) for c in cols]  # each block's rows, again in backward
-        for (s, e, _), c, w in zip(blocks, cols, ws):
-            if len(c):
-                xs = x[s:e].reshape(-1, I)
-                r = xs @ w.t() if bias is None else torch.addmm(bias.index_select(0, c), xs, w.t())
+        index = torch.cat(cols)
+        w = weight.index_select(0, index)
+        b = None if bias is None else bias.index_select(0, index)
+        at = 0
+        for (s, e, _), c in zip(blocks, cols):
+            n = len(c)
+            if n:
+                xs, ws = x[s:e].reshape(-1, I), w[at:at + n]
+                r = xs @ ws.t() if b is None else torch.addmm(b[at:at + n], xs, ws.t())
                 xp[s:e].view(-1, 4 * H).index_copy_(1, c, r)
-        ctx.save_for_backward(x, weight)
-        ctx.blocks, ctx.cols, ctx.ws, ctx.has_bias = blocks, cols, ws, bias is not None
+            at += n
+        ctx.save_for_backward(x, weight, w, index)
+        ctx.blocks, ctx.cols, ctx.has_bias = blocks, cols, bias is not None
         return xp
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        x, weight = ctx.saved_tensors
+        x, weight, w, index = ctx.saved_tensors
         T, B, I = x.shape
         G = weight.shape[0]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         dx = x.new_empty(T, B, I) if need_x else None  # every block writes its steps
-        dw = torch.zeros_like(weight) if need_w else None
-        db = weight.new_zeros(G) if need_b and ctx.has_bias else None
-        for (s, e, _), c, w in zip(ctx.blocks, ctx.cols, ctx.ws):
-            if not len(c):
+        dws = w.new_empty(w.shape) if need_w else None  # each block's rows, in the order of index
+        dbs = w.new_empty(w.shape[0]) if need_b and ctx.has_bias else None
+        at = 0
+        for (s, e, _), c in zip(ctx.blocks, ctx.cols):
+            n = len(c)
+            if not n:
                 if dx is not None:
                     dx[s:e] = 0
                 continue
             g = grad[s:e].reshape(-1, G).index_select(1, c)  # the only columns a step's gates read
             if dx is not None:
-                torch.mm(g, w, out=dx[s:e].view(-1, I))
-            if dw is not None:
-                dw.index_add_(0, c, g.t() @ x[s:e].reshape(-1, I))
-            if db is not None:
-                db.index_add_(0, c, g.sum(0))
+                torch.mm(g, w[at:at + n], out=dx[s:e].view(-1, I))
+            if dws is not None:
+                torch.mm(g.t(), x[s:e].reshape(-1, I), out=dws[at:at + n])
+            if dbs is not None:
+                torch.sum(g, 0, out=dbs[at:at + n])
+            at += n
+        dw = None if dws is None else torch.zeros_like(weight).index_add_(0, index, dws)
+        db = None if dbs is None else weight.new_zeros(G).index_add_(0, index, dbs)
         return dx, dw, db, None, None
 
 
