@@ -4,7 +4,9 @@ The engine is cell-agnostic. It takes the time-parallel projection ``xp`` (T, B,
 initial state and the cell's recurrent parameters, walks the sequence in chunks through a
 backend, and owns the memory strategy:
 
-* ``store`` — the backend keeps its residuals for every chunk (full BPTT);
+* ``store`` — the backend keeps its residuals for every chunk (full BPTT), and the projection
+  only where its backward reads it (``Backend.backward_reads_xp``; the compiled executors' does
+  not, so their peak holds no T·B·G projection through backward);
 * ``recompute`` — only the state at the start of each chunk of ``checkpoint_every`` steps is
   kept; backward re-runs one chunk at a time to rebuild its residuals (√T chunks by default).
   With ``checkpoint_slots=s`` instead, at most ``s`` states are kept at once and steps are
@@ -130,6 +132,9 @@ class _Sequence(torch.autograd.Function):
                 if store:
                     kept.append(tuple(res))
         ctx.sizes = [len(k) for k in kept]
+        if (plan.memory == "store" and plan.checkpoint_slots is None and plan.project is None
+                and not plan.backend.backward_reads_xp):
+            inp = _shape_of(inp)  # backward reads the chunks' residuals, not their projection
         ctx.save_for_backward(inp, *tensors[n_state:], *(t for k in kept for t in k))
         ctx.mark_non_differentiable(*[t for t in state if not t.is_floating_point()])
         return (outputs, *state)
@@ -209,6 +214,11 @@ class _Sequence(torch.autograd.Function):
                     reverse(s, e, kept[i])
         return (None, None, _joined(inp, grad_in) if need_in else None, *grad_state,
                 *(grad_p[k] for k in plan.names))
+
+
+def _shape_of(t: Tensor) -> Tensor:
+    """A stand-in for ``t`` with its shape, dtype and device, and the storage of one element."""
+    return t.new_zeros(()).expand(t.shape)
 
 
 def _joined(inp: Tensor, parts: dict[int, Tensor]) -> Tensor:

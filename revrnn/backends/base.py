@@ -54,6 +54,9 @@ class Backend:
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
     #: the families' glue modules it loads (``<family package>.<glue>``); None: its name
     glue: str | None = None
+    #: whether ``backward_chunk`` reads the values of ``chunk.xp`` (False: only its shape, dtype
+    #: and device, and ``store`` keeps no copy of the projection for backward)
+    backward_reads_xp: bool = True
 
     #: whether its chunks can be captured in CUDA graphs (then ``graphs = True`` turns that on)
     offers_graphs: bool = False

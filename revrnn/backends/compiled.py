@@ -116,6 +116,7 @@ class CompiledBackend(Backend):
 
     glue = "executor"
     traceable = False  # raw pointers into a C++ call
+    backward_reads_xp = False  # the forward keeps what backward reads (every family's executor glue)
     dtypes = DTYPES
     device_type: str = ""
 
