@@ -63,14 +63,19 @@ def two_threads():
 
 
 @pytest.fixture
-def glstm_sparse(monkeypatch):
+def free_blocks(monkeypatch):
+    """The g-LSTM's gated projection with no cost per block: it takes its blocked path at the
+    tests' small sizes too."""
+    from revrnn.cells.glstm import sparse
+    monkeypatch.setattr(sparse, "BLOCK_COST", {"cpu": 0, "cuda": 0})
+
+
+@pytest.fixture
+def glstm_sparse(free_blocks):
     """``glstm_sparse(name)``: backend ``name`` (on CPU tensors), whose g-LSTM sparse-path setting
     the test may change; it gets its setting back afterwards. The sparse path projects gated at
-    any size (no cost per block), so that the tests' small sizes take that path too."""
+    any size (``free_blocks``)."""
     from revrnn.backends import get_backend
-    from revrnn.cells.glstm import sparse
-
-    monkeypatch.setattr(sparse, "BLOCK_COST", {"cpu": 0, "cuda": 0})
     saved = []
 
     def get(name):

@@ -198,13 +198,6 @@ def narrow_gates(T: int, H: int, seed: int = 0) -> Tensor:
     return m.cells[0].time_gate(m.cell_params(0), torch.arange(T)).detach()
 
 
-@pytest.fixture
-def free_blocks(monkeypatch):
-    """No cost per block: the gated projection runs at the tests' small sizes."""
-    from revrnn.cells.glstm import sparse
-    monkeypatch.setattr(sparse, "BLOCK_COST", {"cpu": 0, "cuda": 0})
-
-
 def test_projection_blocks_cover_the_steps_and_their_open_units(free_blocks):
     from revrnn.cells.glstm.sparse import projection_blocks
 

@@ -120,7 +120,7 @@ def gemm_floor(module: nn.Module, x: Tensor) -> Callable[[int], None]:
             for w, h, g, _, _ in steps:
                 torch.mm(h, w.t())
                 torch.mm(g, w)
-        for w, _, _, gs, hs in steps:
+        for _, _, _, gs, hs in steps:
             torch.mm(gs.t(), hs)
         for w, g in inputs:
             torch.mm(g.t(), xs)
