@@ -229,7 +229,8 @@ inline void run_nru(const Registry& reg, bool backward, const Where& where, int6
 
 // The g-LSTM's sparse chunk: addresses [xp, w_hh, mask, gate, offsets, units, h, c, act, prev,
 // y (forward) or grad_y (backward), dh, dc, dxp, dw_hh, dgate, w, rec, dw, dk]; 0 where a pass
-// does not use one (mask and dw_hh may always be 0). offsets is host memory, the rest the device's.
+// does not use one (mask and dw_hh may always be 0; the open unit-steps' operands and scratch when
+// none is open). offsets is host memory, the rest the device's.
 template <typename T>
 inline void run_glstm_sparse(const Registry& reg, bool backward, const Where& where, int64_t K, int64_t B, int64_t H,
                              const Addresses& a) {
@@ -243,17 +244,20 @@ inline void run_glstm_sparse(const Registry& reg, bool backward, const Where& wh
     throw std::invalid_argument(std::string(fn) + ": B or 4H exceeds the BLAS's 32-bit sizes");
   ready(reg, fn);
   const bool fwd = !backward;
+  const int64_t* offsets = pointer<const int64_t>(fn, "offsets", a[4]);
+  const bool none = offsets[K] == 0;  // no open unit-step: its operands and scratch may be 0
+  T* dw_hh = pointer<T>(fn, "dw_hh", a[14], true);
   SparseChunk<T> c{K, B, H, pointer<const T>(fn, "xp", a[0], backward), pointer<const T>(fn, "w_hh", a[1]),
-                   pointer<const uint8_t>(fn, "mask", a[2], true), pointer<const T>(fn, "gate", a[3], true),
-                   pointer<const int64_t>(fn, "offsets", a[4]), pointer<const int64_t>(fn, "units", a[5], true),
-                   pointer<T>(fn, "h", a[6]), pointer<T>(fn, "c", a[7]), pointer<T>(fn, "act", a[8], true),
-                   pointer<T>(fn, "prev", a[9], true), fwd ? pointer<T>(fn, "y", a[10]) : nullptr,
+                   pointer<const uint8_t>(fn, "mask", a[2], true), pointer<const T>(fn, "gate", a[3], none),
+                   offsets, pointer<const int64_t>(fn, "units", a[5], none),
+                   pointer<T>(fn, "h", a[6]), pointer<T>(fn, "c", a[7]), pointer<T>(fn, "act", a[8], none),
+                   pointer<T>(fn, "prev", a[9], none), fwd ? pointer<T>(fn, "y", a[10]) : nullptr,
                    backward ? pointer<const T>(fn, "grad_y", a[10]) : nullptr,
                    pointer<T>(fn, "dh", a[11], fwd), pointer<T>(fn, "dc", a[12], fwd),
-                   pointer<T>(fn, "dxp", a[13], fwd), pointer<T>(fn, "dw_hh", a[14], true),
-                   pointer<T>(fn, "dgate", a[15], fwd), pointer<T>(fn, "w", a[16], true),
-                   pointer<T>(fn, "rec", a[17], true), pointer<T>(fn, "dw", a[18], true),
-                   pointer<T>(fn, "dk", a[19], true)};
+                   pointer<T>(fn, "dxp", a[13], fwd), dw_hh,
+                   pointer<T>(fn, "dgate", a[15], fwd), pointer<T>(fn, "w", a[16], none),
+                   pointer<T>(fn, "rec", a[17], none), pointer<T>(fn, "dw", a[18], none || fwd || !dw_hh),
+                   pointer<T>(fn, "dk", a[19], none || fwd)};
   py::gil_scoped_release release;
   if constexpr (std::is_same<T, float>::value)
     reg.glstm_sparse_f32(where, backward, c);

@@ -375,6 +375,31 @@ def test_nru_float32(module):
 
 
 # -- the g-LSTM's sparse path ---------------------------------------------------------------
+@pytest.mark.parametrize("backward", [False, True])
+@pytest.mark.parametrize("name, index", [("gate", 3), ("units", 5), ("act", 8), ("prev", 9), ("w", 16),
+                                         ("rec", 17), ("dw", 18), ("dk", 19)])
+def test_glstm_sparse_extension_rejects_null_operands(backward, name, index):
+    """With an open unit-step the sparse entry (revrnn/glstm_sparse.h) refuses a null operand it
+    would read, naming it; with none open, those may be null."""
+    x, units, offsets = torch.zeros(64), torch.zeros(1, dtype=torch.int64), torch.tensor([0, 1])
+    addresses = [x.data_ptr()] * 20
+    addresses[2] = 0  # mask
+    addresses[4], addresses[5] = offsets.data_ptr(), units.data_ptr()
+    if backward:
+        addresses[0] = 0  # xp
+    else:  # dh, dc, dxp, dw_hh, dgate; dw, dk
+        for i in (11, 12, 13, 14, 15, 18, 19):
+            addresses[i] = 0
+    run = _C().glstm_sparse_backward if backward else _C().glstm_sparse_forward
+    bad = list(addresses)
+    bad[index] = 0
+    if backward or name not in ("dw", "dk"):
+        with pytest.raises(ValueError, match=f"argument '{name}' is a null pointer"):
+            run(_C().DType.float32, 1, 1, 1, 1, bad)
+    none = torch.tensor([0, 0])
+    bad[4] = none.data_ptr()
+    run(_C().DType.float32, 1, 1, 1, 1, bad)  # nothing open: nothing read
+
 @pytest.fixture
 def cpu_backend(glstm_sparse):
     return glstm_sparse("cpu")
