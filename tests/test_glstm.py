@@ -7,9 +7,12 @@ import math
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
+from revrnn.cells.glstm.sparse import gated_projection, projection_blocks
 from revrnn.nn.glstm import GLSTM
-from utils import assert_packed_matches_separate, assert_recompute_matches_store, gradcheck_module, rel_err
+from utils import (assert_close_all, assert_packed_matches_separate, assert_recompute_matches_store, gradcheck_module,
+                   grads, rel_err)
 
 F64 = torch.float64
 
@@ -199,8 +202,6 @@ def narrow_gates(T: int, H: int, seed: int = 0) -> Tensor:
 
 
 def test_projection_blocks_cover_the_steps_and_their_open_units(free_blocks):
-    from revrnn.cells.glstm.sparse import projection_blocks
-
     k = narrow_gates(50, 16)
     open_ = k > 0
     assert 0.02 < open_.double().mean() < 0.3
@@ -218,8 +219,6 @@ def test_gated_projection_is_the_projection_where_steps_read_it(bias, free_block
     """Open unit-steps get x W^T + b in all four gates' columns, units closed throughout get 0;
     for a gradient that is zero at closed unit-steps (what every path passes back), the gradients
     of x, W and b are the dense projection's."""
-    from revrnn.cells.glstm.sparse import gated_projection, projection_blocks
-
     T, B, I, H = 50, 3, 5, 16
     k = narrow_gates(T, H)
     torch.manual_seed(1)
@@ -248,10 +247,6 @@ def test_sparse_path_projects_only_open_unit_steps(glstm_sparse):
     """On the sparse path the module's projection does a fraction of the dense one's
     multiply-adds (forward and backward), and the results stay those of the reference; under
     autocast it projects densely."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from utils import assert_close_all, grads
-
     backend = glstm_sparse("cpu")
     torch.manual_seed(0)
     T, B, I, H = 60, 4, 32, 32
@@ -279,8 +274,6 @@ def test_sparse_path_projects_only_open_unit_steps(glstm_sparse):
 def test_sparse_path_calls_from_a_later_step(glstm_sparse, memory):
     """Called from step t0 (a stream's later chunk), the sparse path projects the gates of steps
     t0 .. and gives the reference's results."""
-    from utils import assert_close_all, grads
-
     glstm_sparse("cpu").glstm_sparse = "always"
     torch.manual_seed(0)
     T, t0 = 12, 30
