@@ -93,8 +93,9 @@ PYBIND11_MODULE(_C, m) {
       "Row-major C = op(A) op(B) through the column-major call the CUDA device makes\n"
       "(revrnn/colmajor.h), run on the loaded BLAS.");
   m.def("load_blas", &revrnn::cpu::load_blas, py::arg("path"), py::arg("prefix"),
-        "Load the BLAS shared library at `path` (symbols `<prefix>cblas_sgemm`, ...); returns '' or\n"
-        "why it failed.");
+        "Load the BLAS shared library at `path` (symbols `<prefix>cblas_sgemm`, ..., or the Fortran\n"
+        "`<prefix>sgemm_`, ...) and check a small product; returns '' or why it failed (the library\n"
+        "loaded before stays in use).");
   revrnn::bindings::def_chunks<int>(m, revrnn::cpu::registry(), "threads", [](const char* fn, const int& threads) {
     if (threads < 1) throw std::invalid_argument(std::string(fn) + ": threads must be >= 1, got " + std::to_string(threads));
     revrnn::Where w;

@@ -63,6 +63,7 @@ struct CpuDevice {
         const int64_t k = omp_get_thread_num(), n = omp_get_num_threads();
         const int64_t per = ((H + n - 1) / n + quantum - 1) / quantum * quantum;
         const int64_t j0 = k * per < H ? k * per : H, j1 = j0 + per < H ? j0 + per : H;
+        const OneThread one;
         body(Slice{j0, j1});
       }
       return;

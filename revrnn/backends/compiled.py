@@ -8,6 +8,7 @@ one piece of glue serves both backends, and the CPU tests run the code the GPU r
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -18,6 +19,10 @@ from .base import Backend, Chunk
 
 #: input dtypes the executors take; 16-bit inputs run their chunks in float32 (:func:`compute_dtype`)
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+#: the largest size a GEMM takes: BLAS and cuBLAS sizes are 32-bit integers
+GEMM_SIZE = 2**31 - 1
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -59,6 +64,11 @@ class Target:
             raise ValueError(f"backend {self.backend!r}: {name} must have shape {shape}, got {tuple(t.shape)}")
         if contiguous and not t.is_contiguous():
             raise ValueError(f"backend {self.backend!r}: {name} must be contiguous")
+        rows = math.prod(shape[:-1])  # as the GEMMs see it: the leading sizes are one
+        if max(rows, shape[-1] if shape else 0) > GEMM_SIZE:
+            raise ValueError(f"backend {self.backend!r}: {name} of shape {shape} is {rows} rows of "
+                             f"{shape[-1]}, but the GEMMs take sizes up to {GEMM_SIZE}; run shorter chunks "
+                             "(checkpoint_every) or a smaller batch")
 
     def checker(self, device: torch.device) -> Callable[..., None]:
         """:meth:`check` bound to ``device``: ``check(name, t, shape, dtype, contiguous=True)``."""
