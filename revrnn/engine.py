@@ -109,9 +109,12 @@ class _Sequence(torch.autograd.Function):
         T = inp.shape[0]
         outputs = None
 
-        def emit(s: int, out: Tensor) -> None:
+        def emit(s: int, out: Tensor, kept: tuple[Tensor, ...] = ()) -> None:
             nonlocal outputs
             if outputs is None:
+                if out.shape[0] == T and not any(_shares(out, t) for t in kept):
+                    outputs = out  # one chunk: its output is the sequence's (no copy)
+                    return
                 outputs = out.new_empty((T, *out.shape[1:]))
             outputs[s:s + out.shape[0]] = out
 
@@ -128,7 +131,7 @@ class _Sequence(torch.autograd.Function):
                     kept.append(state)
                 out, state, res = plan.backend.forward_chunk(
                     plan.cell, step_params, plan.extras, plan.inputs(inp, params, s, e), state, keep=store)
-                emit(s, out)
+                emit(s, out, tuple(res or ()))
                 if store:
                     kept.append(tuple(res))
         ctx.sizes = [len(k) for k in kept]
@@ -216,6 +219,12 @@ class _Sequence(torch.autograd.Function):
                 *(grad_p[k] for k in plan.names))
 
 
+def _shares(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` and ``b`` use the same memory (an output that shares a saved residual's must
+    be copied: the caller may change it in place)."""
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 def _shape_of(t: Tensor) -> Tensor:
     """A stand-in for ``t`` with its shape, dtype and device, and the storage of one element."""
     return t.new_zeros(()).expand(t.shape)
@@ -246,7 +255,7 @@ class _Binomial:
         self.plan, self.params, self.chunk = plan, params, chunk
         self.slots: int = plan.checkpoint_slots
 
-    def advance(self, s: int, e: int, state: State, emit: Callable[[int, Tensor], None] | None) -> State:
+    def advance(self, s: int, e: int, state: State, emit: Callable[..., None] | None) -> State:
         for a in range(s, e, self.slots):
             b = min(a + self.slots, e)
             out, state, _ = self.plan.backend.forward_chunk(
@@ -255,7 +264,7 @@ class _Binomial:
                 emit(a, out)
         return state
 
-    def descend(self, T: int, state: State, emit: Callable[[int, Tensor], None] | None = None):
+    def descend(self, T: int, state: State, emit: Callable[..., None] | None = None):
         """The forward part of the schedule (up to its first reverse, which tapes step T − 1):
         ``((kept states, tape), final state)``."""
         kept: dict[int, tuple] = {}
@@ -268,7 +277,7 @@ class _Binomial:
                 out, state, res = self.plan.backend.forward_chunk(
                     self.plan.cell, self.params, self.plan.extras, self.chunk(T - 1, T), state, keep=True)
                 if emit is not None:
-                    emit(T - 1, out)
+                    emit(T - 1, out, tuple(res))
                 return (kept, hold(t.detach() for t in res)), state
         raise AssertionError("a binomial schedule reverses its last step")
 

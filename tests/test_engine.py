@@ -7,6 +7,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import revrnn
 from revrnn.backends import BackendUnavailable, resolve
+from revrnn.backends.reference import ReferenceBackend
 from revrnn.cells.base import CellSpec, ParamSpec, flat_linear, linear
 from revrnn.accounting import activation_bytes
 from revrnn.nn.base import RecurrentBase
@@ -145,3 +146,63 @@ def test_store_and_recompute_agree_in_float32():
     # chunks): ~1 ulp per addition over 40 steps.
     for k in ga:
         assert rel_err(gb[k], ga[k]) < 1e-5, k
+
+
+class _Records(ReferenceBackend):
+    """The reference's chunks run through the engine's one node (as every non-autograd backend),
+    recording the outputs they return."""
+
+    autograd_steps = False
+
+    def __init__(self):
+        super().__init__()
+        self.outputs = []
+
+    def forward_chunk(self, cell, p, extras, chunk, state, keep):
+        out, end, res = super().forward_chunk(cell, p, extras, chunk, state, keep)
+        self.outputs.append(out)
+        return out, end, res
+
+
+class _KeepsOutput(_Records):
+    """Saves each chunk's output among its residuals and checks it in backward, as a backend
+    whose residuals include the outputs would read them."""
+
+    def forward_chunk(self, cell, p, extras, chunk, state, keep):
+        out, end, res = super().forward_chunk(cell, p, extras, chunk, state, keep)
+        return out, end, (None if res is None else (*res, out))
+
+    def backward_chunk(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
+        *res, out = residuals
+        fresh, _, _ = ReferenceBackend.forward_chunk(self, cell, p, extras, chunk, tuple(res), False)
+        torch.testing.assert_close(out, fresh, rtol=0, atol=0)  # what it saved is what it computed
+        return super().backward_chunk(cell, p, extras, chunk, tuple(res), grad_out, grad_state)
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+@pytest.mark.parametrize("keeps_output", [False, True])
+def test_one_chunks_output_is_returned_uncopied_unless_a_residual_holds_it(chunks, keeps_output):
+    """A sequence run as one chunk returns that chunk's output itself, no copy; where the backend
+    saved it as a residual it is copied, so changing the returned output in place reaches neither
+    the residuals nor the gradients."""
+    from revrnn.engine import Plan, run_sequence
+
+    torch.manual_seed(0)
+    m = revrnn.nn.GRU(4, 5, dtype=F64, backend="reference")
+    cell, p = m.cells[0], m.cell_params(0)
+    recurrent = {s.name: p[s.name] for s in cell.param_specs() if s.recurrent}
+    x = torch.randn(6, 3, 4, dtype=F64)
+    backend = _KeepsOutput() if keeps_output else _Records()
+    plan = Plan(cell=cell, backend=backend, memory="store", checkpoint_every=-(-6 // chunks),
+                extras=cell.extras(p, 3, x, True))
+    xp = cell.project(p, x, None, True)
+    out, _ = run_sequence(plan, xp, cell.initial_state(3, x), recurrent)
+    assert len(backend.outputs) == chunks
+    shared = out.untyped_storage().data_ptr() == backend.outputs[0].untyped_storage().data_ptr()
+    assert shared == (chunks == 1 and not keeps_output)
+    w = torch.randn_like(out)
+    want = torch.autograd.grad((2 * out * w).sum(), list(recurrent.values()), retain_graph=True)
+    out.mul_(2)  # after the forward: backward must not see it
+    got = torch.autograd.grad((out * w).sum(), list(recurrent.values()))
+    for g, h in zip(got, want):
+        torch.testing.assert_close(g, h, rtol=1e-12, atol=1e-12)
