@@ -5,8 +5,8 @@ initial state and the cell's recurrent parameters, walks the sequence in chunks 
 backend, and owns the memory strategy:
 
 * ``store`` — the backend keeps its residuals for every chunk (full BPTT), and the projection
-  only where its backward reads it (``Backend.backward_reads_xp``; the compiled executors' does
-  not, so their peak holds no T·B·G projection through backward);
+  only where its backward reads it (``Backend.backward_reads_xp``; the compiled executors' and
+  Triton's do not, so their peak holds no T·B·G projection through backward);
 * ``recompute`` — only the state at the start of each chunk of ``checkpoint_every`` steps is
   kept; backward re-runs one chunk at a time to rebuild its residuals (√T chunks by default).
   With ``checkpoint_slots=s`` instead, at most ``s`` states are kept at once and steps are

@@ -27,7 +27,8 @@ from revrnn.backends import BackendUnavailable, Chunk, get_backend, resolve
 from revrnn.cells import cases
 from revrnn.cells.base import CellSpec
 from revrnn.cells.lstm import LSTMCell
-from utils import (assert_close_all, assert_glstm_closed_steps_pass_through, assert_glstm_sparse_matches,
+from utils import (NO_PROJECTION_MODULES, assert_close_all, assert_glstm_closed_steps_pass_through,
+                   assert_glstm_sparse_matches, assert_store_keeps_no_projection,
                    assert_low_precision, floor_for, gradcheck_module, grads, malloc_calls, rel_err, rounding_spread)
 
 REASON = revrnn.available_backends()["cpu"]
@@ -489,32 +490,8 @@ def test_cuda_launch_covers_every_element_once(n):
     assert 1 <= blocks <= 65535
 
 
+@pytest.mark.parametrize("module", list(NO_PROJECTION_MODULES))
 @pytest.mark.parametrize("memory", ["store", "recompute"])
-def test_store_keeps_no_projection(memory):
-    """The executor's backward reads its residuals, not the projection: under ``store`` the
-    engine keeps no copy of it, so it is freed when the forward returns (``recompute`` of a
-    projection handed in whole re-runs chunks from it and keeps it); both give the same
-    gradients."""
-    import weakref
-
-    from revrnn.engine import Plan, run_sequence
-
-    torch.manual_seed(0)
-    m = revrnn.nn.GRU(I, H, dtype=torch.float64, backend="cpu")
-    cell, p = m.cells[0], m.cell_params(0)
-    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
-    backend = resolve("cpu", cell, x.device, x.dtype)
-    recurrent = {s.name: p[s.name] for s in cell.param_specs() if s.recurrent}
-    plan = Plan(cell=cell, backend=backend, memory=memory, extras=cell.extras(p, B, x, True))
-    xp = cell.project(p, x, None, True)  # not a leaf: nothing but the engine could keep it
-    alive = weakref.ref(xp)
-    out, (h,) = run_sequence(plan, xp, cell.initial_state(B, x), recurrent)
-    del xp
-    assert (alive() is None) == (memory == "store")
-    (out.sum() + h.sum()).backward()
-    ref = revrnn.nn.GRU(I, H, dtype=torch.float64, backend="reference")
-    ref.load_state_dict(m.state_dict())
-    x_ref = x.detach().requires_grad_()
-    out_ref, h_ref = ref(x_ref)
-    (out_ref.sum() + h_ref.sum()).backward()
-    assert rel_err(x.grad, x_ref.grad) < 1e-12
+def test_store_keeps_no_projection(memory, module):
+    """The executor's backward reads its residuals, not the projection (utils.py)."""
+    assert_store_keeps_no_projection("cpu", module, memory)

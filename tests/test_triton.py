@@ -21,8 +21,9 @@ pytest.importorskip("triton")
 import revrnn  # noqa: E402
 from revrnn.backends import BackendUnavailable, get_backend, resolve  # noqa: E402
 from revrnn.cells import cases  # noqa: E402
-from utils import (assert_close_all, assert_glstm_closed_steps_pass_through, assert_glstm_sparse_matches,  # noqa: E402
-                   assert_low_precision, gradcheck_module, grads, packed_grads)
+from utils import (NO_PROJECTION_MODULES, assert_close_all, assert_glstm_closed_steps_pass_through,  # noqa: E402
+                   assert_glstm_sparse_matches, assert_low_precision, assert_store_keeps_no_projection,
+                   gradcheck_module, grads, packed_grads)
 
 ULPS = 16
 #: the catalog's cases for the low-precision comparison and for gradcheck (with their small sizes)
@@ -111,6 +112,13 @@ def test_glstm_sparse_equals_dense_and_skips_work(triton_backend, memory):
     assert_glstm_sparse_matches(triton_backend, tri, ref, x, tri, memory == "recompute")
 
 
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_glstm_store_keeps_no_projection(triton_backend, mode):
+    """The sparse path's backward, like the dense one's, reads its residuals only."""
+    triton_backend.glstm_sparse = mode
+    assert_store_keeps_no_projection("triton", "GLSTM")
+
+
 def test_glstm_sparse_fully_closed_steps(triton_backend):
     """Steps where every unit is closed are skipped; the state passes through bit-exactly."""
     torch.manual_seed(7)
@@ -120,6 +128,12 @@ def test_glstm_sparse_fully_closed_steps(triton_backend):
 
 
 # -- selection and errors ------------------------------------------------------------------
+
+@pytest.mark.parametrize("module", list(NO_PROJECTION_MODULES))
+def test_store_keeps_no_projection(module):
+    """Every runner's backward reads its residuals, not the projection (utils.py)."""
+    assert_store_keeps_no_projection("triton", module)
+
 
 def test_auto_never_picks_triton_on_cpu():
     for cell in (revrnn.nn.GRU(3, 4).cells[0], revrnn.nn.MGU(3, 4).cells[0]):

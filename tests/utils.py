@@ -286,3 +286,44 @@ def malloc_calls(tmp_path: Path, script: str, *args: str) -> list:
                          env={**os.environ, "LD_PRELOAD": str(lib)})
     assert run.returncode == 0, run.stderr
     return eval(run.stdout.strip().splitlines()[-1])
+
+
+#: the modules whose compiled or Triton backward must not read the projection (one per runner)
+NO_PROJECTION_MODULES = {"GRU": {}, "LSTM": {}, "LSTM proj": dict(proj_size=3), "GRU reset-before": dict(reset_after=False),
+                         "MGU": {}, "LiGRU": {}, "LiBRU": {}, "NRU": dict(memory_size=8, num_heads=2),
+                         "KAFLSTM": dict(kaf_size=5), "GLSTM": dict(t_max=8)}
+
+
+def assert_store_keeps_no_projection(backend_name: str, module: str, memory: str = "store") -> None:
+    """Under ``store`` the engine keeps no copy of the projection for a backend whose backward
+    reads only its residuals (``Backend.backward_reads_xp`` False): the projection is freed when
+    the forward returns (``recompute`` of a projection handed in whole re-runs chunks from it and
+    keeps it). A backward that read it anyway would see zeros: the gradients of the input and of
+    the recurrent parameters are held to the reference's."""
+    import weakref
+
+    import revrnn
+    from revrnn.backends import resolve
+    from revrnn.engine import Plan, run_sequence
+
+    T, B, I, H = 7, 3, 5, 9
+    runs = []
+    for name in (backend_name, "reference"):
+        torch.manual_seed(0)
+        m = getattr(revrnn.nn, module.split()[0])(I, H, dtype=torch.float64, backend=name,
+                                                   **NO_PROJECTION_MODULES[module])
+        cell, p = m.cells[0], m.cell_params(0)
+        x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+        backend = resolve(name, cell, x.device, x.dtype)
+        recurrent = {s.name: p[s.name] for s in cell.param_specs() if s.recurrent}
+        plan = Plan(cell=cell, backend=backend, memory=memory, extras=cell.extras(p, B, x, True))
+        xp = cell.project(p, x, None, True)  # not a leaf: nothing but the engine could keep it
+        alive = weakref.ref(xp)
+        out, state = run_sequence(plan, xp, cell.initial_state(B, x), recurrent)
+        del xp
+        if name == backend_name:
+            assert (alive() is None) == (memory == "store")
+        (out.square().sum() + sum(s.sum() for s in state)).backward()
+        runs.append([x.grad, *(v.grad for v in recurrent.values())])
+    for got, want in zip(*runs):  # None: a parameter that takes no gradient (the KAF dictionary)
+        assert (got is None and want is None) or rel_err(got, want) < 1e-12

@@ -36,6 +36,7 @@ class TritonBackend(Backend):
 
     name = "triton"
     offers_graphs = True
+    backward_reads_xp = False  # every runner's backward reads its residuals (the chunk's shape at most)
     auto_devices = ("cuda",)
     dtypes = DTYPES
 
