@@ -101,8 +101,8 @@ void fortran(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T
   }
 }
 
-// Sizes reach here below 2^31: the glue refuses larger chunks before a team starts
-// (revrnn/backends/executor.py), since nothing may throw inside an OpenMP team.
+// Sizes reach here below 2^31: the glue refuses larger operands before a team starts
+// (revrnn/backends/compiled.py: Target.check), since nothing may throw inside an OpenMP team.
 template <typename T>
 void call(int order, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc) {

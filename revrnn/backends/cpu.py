@@ -4,9 +4,8 @@ GEMM and one fused, vectorised pointwise pass (``csrc/``, module ``revrnn._C``).
 The C++ core is framework-free: it takes raw addresses, sizes and a dtype flag, and loads its
 BLAS at run time (by default the MKL inside torch's CPU build, else the OpenBLAS of the
 ``scipy-openblas32`` package; ``REVRNN_BLAS`` names another library and ``REVRNN_BLAS_PREFIX``
-its symbols' prefix). Everything torch is in
-the glue the CPU and CUDA backends share (:mod:`.executor`, :mod:`.compiled`, the families'
-``executor.py``).
+its symbols' prefix). Everything torch is in the glue the CPU and CUDA backends share
+(:mod:`.executor`, :mod:`.compiled`, the families' ``executor.py``).
 """
 from __future__ import annotations
 
