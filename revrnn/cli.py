@@ -127,7 +127,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  {name:<10} {'available' if reason is None else 'unavailable: ' + reason}")
     print()
     run(Path(args.out), DemoSettings(T=args.T, steps=args.steps, hidden=args.hidden, memory_T=args.memory_T,
-                                     threads=args.threads), progress=not args.no_progress)
+                                     memory_repeats=args.memory_repeats, threads=args.threads),
+        progress=not args.no_progress)
     return 0
 
 
@@ -296,6 +297,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--hidden", type=_positive_int, default=defaults.hidden, help="units")
     d.add_argument("--memory-T", type=_positive_int, default=defaults.memory_T,
                    help="sequence length of the memory comparison")
+    d.add_argument("--memory-repeats", type=_positive_int, default=defaults.memory_repeats,
+                   help="fresh processes per memory configuration (the median peak is shown)")
     d.add_argument("--threads", type=_positive_int, default=1, help="CPU threads")
     d.add_argument("--out", default="revrnn-demo", help="directory for demo.png, demo.json and the run")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")

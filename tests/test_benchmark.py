@@ -203,8 +203,15 @@ def test_peak_rows_are_ratios_over_the_first(monkeypatch):
     runs = peaks.strategy_runs(30, 1, torch.device("cpu"))
     fake = {r: process.Peak(r, peak_bytes=(i + 1) * 2 ** 20, saved_peak_bytes=2 ** 19, step_s=0.01 * (i + 1))
             for i, r in enumerate(runs)}
-    monkeypatch.setattr(process, "measure", lambda r, timeout=None: fake[r])
-    out = peaks.measure(runs, {"suite": "strategies", "case": "c"}, 10.0, lambda: None)
+    asked = []
+
+    def measure(r, timeout=None, repeats=1):
+        asked.append(repeats)
+        return fake[r]
+    monkeypatch.setattr(process, "measure", measure)
+    fake[runs[1]].extra["peak_bytes_each"] = [2 ** 20, 2 * 2 ** 20, 3 * 2 ** 20]
+    out = peaks.measure(runs, {"suite": "strategies", "case": "c"}, 10.0, lambda: None, repeats=3)
+    assert asked == [3] * len(runs) and out[1]["peak_mib_each"] == [1, 2, 3]
     assert [r["ratio"] for r in out] == pytest.approx(range(1, len(runs) + 1))
     assert [r["time_ratio"] for r in out] == pytest.approx(range(1, len(runs) + 1))
     assert out[0]["impl"] == "torch.GRU bptt" and all(r["baseline"] == "torch.GRU bptt" for r in out)
@@ -219,6 +226,8 @@ def test_memory_suite_in_fresh_processes(tmp_path):
     assert names[0] == "torch.GRU bptt" and "revgru reversible forget_bits=3" in names
     for r in result["rows"]:
         assert "error" not in r and r["peak_mib"] > 0 and r["ms"] > 0, r
+    assert peaks.REPEATS["quick"] == 1 and peaks.REPEATS["default"] == peaks.REPEATS["full"] == 3
+    assert all(c.settings["repeats"] == 3 for c in peaks.memory(torch.device("cpu"), "default"))
 
 
 def fake_result(folder: Path, suite: str, size: str = "default") -> Path:
@@ -246,10 +255,17 @@ def test_report_renders_and_checks(tmp_path, capsys):
     assert text.startswith("# x\n") and text.endswith("\nafter\n") and "stale" not in text
     assert "| GRU T=1 | CPU, " in text and "| torch.nn | 10 | 12.5 (1.25×) **missed** |" in text
     assert "revrnn bench sequence" in text and "revrnn bench kernels" not in text
+    assert "median of" not in text  # one process per run: nothing to say
     assert main([*argv, "--check"]) == 0
     readme.write_text("no markers")
     with pytest.raises(SystemExit, match="no generated section"):
         main(argv)
+
+
+def test_report_says_what_a_peak_is_the_median_of():
+    rows = [{"peak_mib": 2.0, "peak_mib_each": [1.0, 2.0, 5.0]}, {"peak_mib": 3.0}]
+    assert report.processes(rows) == " Each peak is the median of 3 fresh processes (all in `peak_mib_each`)."
+    assert report.processes([{"peak_mib": 2.0}]) == ""
 
 
 def test_readme_is_generated_from_the_recorded_results():

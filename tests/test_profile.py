@@ -278,6 +278,29 @@ def test_process_failures_are_rows(monkeypatch):
     assert "timed out" in measure(Run("gru"), timeout=1).error
 
 
+def test_repeats_give_the_median_process_and_every_peak(monkeypatch):
+    """With ``repeats`` the run whose peak is the median is the result, with every peak beside
+    it; a failure in any process is the result; ``repeats`` must be a positive int."""
+    import json
+    import subprocess
+    children = iter([300, 100, 200, 50, None, 70])
+
+    def child(*args, **kwargs):
+        peak = next(children)
+        if peak is None:
+            return subprocess.CompletedProcess(args[0], 1, "", "Traceback\nRuntimeError: boom")
+        line = json.dumps({"run": {}, "peak_bytes": peak, "baseline_bytes": 1, "step_s": peak / 1e3})
+        return subprocess.CompletedProcess(args[0], 0, line + "\n", "")
+    monkeypatch.setattr(subprocess, "run", child)
+    median = measure(Run("gru"), repeats=3)
+    assert (median.peak_bytes, median.step_s, median.extra["peak_bytes_each"]) == (200, 0.2, [300, 100, 200])
+    failed = measure(Run("gru"), repeats=3)
+    assert failed.peak_bytes is None and "RuntimeError: boom" in failed.error
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="repeats must be a positive int"):
+            measure(Run("gru"), repeats=bad)
+
+
 @needs_proc
 def test_peak_is_measured_from_the_reset():
     """The peak is measured from the mark the reset leaves (up to the kernel counters' per-CPU

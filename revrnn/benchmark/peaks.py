@@ -25,6 +25,9 @@ SIZES = dict(batch=16, input_size=64, hidden=128)
 LENGTHS = {"quick": (30,), "default": (1000, 10_000), "full": (1000, 10_000, 100_000)}
 STRATEGIES_T = {"quick": 30, "default": 10_000, "full": 100_000}
 STEPS = {"quick": 1, "default": 2, "full": 3}
+#: fresh processes per run, the median peak reported (revrnn.profile.process.measure: the resident
+#: set's peak varies from process to process with glibc's heap)
+REPEATS = {"quick": 1, "default": 3, "full": 3}
 
 
 def sizes(T: int, steps: int, device: torch.device) -> dict[str, Any]:
@@ -52,13 +55,15 @@ def strategy_runs(T: int, steps: int, device: torch.device) -> list[Any]:
             Run("revgru", "reversible", forget_bits=3, stream=True, chunk=chunk, generated=True, **kw)]
 
 
-def measure(runs: list[Any], common: dict[str, Any], timeout: float, tick: Callable[[], None]) -> list[dict[str, Any]]:
-    """Each run in a fresh process; rows with peaks, ratios over the first run."""
+def measure(runs: list[Any], common: dict[str, Any], timeout: float, tick: Callable[[], None],
+            repeats: int = 1) -> list[dict[str, Any]]:
+    """Each run in ``repeats`` fresh processes (the median peak); rows with peaks, ratios over the
+    first run."""
     from ..profile.process import measure as in_process
 
     peaks = []
     for run in runs:
-        peaks.append(in_process(run, timeout=timeout))
+        peaks.append(in_process(run, timeout=timeout, repeats=repeats))
         tick()
     base = peaks[0]
     rows = []
@@ -72,6 +77,8 @@ def measure(runs: list[Any], common: dict[str, Any], timeout: float, tick: Calla
                "ratio": None if p.peak_bytes is None or not base.peak_bytes else p.peak_bytes / base.peak_bytes,
                "time_ratio": None if p.step_s is None or not base.step_s else p.step_s / base.step_s,
                "target": None, "meets": None, "method": p.method}
+        if "peak_bytes_each" in p.extra:
+            row["peak_mib_each"] = [b / 2 ** 20 for b in p.extra["peak_bytes_each"]]
         if p.buffer_bits_per_element_step is not None:
             row["buffer_bits_per_element_step"] = p.buffer_bits_per_element_step
         if p.error:
@@ -80,18 +87,18 @@ def measure(runs: list[Any], common: dict[str, Any], timeout: float, tick: Calla
     return rows
 
 
-def comparison(suite: str, runs: list[Any], timeout: float) -> Comparison:
-    """A comparison of ``runs`` (cheap to make: each runs in its own process when measured)."""
+def comparison(suite: str, runs: list[Any], timeout: float, repeats: int) -> Comparison:
+    """A comparison of ``runs`` (cheap to make: each runs in its own processes when measured)."""
     return Comparison(dict(suite=suite, case=f"GRU T={runs[0].T} B=16 I=64 H=128"), lambda: runs, 0, len(runs),
-                      "process", dict(timeout=timeout))
+                      "process", dict(timeout=timeout, repeats=repeats))
 
 
 def memory(device: torch.device, size: str, only: list[str] | None = None) -> list[Comparison]:
     """The ``memory`` suite at ``size`` (``only`` does not apply: its runs are fixed)."""
-    return [comparison("memory", memory_runs(T, STEPS[size], device), 600.0 * max(1, math.log10(T) - 3))
-            for T in LENGTHS[size]]
+    return [comparison("memory", memory_runs(T, STEPS[size], device), 600.0 * max(1, math.log10(T) - 3),
+                       REPEATS[size]) for T in LENGTHS[size]]
 
 
 def strategies(device: torch.device, size: str, only: list[str] | None = None) -> list[Comparison]:
     """The ``strategies`` suite at ``size`` (``only`` does not apply: its runs are fixed)."""
-    return [comparison("strategies", strategy_runs(STRATEGIES_T[size], STEPS[size], device), 900.0)]
+    return [comparison("strategies", strategy_runs(STRATEGIES_T[size], STEPS[size], device), 900.0, REPEATS[size])]

@@ -81,6 +81,12 @@ def tables(result: dict[str, Any]) -> list[str]:
     return out
 
 
+def processes(rows: list[dict[str, Any]]) -> str:
+    """What a peak row is the median of, where its suite ran several fresh processes per run."""
+    n = max((len(r.get("peak_mib_each", ())) for r in rows), default=0)
+    return f" Each peak is the median of {n} fresh processes (all in `peak_mib_each`)." if n > 1 else ""
+
+
 def section(results: list[dict[str, Any]], root: Path) -> str:
     """The README's generated section for ``results`` (paths shown relative to ``root``)."""
     out = [BEGIN, ""]
@@ -97,7 +103,7 @@ def section(results: list[dict[str, Any]], root: Path) -> str:
         out += [f"**`revrnn bench {suite}{flags}{only}`** on {meta['device']}, {meta['threads']} threads, "
                 f"{date}, commit {str(meta.get('commit'))[:7]}{' (uncommitted changes)' if meta.get('dirty') else ''}, "
                 f"torch {meta['torch']} (`{rel}`, plot `{rel.with_suffix('.png')}`). Each cell: {unit}, and in "
-                "brackets the ratio over the case's baseline.", ""]
+                f"brackets the ratio over the case's baseline.{processes(result['rows'])}", ""]
         for t in tables(result):
             out += [t, ""]
     out.append(END)
