@@ -101,12 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     peaks = []
     for i, run in enumerate(todo):
         print(f"[{i + 1}/{len(todo)}] {run.name} T={run.T}", file=sys.stderr, flush=True)
-        tries = [measure(run, args.timeout) for _ in range(max(1, args.repeat))]
-        measured = sorted((p for p in tries if p.peak_bytes is not None), key=lambda p: p.peak_bytes)
-        peak = measured[(len(measured) - 1) // 2] if measured else tries[0]
-        if len(tries) > 1:
-            peak.extra["peaks_bytes"] = [p.peak_bytes for p in tries]
-        peaks.append(peak)
+        peaks.append(measure(run, args.timeout, repeats=max(1, args.repeat)))
         print(table(peaks[-1:]).splitlines()[1], file=sys.stderr, flush=True)
     print(table(peaks))
     machine = platform.processor() or platform.machine()

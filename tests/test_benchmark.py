@@ -209,7 +209,7 @@ def test_peak_rows_are_ratios_over_the_first(monkeypatch):
         asked.append(repeats)
         return fake[r]
     monkeypatch.setattr(process, "measure", measure)
-    fake[runs[1]].extra["peak_bytes_each"] = [2 ** 20, 2 * 2 ** 20, 3 * 2 ** 20]
+    fake[runs[1]].extra["peaks_bytes"] = [2 ** 20, 2 * 2 ** 20, 3 * 2 ** 20]
     out = peaks.measure(runs, {"suite": "strategies", "case": "c"}, 10.0, lambda: None, repeats=3)
     assert asked == [3] * len(runs) and out[1]["peak_mib_each"] == [1, 2, 3]
     assert [r["ratio"] for r in out] == pytest.approx(range(1, len(runs) + 1))

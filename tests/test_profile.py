@@ -293,7 +293,7 @@ def test_repeats_give_the_median_process_and_every_peak(monkeypatch):
         return subprocess.CompletedProcess(args[0], 0, line + "\n", "")
     monkeypatch.setattr(subprocess, "run", child)
     median = measure(Run("gru"), repeats=3)
-    assert (median.peak_bytes, median.step_s, median.extra["peak_bytes_each"]) == (200, 0.2, [300, 100, 200])
+    assert (median.peak_bytes, median.step_s, median.extra["peaks_bytes"]) == (200, 0.2, [300, 100, 200])
     failed = measure(Run("gru"), repeats=3)
     assert failed.peak_bytes is None and "RuntimeError: boom" in failed.error
     for bad in (0, 1.5, True):

@@ -77,8 +77,8 @@ def measure(runs: list[Any], common: dict[str, Any], timeout: float, tick: Calla
                "ratio": None if p.peak_bytes is None or not base.peak_bytes else p.peak_bytes / base.peak_bytes,
                "time_ratio": None if p.step_s is None or not base.step_s else p.step_s / base.step_s,
                "target": None, "meets": None, "method": p.method}
-        if "peak_bytes_each" in p.extra:
-            row["peak_mib_each"] = [b / 2 ** 20 for b in p.extra["peak_bytes_each"]]
+        if "peaks_bytes" in p.extra:
+            row["peak_mib_each"] = [b / 2 ** 20 for b in p.extra["peaks_bytes"]]
         if p.buffer_bits_per_element_step is not None:
             row["buffer_bits_per_element_step"] = p.buffer_bits_per_element_step
         if p.error:

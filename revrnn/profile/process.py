@@ -97,7 +97,7 @@ def measure(run: Run, timeout: float | None = None, mapped: bool = False, repeat
     includes what the allocator's heap retains after frees. That varies from process to process
     (glibc moves its mmap threshold as large blocks are freed; RevGRU reversible at T=10⁴ read
     89 to 193 MiB here, 89 MiB every time when mapped), so ``repeats`` fresh processes give the
-    run whose peak is the median, with every peak in ``extra["peak_bytes_each"]``; a failure in
+    run whose peak is the median, with every peak in ``extra["peaks_bytes"]``; a failure in
     any of them is the result."""
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
@@ -107,7 +107,7 @@ def measure(run: Run, timeout: float | None = None, mapped: bool = False, repeat
         if failed:
             return failed[0]
         median = sorted(peaks, key=lambda p: p.peak_bytes)[(repeats - 1) // 2]
-        median.extra["peak_bytes_each"] = [p.peak_bytes for p in peaks]
+        median.extra["peaks_bytes"] = [p.peak_bytes for p in peaks]
         return median
     cmd = [sys.executable, "-m", "revrnn.profile.process", json.dumps(asdict(run))]
     env = {**os.environ, **MAPPED} if mapped else None
