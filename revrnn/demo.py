@@ -44,10 +44,9 @@ def run(out: Path, settings: Settings = Settings(), progress: bool = True, say=p
     say(f"   recall accuracy {final['accuracy']:.1%} (chance 12.5%), loss {final['loss']:.3f} "
         f"(without memory {trainer.task.baseline:.3f}), {trainer.seconds:.0f} s")
 
-    each = f"the median of {settings.memory_repeats} fresh processes" if settings.memory_repeats > 1 else \
-        "in a fresh process"
-    say(f"\n2. memory of one training step at T={settings.memory_T:,} (batch 16, 64 inputs, 128 units), "
-        f"each {each}")
+    n = settings.memory_repeats
+    each = f"the median of {n} fresh processes" if n > 1 else "in a fresh process"
+    say(f"\n2. memory of one training step at T={settings.memory_T:,} (batch 16, 64 inputs, 128 units), each {each}")
     peaks: list[tuple[str, Peak]] = []
     for label, model, strategy in CONFIGURATIONS:
         peak = measure(Run(model, strategy, T=settings.memory_T, threads=settings.threads),

@@ -401,6 +401,7 @@ def test_glstm_sparse_extension_rejects_null_operands(backward, name, index):
     bad[4] = none.data_ptr()
     run(_C().DType.float32, 1, 1, 1, 1, bad)  # nothing open: nothing read
 
+
 @pytest.fixture
 def cpu_backend(glstm_sparse):
     return glstm_sparse("cpu")

@@ -16,8 +16,8 @@ the gradients of both and the backward's buffers; 46 more steps at the CPU shape
 12 MiB slack; 10 more at Triton's, 2.5 MiB of a 4 MiB slack, measured growth 8.7-9.6 MiB against
 a 11.5 MiB budget). A strategy that kept anything per step would add at least one state (B·H)
 per step, as much again as the outputs' growth, which the margin cannot hide: keeping every
-step's state in a reversible backward, or every chunk's residuals in a recompute, fails here. With the streamed loss nothing
-of size T exists, and the peak may grow by the slack at most.
+step's state in a reversible backward, or every chunk's residuals in a recompute, fails here.
+With the streamed loss nothing of size T exists, and the peak may grow by the slack at most.
 """
 from __future__ import annotations
 

@@ -289,9 +289,9 @@ def malloc_calls(tmp_path: Path, script: str, *args: str) -> list:
 
 
 #: the modules whose compiled or Triton backward must not read the projection (one per runner)
-NO_PROJECTION_MODULES = {"GRU": {}, "LSTM": {}, "LSTM proj": dict(proj_size=3), "GRU reset-before": dict(reset_after=False),
-                         "MGU": {}, "LiGRU": {}, "LiBRU": {}, "NRU": dict(memory_size=8, num_heads=2),
-                         "KAFLSTM": dict(kaf_size=5), "GLSTM": dict(t_max=8)}
+NO_PROJECTION_MODULES = {"GRU": {}, "LSTM": {}, "LSTM proj": dict(proj_size=3),
+                         "GRU reset-before": dict(reset_after=False), "MGU": {}, "LiGRU": {}, "LiBRU": {},
+                         "NRU": dict(memory_size=8, num_heads=2), "KAFLSTM": dict(kaf_size=5), "GLSTM": dict(t_max=8)}
 
 
 def assert_store_keeps_no_projection(backend_name: str, module: str, memory: str = "store") -> None:

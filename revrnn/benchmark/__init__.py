@@ -22,8 +22,8 @@ SUITES: dict[str, tuple[Callable[..., list[Any]], str]] = {
                                      "passes alone, against the GEMMs alone and the bytes floor"),
     "sequence": (sequence.comparisons, "a training step over a whole sequence against torch.nn, its "
                                        "checkpointing, the eager loop, torch.compile of it and the GEMM floor"),
-    "memory": (peaks.memory, "process peaks against T, each step in fresh processes (the median of 3): torch.nn, checkpointing, "
-                             "recompute, reversible"),
+    "memory": (peaks.memory, "process peaks against T, each step in fresh processes (the median of 3): "
+                             "torch.nn, checkpointing, recompute, reversible"),
     "strategies": (peaks.strategies, "time and process peak of every memory strategy at one T"),
 }
 #: what ``revrnn bench`` runs when no suite is named
