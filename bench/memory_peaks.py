@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="add the rows to the JSON file (replacing rows of the same configuration and T)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error(f"argument --repeat must be >= 1, got {args.repeat}")
 
     def lengths(text: str) -> list[int]:
         return [int(float(v)) for v in text.split(",") if v]
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     peaks = []
     for i, run in enumerate(todo):
         print(f"[{i + 1}/{len(todo)}] {run.name} T={run.T}", file=sys.stderr, flush=True)
-        peaks.append(measure(run, args.timeout, repeats=max(1, args.repeat)))
+        peaks.append(measure(run, args.timeout, repeats=args.repeat))
         print(table(peaks[-1:]).splitlines()[1], file=sys.stderr, flush=True)
     print(table(peaks))
     machine = platform.processor() or platform.machine()

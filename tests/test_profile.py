@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -234,6 +235,7 @@ def test_plot_without_timings(tmp_path):
 
 # -- process peaks (revrnn.profile.process) ---------------------------------------------------
 from revrnn.profile.process import Peak, Run, measure  # noqa: E402
+from utils import load_script  # noqa: E402
 
 needs_proc = pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="needs /proc")
 
@@ -331,3 +333,12 @@ def test_cli_process_mode(tmp_path, capsys):
     # measurement, None is not.
     assert all(r["error"] is None and r["peak_bytes"] is not None and r["peak_bytes"] > -2 ** 20 for r in rows)
     assert "peak MiB" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("repeat", ["0", "-2"])
+def test_memory_peaks_script_refuses_a_repeat_below_one(repeat, capsys):
+    """bench/memory_peaks.py names the bad --repeat before measuring anything."""
+    script = load_script(Path(__file__).resolve().parent.parent / "bench" / "memory_peaks.py")
+    with pytest.raises(SystemExit):
+        script.main(["--quick", "--repeat", repeat])
+    assert f"argument --repeat must be >= 1, got {repeat}" in capsys.readouterr().err
