@@ -227,37 +227,42 @@ inline void run_nru(const Registry& reg, bool backward, const Where& where, int6
     reg.nru_f64(where, backward, c);
 }
 
-// The g-LSTM's sparse chunk: addresses [xp, w_hh, mask, gate, offsets, units, h, c, act, prev,
-// y (forward) or grad_y (backward), dh, dc, dxp, dw_hh, dgate, w, rec, dw, dk]; 0 where a pass
-// does not use one (mask and dw_hh may always be 0; the open unit-steps' operands and scratch when
-// none is open). offsets is host memory, the rest the device's.
+// The g-LSTM's sparse chunk: addresses [x, w_ih, bias, w_hh, mask, gate, offsets, units, h, c, act,
+// prev, y (forward) or grad_y (backward), dh, dc, dx, dw_ih, dbias, dw_hh, dgate, wi, wh, rec, dw,
+// dk]; 0 where a pass does not use one (mask, bias and the weights' gradients may always be 0; the
+// open unit-steps' operands and scratch when none is open). offsets is host memory, the rest the
+// device's.
 template <typename T>
 inline void run_glstm_sparse(const Registry& reg, bool backward, const Where& where, int64_t K, int64_t B, int64_t H,
-                             const Addresses& a) {
+                             int64_t I, const Addresses& a) {
   const char* fn = backward ? "glstm_sparse_backward" : "glstm_sparse_forward";
   check_sizes(fn, B, H);
   if (K < 0) throw std::invalid_argument(std::string(fn) + ": K must be >= 0, got " + std::to_string(K));
-  if (a.size() != 20)
-    throw std::invalid_argument(std::string(fn) + ": argument 'addresses' must list 20 addresses, got " +
+  if (I < 1) throw std::invalid_argument(std::string(fn) + ": I must be >= 1, got " + std::to_string(I));
+  if (a.size() != 25)
+    throw std::invalid_argument(std::string(fn) + ": argument 'addresses' must list 25 addresses, got " +
                                 std::to_string(a.size()));
-  if (B > INT_MAX || 4 * H > INT_MAX)
-    throw std::invalid_argument(std::string(fn) + ": B or 4H exceeds the BLAS's 32-bit sizes");
+  if (B > INT_MAX || 4 * H > INT_MAX || I > INT_MAX)
+    throw std::invalid_argument(std::string(fn) + ": B, 4H or I exceeds the BLAS's 32-bit sizes");
   ready(reg, fn);
   const bool fwd = !backward;
-  const int64_t* offsets = pointer<const int64_t>(fn, "offsets", a[4]);
+  const int64_t* offsets = pointer<const int64_t>(fn, "offsets", a[6]);
   const bool none = offsets[K] == 0;  // no open unit-step: its operands and scratch may be 0
-  T* dw_hh = pointer<T>(fn, "dw_hh", a[14], true);
-  SparseChunk<T> c{K, B, H, pointer<const T>(fn, "xp", a[0], backward), pointer<const T>(fn, "w_hh", a[1]),
-                   pointer<const uint8_t>(fn, "mask", a[2], true), pointer<const T>(fn, "gate", a[3], none),
-                   offsets, pointer<const int64_t>(fn, "units", a[5], none),
-                   pointer<T>(fn, "h", a[6]), pointer<T>(fn, "c", a[7]), pointer<T>(fn, "act", a[8], none),
-                   pointer<T>(fn, "prev", a[9], none), fwd ? pointer<T>(fn, "y", a[10]) : nullptr,
-                   backward ? pointer<const T>(fn, "grad_y", a[10]) : nullptr,
-                   pointer<T>(fn, "dh", a[11], fwd), pointer<T>(fn, "dc", a[12], fwd),
-                   pointer<T>(fn, "dxp", a[13], fwd), dw_hh,
-                   pointer<T>(fn, "dgate", a[15], fwd), pointer<T>(fn, "w", a[16], none),
-                   pointer<T>(fn, "rec", a[17], none), pointer<T>(fn, "dw", a[18], none || fwd || !dw_hh),
-                   pointer<T>(fn, "dk", a[19], none || fwd)};
+  T* dw_ih = pointer<T>(fn, "dw_ih", a[16], true);
+  T* dw_hh = pointer<T>(fn, "dw_hh", a[18], true);
+  SparseChunk<T> c{K, B, H, I, pointer<const T>(fn, "x", a[0], none || (backward && !dw_ih)),
+                   pointer<const T>(fn, "w_ih", a[1], none), pointer<const T>(fn, "bias", a[2], true),
+                   pointer<const T>(fn, "w_hh", a[3]), pointer<const uint8_t>(fn, "mask", a[4], true),
+                   pointer<const T>(fn, "gate", a[5], none), offsets, pointer<const int64_t>(fn, "units", a[7], none),
+                   pointer<T>(fn, "h", a[8]), pointer<T>(fn, "c", a[9]), pointer<T>(fn, "act", a[10], none),
+                   pointer<T>(fn, "prev", a[11], none), fwd ? pointer<T>(fn, "y", a[12]) : nullptr,
+                   backward ? pointer<const T>(fn, "grad_y", a[12]) : nullptr,
+                   pointer<T>(fn, "dh", a[13], fwd), pointer<T>(fn, "dc", a[14], fwd),
+                   pointer<T>(fn, "dx", a[15], fwd), dw_ih, pointer<T>(fn, "dbias", a[17], true), dw_hh,
+                   pointer<T>(fn, "dgate", a[19], fwd), pointer<T>(fn, "wi", a[20], none),
+                   pointer<T>(fn, "wh", a[21], none), pointer<T>(fn, "rec", a[22], none),
+                   pointer<T>(fn, "dw", a[23], none || fwd || !(dw_ih || dw_hh)),
+                   pointer<T>(fn, "dk", a[24], none || fwd)};
   py::gil_scoped_release release;
   if constexpr (std::is_same<T, float>::value)
     reg.glstm_sparse_f32(where, backward, c);
@@ -432,16 +437,17 @@ void def_chunks(py::module_& m, const Registry& reg, const char* where_name, Whe
     const char* name = backward ? "glstm_sparse_backward" : "glstm_sparse_forward";
     m.def(
         name,
-        [r, to_where, name, backward](DType dtype, const W& where, int64_t K, int64_t B, int64_t H,
+        [r, to_where, name, backward](DType dtype, const W& where, int64_t K, int64_t B, int64_t H, int64_t I,
                                       const Addresses& addresses) {
           const Where w = to_where(name, where);
           if (dtype == DType::float32)
-            run_glstm_sparse<float>(*r, backward, w, K, B, H, addresses);
+            run_glstm_sparse<float>(*r, backward, w, K, B, H, I, addresses);
           else
-            run_glstm_sparse<double>(*r, backward, w, K, B, H, addresses);
+            run_glstm_sparse<double>(*r, backward, w, K, B, H, I, addresses);
         },
-        py::arg("dtype"), py::arg(where_name), py::arg("K"), py::arg("B"), py::arg("H"), py::arg("addresses"),
-        "The g-LSTM's sparse chunk (revrnn/glstm_sparse.h); addresses: 20, in the order of\n"
+        py::arg("dtype"), py::arg(where_name), py::arg("K"), py::arg("B"), py::arg("H"), py::arg("I"),
+        py::arg("addresses"),
+        "The g-LSTM's sparse chunk (revrnn/glstm_sparse.h); addresses: 25, in the order of\n"
         "run_glstm_sparse (csrc/chunks.h).");
   }
 }

@@ -1,8 +1,9 @@
 """The sequence engine: one autograd Function per layer and direction runs the whole time loop.
 
 The engine is cell-agnostic. It takes the time-parallel projection ``xp`` (T, B, G), the
-initial state and the cell's recurrent parameters, walks the sequence in chunks through a
-backend, and owns the memory strategy:
+initial state and the cell's recurrent parameters (or, where the backend projects inside its
+loop, :attr:`Plan.takes_input`, the layer input and every parameter), walks the sequence in
+chunks through a backend, and owns the memory strategy:
 
 * ``store`` — the backend keeps its residuals for every chunk (full BPTT), and the projection
   only where its backward reads it (``Backend.backward_reads_xp``; the compiled executors' and
@@ -73,6 +74,9 @@ class Plan:
     # every parameter of the cell, and hands the backend those in ``step_names`` only.
     project: Callable[[Params, Tensor, int, int], Tensor] | None = None
     step_names: tuple[str, ...] | None = None
+    # The backend takes the layer input and every parameter, and projects itself
+    # (Runner.takes_input): its chunks are marked ``is_input``.
+    takes_input: bool = False
 
     def chunk_bounds(self, T: int) -> list[tuple[int, int]]:
         K = chunk_length(self.memory, T, self.checkpoint_every)
@@ -80,7 +84,8 @@ class Plan:
 
     def chunk(self, xp: Tensor, s: int, e: int) -> Chunk:
         """Steps ``s .. e-1``; ``xp`` holds exactly those steps' projected inputs."""
-        return Chunk(t0=self.t0 + s, xp=xp, mask=None if self.mask is None else self.mask[s:e])
+        return Chunk(t0=self.t0 + s, xp=xp, mask=None if self.mask is None else self.mask[s:e],
+                     is_input=self.takes_input)
 
     def step_params(self, params: Params) -> Params:
         return params if self.step_names is None else {k: params[k] for k in self.step_names}

@@ -377,29 +377,27 @@ def test_nru_float32(module):
 
 # -- the g-LSTM's sparse path ---------------------------------------------------------------
 @pytest.mark.parametrize("backward", [False, True])
-@pytest.mark.parametrize("name, index", [("gate", 3), ("units", 5), ("act", 8), ("prev", 9), ("w", 16),
-                                         ("rec", 17), ("dw", 18), ("dk", 19)])
+@pytest.mark.parametrize("name, index", [("x", 0), ("w_ih", 1), ("gate", 5), ("units", 7), ("act", 10),
+                                         ("prev", 11), ("wi", 20), ("wh", 21), ("rec", 22), ("dw", 23), ("dk", 24)])
 def test_glstm_sparse_extension_rejects_null_operands(backward, name, index):
     """With an open unit-step the sparse entry (revrnn/glstm_sparse.h) refuses a null operand it
     would read, naming it; with none open, those may be null."""
     x, units, offsets = torch.zeros(64), torch.zeros(1, dtype=torch.int64), torch.tensor([0, 1])
-    addresses = [x.data_ptr()] * 20
-    addresses[2] = 0  # mask
-    addresses[4], addresses[5] = offsets.data_ptr(), units.data_ptr()
-    if backward:
-        addresses[0] = 0  # xp
-    else:  # dh, dc, dxp, dw_hh, dgate; dw, dk
-        for i in (11, 12, 13, 14, 15, 18, 19):
+    addresses = [x.data_ptr()] * 25
+    addresses[4] = 0  # mask
+    addresses[6], addresses[7] = offsets.data_ptr(), units.data_ptr()
+    if not backward:  # dh, dc, dx, dw_ih, dbias, dw_hh, dgate; dw, dk
+        for i in (13, 14, 15, 16, 17, 18, 19, 23, 24):
             addresses[i] = 0
     run = _C().glstm_sparse_backward if backward else _C().glstm_sparse_forward
     bad = list(addresses)
     bad[index] = 0
     if backward or name not in ("dw", "dk"):
         with pytest.raises(ValueError, match=f"argument '{name}' is a null pointer"):
-            run(_C().DType.float32, 1, 1, 1, 1, bad)
+            run(_C().DType.float32, 1, 1, 1, 1, 1, bad)
     none = torch.tensor([0, 0])
-    bad[4] = none.data_ptr()
-    run(_C().DType.float32, 1, 1, 1, 1, bad)  # nothing open: nothing read
+    bad[6] = none.data_ptr()
+    run(_C().DType.float32, 1, 1, 1, 1, 1, bad)  # nothing open: nothing read
 
 
 @pytest.fixture
@@ -434,6 +432,88 @@ def test_glstm_sparse_gradcheck(cpu_backend):
     cpu_backend.glstm_sparse = "always"
     m = revrnn.nn.GLSTM(3, 4, t_max=6.0, sigma_fraction=0.2, dtype=torch.float64, backend="cpu")
     gradcheck_module(m, torch.randn(6, 2, 3, dtype=torch.float64))
+
+
+class Sizes(TorchDispatchMode):
+    """The element counts of every tensor the ops under it return."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.sizes.add(t.numel())
+        return out
+
+
+def test_glstm_sparse_projects_inside_its_loop(cpu_backend):
+    """The sparse path takes the layer input: no tensor of the projection's size T·B·4H is made
+    in forward or backward, where the dense path makes one."""
+    torch.manual_seed(0)
+    T_, B_, I_, H_ = 40, 3, 5, 7
+    m = revrnn.nn.GLSTM(I_, H_, t_max=40.0, sigma_fraction=0.025, dtype=torch.float64, backend="cpu")
+    x = torch.randn(T_, B_, I_, dtype=torch.float64, requires_grad=True)
+    made = {}
+    for mode in ("never", "always"):
+        cpu_backend.glstm_sparse = mode
+        with Sizes() as sizes:
+            out, (h, c) = m(x)
+            (out.sum() + h.sum() + c.sum()).backward()
+        made[mode] = T_ * B_ * 4 * H_ in sizes.sizes
+    assert made == {"never": True, "always": False}
+
+
+@pytest.mark.parametrize("memory", ["store", "recompute", "slots"])
+def test_glstm_sparse_runs_open_chunks_dense(cpu_backend, memory):
+    """A sparse run whose chunk is more than half open runs that chunk dense, projecting it
+    itself (its unit-steps are not counted as sparse work), with the reference's results."""
+    torch.manual_seed(1)
+    kw = dict(t_max=40.0, dtype=torch.float64)
+    ref = revrnn.nn.GLSTM(I, H, backend="reference", **kw)
+    with torch.no_grad():  # every unit open at steps 0 .. 11, closed after: 30 % of the unit-steps
+        ref.mu_l0.fill_(4.5)
+        ref.sigma_l0.fill_(2.0)
+    chunks = dict(store={}, recompute=dict(checkpoint_every=10), slots=dict(checkpoint_slots=3))[memory]
+    m = revrnn.nn.GLSTM(I, H, backend="cpu", memory="store" if memory == "store" else "recompute", **chunks, **kw)
+    m.load_state_dict(ref.state_dict())
+    x = torch.randn(40, 2, I, dtype=torch.float64)
+    cpu_backend.glstm_sparse = "auto"
+    cpu_backend.sparse_work.open = cpu_backend.sparse_work.total = 0
+    assert_close_all(grads(m, x), grads(ref, x), 1e-12)
+    work = cpu_backend.sparse_work
+    if memory == "store":  # one chunk, 30 % open
+        assert work.total == 40 * H and work.open == 12 * H
+    elif memory == "recompute":  # chunk 0 ran dense (twice: forward and recompute), the 3 others sparse
+        assert work.total == 2 * 30 * H and work.open == 2 * 2 * H
+    else:  # pieces of at most 3 steps: those with an open step are mostly open, and run dense
+        assert work.total > 0 and work.open == 0
+
+
+@pytest.mark.parametrize("variant", ["no bias", "frozen", "constant input"])
+def test_glstm_sparse_without_some_gradients(cpu_backend, variant):
+    """The sparse path without biases, with weight_ih and bias_hh frozen (no gradient computed
+    for them), or on an input that takes no gradient: the reference's results for the rest."""
+    torch.manual_seed(2)
+    kw = dict(t_max=40.0, sigma_fraction=0.025, dtype=torch.float64, bias=variant != "no bias")
+    ref = revrnn.nn.GLSTM(I, H, backend="reference", **kw)
+    m = revrnn.nn.GLSTM(I, H, backend="cpu", **kw)
+    m.load_state_dict(ref.state_dict())
+    x = torch.randn(40, 3, I, dtype=torch.float64, requires_grad=variant != "constant input")
+    cpu_backend.glstm_sparse = "always"
+    runs = []
+    for module in (m, ref):
+        if variant == "frozen":
+            module.weight_ih_l0.requires_grad_(False)
+            module.bias_hh_l0.requires_grad_(False)
+        out, (h, c) = module(x)
+        wrt = [t for t in (x, *module.parameters()) if t.requires_grad]
+        runs.append([out, h, c, *torch.autograd.grad(out.sin().sum() + h.sum() + c.square().sum(), wrt)])
+    assert len(runs[0]) == 3 + {"no bias": 5, "frozen": 5, "constant input": 6}[variant]
+    for got, want in zip(*runs):
+        assert rel_err(got, want) < 1e-12
 
 
 def test_libru_probs_float32():

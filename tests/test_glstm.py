@@ -172,6 +172,27 @@ def test_sigma_zero_is_guarded():
     assert all(torch.isfinite(p.grad).all() for p in m.parameters())
 
 
+@pytest.mark.parametrize("threshold", [1e-3, 0.3, 1e-30, 1e-300, 0.0])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_time_gate_clamp_changes_no_gate(threshold, dtype):
+    """The gate's exponent is clamped a little below log(gate_threshold) (exp is slow where it
+    underflows): every gate and both parameters' gradients are bit-identical to the formula's
+    without the clamp, with gates far into the tails (σ down to 0.1 steps, T = 300)."""
+    from revrnn.cells.glstm.spec import SIGMA_MIN, GLSTMCell
+    torch.manual_seed(0)
+    cell = GLSTMCell(2, 512, t_max=300.0, gate_threshold=threshold)
+    mu = (torch.rand(512, dtype=dtype) * 300).requires_grad_()
+    sigma = (0.1 + torch.rand(512, dtype=dtype) * 30).requires_grad_()
+    t = torch.arange(300, dtype=dtype)[:, None]
+    want = torch.exp(-(t - mu).square() / (2 * sigma.square().clamp_min(SIGMA_MIN ** 2)))
+    want = torch.where(want < threshold, torch.zeros((), dtype=dtype), want)
+    got = cell.time_gate({"mu": mu, "sigma": sigma}, torch.arange(300))
+    assert torch.equal(got, want) and 0 < (got > 0).double().mean() < 1
+    g = torch.randn(300, 512, dtype=dtype)
+    for a, b in zip(torch.autograd.grad(got, (mu, sigma), g), torch.autograd.grad(want, (mu, sigma), g)):
+        assert torch.equal(a, b)
+
+
 def test_default_init():
     torch.manual_seed(0)
     m = GLSTM(3, 2000, t_max=200)

@@ -29,8 +29,9 @@ class Chunk:
     """Steps ``t0 .. t0 + len(xp) - 1`` of one layer and direction."""
 
     t0: int
-    xp: Tensor  # (K, B, G) projected inputs
+    xp: Tensor  # (K, B, G) projected inputs, or (K, B, I) the layer input where ``is_input``
     mask: Tensor | None  # (K, B) bool, valid steps of variable-length input
+    is_input: bool = False  # ``xp`` is the layer input: the runner projects it (Runner.takes_input)
 
 
 class Backend:
@@ -91,6 +92,13 @@ class Backend:
         pick = self._pickers.get(type(cell))
         return None if pick is None else pick(cell)
 
+    def takes_input(self, cell: CellSpec, p: Params, x: Tensor, t0: int) -> bool:
+        """Whether a run of ``cell`` on the layer input ``x`` (T, B, I) from step ``t0`` hands
+        this backend the input instead of its projection, with every parameter of the cell
+        (:meth:`Runner.takes_input`)."""
+        runner = self.runner_for(cell)
+        return runner is not None and runner.takes_input(cell, p, x, t0)
+
     def availability(self, device: torch.device) -> str | None:
         """``None`` if the backend can run on ``device``, otherwise the reason it cannot."""
         return None
@@ -147,6 +155,14 @@ class Runner:
         """Why this runner cannot run ``cell`` although its type is implemented (a size limit,
         say); None if it can."""
         return None
+
+    def takes_input(self, cell: CellSpec, p: Params, x: Tensor, t0: int) -> bool:
+        """Whether this run (``cell`` with parameters ``p`` on the layer input ``x`` (T, B, I)
+        from step ``t0``) should hand the runner ``x`` itself, with every parameter of the cell:
+        a runner that projects inside its loop (the g-LSTM's sparse path) then gets chunks with
+        ``is_input`` set, and its ``backward`` returns the gradient of ``x`` and of every
+        parameter. No by default: the engine projects."""
+        return False
 
     def forward(self, cell: CellSpec, p: Params, extras: Params, chunk: Chunk, state: State,
                 keep: bool) -> tuple[Tensor, State, tuple | None]:

@@ -228,6 +228,9 @@ class RecurrentBase(nn.Module):
         plan = Plan(cell=cell, backend=backend, memory=self.memory,
                     checkpoint_every=self.checkpoint_every, checkpoint_slots=self.checkpoint_slots, mask=mask,
                     extras=cell.extras(p, x.shape[1], x, self.training), t0=t0)
+        if backend.takes_input(cell, p, x, t0):  # the backend projects inside its loop
+            plan.takes_input = True
+            return run_sequence(plan, x, state, p)
         if self.memory == "recompute" and cell.rowwise_projection:  # chunk-wise projection
             training = self.training
             plan.project = lambda q, xs, s, e: cell.project_steps(q, xs, None if mask is None else mask[s:e],

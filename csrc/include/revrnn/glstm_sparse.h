@@ -1,17 +1,19 @@
 // The g-LSTM's sparse chunk (revrnn.nn.GLSTM; the dense step is revrnn/glstm.h): a unit whose time
 // gate is closed (k = 0) keeps h and c exactly, and the gates depend only on t, mu and sigma, so
-// each step's open units are known before it runs. Per step the open units' rows of W_hh are
-// gathered, the GEMM and the LSTM update run on them alone, and their new states are written into
-// h and c in place; a step with no open unit only copies the output. Nothing is kept for closed
-// units: per open unit-step its activations and previous state, and the end state. Backward
-// restores each previous state from the end state by writing those back, walking the chunk in
-// reverse, and adds each open unit's gate rows to d W_hh.
+// each step's open units are known before it runs. The chunk takes the layer input x, not its
+// projection: per step the open units' rows of W_ih and W_hh are gathered, and the step's GEMMs
+// (x_t W_ih^T and h W_hh^T) and the LSTM update run on them alone, their new states written
+// into h and c in place; a step with no open unit only copies the output. So neither the
+// projection nor anything of a closed unit is computed or kept: per open unit-step its
+// activations and previous state, and the end state. Backward restores each previous state from
+// the end state by writing those back, walking the chunk in reverse; it writes d x per step and
+// adds each open unit's gate rows to d W_ih, d W_hh and d bias.
 //
 // Written over the device policy like the dense loop, every per-element pass a pointwise pass, so
 // that it runs on CPU and CUDA: the host reads only `offsets` (how many units are open at each
 // step: the GEMMs' sizes), which must be in host memory; every other pointer is the device's.
-// d k sums over the rows in a pass of its own, in row order, so the sum's bits do not depend on
-// the device.
+// d k and d bias sum over the rows in a pass of their own, in row order, so the sums' bits do not
+// depend on the device.
 #pragma once
 
 #include "revrnn/glstm.h"
@@ -20,8 +22,10 @@ namespace revrnn {
 
 template <typename T>
 struct SparseChunk {
-  int64_t K, B, H;
-  const T* xp;             // (K, B, 4H)
+  int64_t K, B, H, I;
+  const T* x;              // (K, B, I) the layer input
+  const T* w_ih;           // (4H, I)
+  const T* bias;           // (4H) or null: the projection's bias (b_ih + b_hh)
   const T* w_hh;           // (4H, H)
   const uint8_t* mask;     // (K, B) or null
   const T* gate;           // (N) the time gates of the open unit-steps, in the order of `units`
@@ -35,38 +39,41 @@ struct SparseChunk {
   const T* grad_y;         // backward: (K, B, H)
   T* dh;                   // backward: (B, H) in, of the end state; out, of the start state (and dc)
   T* dc;
-  T* dxp;                  // backward: (K, B, 4H), every element written
-  T* dw_hh;                // backward: (4H, H) accumulated into (zeroed by the caller), or null
+  T* dx;                   // backward: (K, B, I), every element written
+  T* dw_ih;                // backward: (4H, I) accumulated into (zeroed by the caller), or null
+  T* dbias;                // backward: (4H) likewise, or null
+  T* dw_hh;                // backward: (4H, H) likewise, or null
   T* dgate;                // backward: (K, H) d k summed over the rows, every element written
-  T* w;                    // scratch (4 n, H), n the most units open at one step
+  T* wi;                   // scratch (4 n, I), n the most units open at one step
+  T* wh;                   // scratch (4 n, H)
   T* rec;                  // scratch (B, 4 n)
-  T* dw;                   // backward scratch (4 n, H)
+  T* dw;                   // backward scratch (4 n, max(H, I))
   T* dk;                   // backward scratch (B, 3 n): each row's part of d k, its new d h and d c
 };
 
 namespace sparse {
 
 template <typename T>
-struct Gather {  // row q n + u of w = row q H + units[u] of W_hh (rows: 4 n from `base`, columns: H)
-  const T* w_hh;
+struct Gather {  // row q n + u of w = row q H + units[u] of a weight of `cols` columns (rows from `base`)
+  const T* weight;
   const int64_t* units;
   T* w;
-  int64_t n, H, base;
+  int64_t n, H, cols, base;
   REVRNN_HD void operator()(int64_t i, int64_t k, bool) const {
     const int64_t row = base + i, q = row / n, u = row % n;
-    w[row * H + k] = w_hh[(q * H + units[u]) * H + k];
+    w[row * cols + k] = weight[(q * H + units[u]) * cols + k];
   }
 };
 
 template <typename T>
-struct ScatterAdd {  // row q H + units[u] of d W_hh += row q n + u of dw (rows from `base`)
-  T* dw_hh;
+struct ScatterAdd {  // row q H + units[u] of a gradient of `cols` columns += row q n + u of dw (rows from `base`)
+  T* grad;
   const T* dw;
   const int64_t* units;
-  int64_t n, H, base;
+  int64_t n, H, cols, ld, base;  // ld: dw's row stride
   REVRNN_HD void operator()(int64_t i, int64_t k, bool) const {
     const int64_t row = base + i, q = row / n, u = row % n;
-    dw_hh[(q * H + units[u]) * H + k] += dw[row * H + k];
+    grad[(q * H + units[u]) * cols + k] += dw[row * ld + k];
   }
 };
 
@@ -107,14 +114,15 @@ REVRNN_HD int64_t kept(int64_t o0, int64_t B, int64_t n, int64_t b, int64_t u, i
 // stores it vectorises.
 
 template <typename T>
-struct Collect {  // open unit u on row b: its input columns added to rec, and h and c into prev
+struct Collect {  // open unit u on row b: its bias added to rec, and h and c into prev
   SparseChunk<T> c;
-  int64_t t, o0, n, r0;  // r0: the first of the team member's rows
+  int64_t o0, n, r0;  // r0: the first of the team member's rows
   REVRNN_HD void operator()(int64_t local, int64_t u, bool) const {
     const int64_t b = r0 + local, H = c.H, j = c.units[o0 + u];
-    const T* x = c.xp + (t * c.B + b) * 4 * H + j;
-    T* r = c.rec + b * 4 * n + u;
-    for (int q = 0; q < 4; ++q) r[q * n] += x[q * H];
+    if (c.bias) {
+      T* r = c.rec + b * 4 * n + u;
+      for (int q = 0; q < 4; ++q) r[q * n] += c.bias[q * H + j];
+    }
     T* p = c.prev + kept(o0, c.B, n, b, u, 2);
     p[0] = c.h[b * H + j];
     p[1] = c.c[b * H + j];
@@ -194,14 +202,11 @@ struct OpenBackward {
 };
 
 template <typename T>
-struct Spread {  // d xp, d h, d c and the state before step t of open unit u on row b
+struct Spread {  // d h, d c and the state before the step of open unit u on row b
   SparseChunk<T> c;
-  int64_t t, o0, n, r0;  // r0: the first of the team member's rows
+  int64_t o0, n, r0;  // r0: the first of the team member's rows
   REVRNN_HD void operator()(int64_t local, int64_t u, bool) const {
-    const int64_t b = r0 + local, H = c.H, j = c.units[o0 + u], k = b * H + j;
-    const T* r = c.rec + b * 4 * n + u;
-    T* dx = c.dxp + (t * c.B + b) * 4 * H + j;
-    for (int q = 0; q < 4; ++q) dx[q * H] = r[q * n];
+    const int64_t b = r0 + local, k = b * c.H + c.units[o0 + u];
     const T* d = c.dk + b * 3 * n + u;
     c.dh[k] = d[n];
     c.dc[k] = d[2 * n];
@@ -212,15 +217,23 @@ struct Spread {  // d xp, d h, d c and the state before step t of open unit u on
 };
 
 template <typename T>
-struct SumGate {  // d k[t, units[u]] = sum over the rows, in row order
+struct SumRows {  // d k[t, units[u]] = sum over the rows, in row order; d bias of its gates += likewise
   const T* dk;
-  T* dgate;  // step t's row
+  const T* rec;  // d rec
+  T* dgate;      // step t's row
+  T* dbias;      // or null
   const int64_t* units;
-  int64_t B, n;
+  int64_t B, H, n;
   REVRNN_HD void operator()(int64_t, int64_t u, bool) const {
     T s = T(0);
     for (int64_t b = 0; b < B; ++b) s += dk[b * 3 * n + u];
     dgate[units[u]] = s;
+    if (!dbias) return;
+    for (int q = 0; q < 4; ++q) {
+      T d = T(0);
+      for (int64_t b = 0; b < B; ++b) d += rec[b * 4 * n + q * n + u];
+      dbias[q * H + units[u]] += d;
+    }
   }
 };
 
@@ -235,17 +248,17 @@ REVRNN_HD Slice share(int64_t total, Slice r, int64_t B) { return Slice{total * 
 // Multiply-adds of the chunk's recurrent GEMM per step, on average: sizes the team.
 template <typename T>
 int64_t work(const SparseChunk<T>& c) {
-  return c.K ? 4 * c.offsets[c.K] / c.K * c.B * c.H : 0;
+  return c.K ? 4 * c.offsets[c.K] / c.K * c.B * (c.H + c.I) : 0;
 }
 
 }  // namespace sparse
 
 // The team splits the rows: each member runs the steps on its rows, and the members meet where
-// a step needs every row: the gathered W_hh rows (each gathers its share) and, backward, d k
-// and d W_hh, which sum over the rows.
+// a step needs every row: the gathered weight rows (each gathers its share) and, backward, d k,
+// d bias and the weights' gradients, which sum over the rows.
 template <class Device, typename T>
 void glstm_sparse_forward(Device& dev, const SparseChunk<T>& c) {
-  const int64_t H = c.H, B = c.B;
+  const int64_t H = c.H, B = c.B, I = c.I;
   dev.parallel(B, sparse::work(c), [&](Slice rows) {
     const int64_t r0 = rows.j0, m = rows.size();
     for (int64_t t = 0; t < c.K; ++t) {
@@ -253,51 +266,66 @@ void glstm_sparse_forward(Device& dev, const SparseChunk<T>& c) {
       const uint8_t* mask = c.mask ? c.mask + t * B + r0 : nullptr;
       if (n) {
         const Slice w = sparse::share(4 * n, rows, B);
-        dev.pointwise(w.size(), Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.w, n, H, w.j0});
+        dev.pointwise(w.size(), Slice{0, I}, nullptr, sparse::Gather<T>{c.w_ih, c.units + o0, c.wi, n, H, I, w.j0});
+        dev.pointwise(w.size(), Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.wh, n, H, H, w.j0});
         dev.barrier();
-        dev.gemm(false, true, m, 4 * n, H, T(1), static_cast<const T*>(c.h + r0 * H), H, static_cast<const T*>(c.w),
-                 H, T(0), c.rec + r0 * 4 * n, 4 * n);
-        dev.pointwise(m, Slice{0, n}, nullptr, sparse::Collect<T>{c, t, o0, n, r0});
+        T* rec = c.rec + r0 * 4 * n;
+        dev.gemm(false, true, m, 4 * n, I, T(1), c.x + (t * B + r0) * I, I, static_cast<const T*>(c.wi), I, T(0),
+                 rec, 4 * n);
+        dev.gemm(false, true, m, 4 * n, H, T(1), static_cast<const T*>(c.h + r0 * H), H,
+                 static_cast<const T*>(c.wh), H, T(1), rec, 4 * n);
+        dev.pointwise(m, Slice{0, n}, nullptr, sparse::Collect<T>{c, o0, n, r0});
         dev.pointwise(m, Slice{0, n}, mask, sparse::OpenForward<T>{c, o0, n, r0});
         dev.pointwise(m, Slice{0, n}, nullptr, sparse::Place<T>{c, o0, n, r0});
       }
       dev.pointwise(m, Slice{0, H}, mask, sparse::Output<T>{c.h + r0 * H, c.y + (t * B + r0) * H, H});
-      if (n) dev.barrier();  // w is gathered again next step
+      if (n) dev.barrier();  // the weights' rows are gathered again next step
     }
   }, 1);
 }
 
 template <class Device, typename T>
 void glstm_sparse_backward(Device& dev, const SparseChunk<T>& c) {
-  const int64_t H = c.H, B = c.B;
+  const int64_t H = c.H, B = c.B, I = c.I, D = H > I ? H : I;  // D: dw's row stride
   dev.parallel(B, sparse::work(c), [&](Slice rows) {
     const int64_t r0 = rows.j0, m = rows.size();
     for (int64_t t = c.K - 1; t >= 0; --t) {
       const int64_t o0 = c.offsets[t], n = c.offsets[t + 1] - o0;
       const uint8_t* mask = c.mask ? c.mask + t * B + r0 : nullptr;
-      dev.pointwise(m, Slice{0, 4 * H}, nullptr, sparse::Fill<T>{c.dxp + (t * B + r0) * 4 * H, 4 * H});
+      T* dx = c.dx + (t * B + r0) * I;
       dev.pointwise(1, sparse::share(H, rows, B), nullptr, sparse::Fill<T>{c.dgate + t * H, H});
       dev.pointwise(m, Slice{0, H}, mask, sparse::AddGradY<T>{c.dh + r0 * H, c.grad_y + (t * B + r0) * H, H});
-      if (!n) continue;
+      if (!n) {
+        dev.pointwise(m, Slice{0, I}, nullptr, sparse::Fill<T>{dx, I});
+        continue;
+      }
       dev.pointwise(m, Slice{0, n}, nullptr, sparse::CollectGrad<T>{c, o0, n, r0});
       dev.pointwise(m, Slice{0, n}, mask, sparse::OpenBackward<T>{c, o0, n, r0});
-      dev.pointwise(m, Slice{0, n}, nullptr, sparse::Spread<T>{c, t, o0, n, r0});
+      dev.pointwise(m, Slice{0, n}, nullptr, sparse::Spread<T>{c, o0, n, r0});
       const Slice w = sparse::share(4 * n, rows, B);
-      dev.pointwise(w.size(), Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.w, n, H, w.j0});
-      dev.barrier();  // every row's d k, d rec and restored state; every gathered row of W_hh
+      dev.pointwise(w.size(), Slice{0, I}, nullptr, sparse::Gather<T>{c.w_ih, c.units + o0, c.wi, n, H, I, w.j0});
+      dev.pointwise(w.size(), Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.wh, n, H, H, w.j0});
+      dev.barrier();  // every row's d k, d rec and restored state; every gathered weight row
       dev.pointwise(1, sparse::share(n, rows, B), nullptr,
-                    sparse::SumGate<T>{c.dk, c.dgate + t * H, c.units + o0, B, n});
-      // the recurrent part of d h_{t-1}, and this member's share of the open rows' part of
-      // d W_hh = d rec^T h_{t-1}
-      dev.gemm(false, false, m, H, 4 * n, T(1), static_cast<const T*>(c.rec + r0 * 4 * n), 4 * n,
-               static_cast<const T*>(c.w), H, T(1), c.dh + r0 * H, H);
-      if (c.dw_hh && w.size()) {
-        dev.gemm(true, false, w.size(), H, B, T(1), static_cast<const T*>(c.rec + w.j0), 4 * n,
-                 static_cast<const T*>(c.h), H, T(0), c.dw + w.j0 * H, H);
-        dev.pointwise(w.size(), Slice{0, H}, nullptr,
-                      sparse::ScatterAdd<T>{c.dw_hh, c.dw, c.units + o0, n, H, w.j0});
+                    sparse::SumRows<T>{c.dk, c.rec, c.dgate + t * H, c.dbias, c.units + o0, B, H, n});
+      // the member's rows of d x_t and of the recurrent part of d h_{t-1}, and its share of the
+      // open rows' parts of d W_ih = d rec^T x_t and d W_hh = d rec^T h_{t-1}
+      const T* drec = c.rec + r0 * 4 * n;
+      dev.gemm(false, false, m, I, 4 * n, T(1), drec, 4 * n, static_cast<const T*>(c.wi), I, T(0), dx, I);
+      dev.gemm(false, false, m, H, 4 * n, T(1), drec, 4 * n, static_cast<const T*>(c.wh), H, T(1), c.dh + r0 * H, H);
+      if (w.size() && c.dw_ih) {
+        dev.gemm(true, false, w.size(), I, B, T(1), static_cast<const T*>(c.rec + w.j0), 4 * n, c.x + t * B * I, I,
+                 T(0), c.dw + w.j0 * D, D);
+        dev.pointwise(w.size(), Slice{0, I}, nullptr,
+                      sparse::ScatterAdd<T>{c.dw_ih, c.dw, c.units + o0, n, H, I, D, w.j0});
       }
-      dev.barrier();  // rec, dk, w and h are written again next step
+      if (w.size() && c.dw_hh) {
+        dev.gemm(true, false, w.size(), H, B, T(1), static_cast<const T*>(c.rec + w.j0), 4 * n,
+                 static_cast<const T*>(c.h), H, T(0), c.dw + w.j0 * D, D);
+        dev.pointwise(w.size(), Slice{0, H}, nullptr,
+                      sparse::ScatterAdd<T>{c.dw_hh, c.dw, c.units + o0, n, H, H, D, w.j0});
+      }
+      dev.barrier();  // rec, dk, the gathered rows and h are written again next step
     }
   }, 1);
 }

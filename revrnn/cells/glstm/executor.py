@@ -2,17 +2,27 @@
 ``csrc/include/revrnn/cells.h``), the LSTM update blended by each unit's time gate; the chunk's
 gates (K, H) are the step's per-unit operand, and the gradients of ``mu`` and ``sigma`` follow
 from theirs (:func:`.spec.time_gate_grads`). And the sparse path
-(``csrc/include/revrnn/glstm_sparse.h``), which computes and keeps open unit-steps only, for
-float32 and float64 inputs (16-bit ones run dense, and ``glstm_sparse="always"`` raises for them);
-loading this glue adds its settings to the backend (:mod:`.sparse`)."""
+(``csrc/include/revrnn/glstm_sparse.h``), which projects the layer input inside its loop and
+computes and keeps open unit-steps only: a run whose unit-steps are sparse enough
+(:func:`.sparse.use_sparse` over the whole sequence) takes the layer input
+(:meth:`GLSTMExecutor.takes_input`), and each of its chunks runs sparse, or, where that chunk is
+too open, dense after projecting it here. Float32 and float64 inputs only (16-bit ones run
+dense, and ``glstm_sparse="always"`` raises for them); loading this glue adds its settings to
+the backend (:mod:`.sparse`)."""
 from __future__ import annotations
 
-import torch
+from dataclasses import replace
 
+import torch
+from torch import Tensor
+
+from ...backends.base import weight_grad
 from ...backends.compiled import address, bind
 from ...backends.executor import Executor
 from .sparse import add_settings, open_units, use_sparse
 from .spec import GLSTMCell, time_gate_grads
+
+SPARSE_DTYPES = (torch.float32, torch.float64)
 
 
 class GLSTMExecutor(Executor):
@@ -29,23 +39,38 @@ class GLSTMExecutor(Executor):
     def unit_grads(self, cell, p, chunk, unit, dunit):
         return time_gate_grads(p, chunk.t0, unit, dunit)
 
+    def takes_input(self, cell, p, x, t0):
+        """The sparse path's runs: float32 or float64 input, no autocast, and the sequence's
+        unit-steps sparse enough for the backend's ``glstm_sparse`` setting."""
+        if (self.backend.glstm_sparse == "never" or x.dtype not in SPARSE_DTYPES or not x.shape[2]
+                or torch.is_autocast_enabled(x.device.type)):
+            return False
+        with torch.no_grad():
+            return use_sparse(self.backend, cell.time_gate(p, torch.arange(t0, t0 + x.shape[0], device=x.device)))
+
     @torch.no_grad()
     def forward(self, cell, p, extras, chunk, state, keep):
-        xp = chunk.xp.contiguous()
-        K, B, _ = xp.shape
-        H, dtype = cell.hidden_size, xp.dtype
-        if dtype not in (torch.float32, torch.float64):
-            if self.backend.glstm_sparse == "always":
-                raise ValueError(f"backend {self.backend.name!r} runs the g-LSTM's sparse path on float32 and "
-                                 f"float64 inputs only, got {dtype}; set glstm_sparse='auto' or 'never'")
-            return super().forward(cell, p, extras, chunk, state, keep)
-        tg, check = bind(xp.device)
+        if chunk.is_input:
+            return self.forward_input(cell, p, extras, chunk, state, keep)
+        if self.backend.glstm_sparse == "always" and chunk.xp.dtype not in SPARSE_DTYPES:
+            raise ValueError(f"backend {self.backend.name!r} runs the g-LSTM's sparse path on float32 and "
+                             f"float64 inputs only, got {chunk.xp.dtype}; set glstm_sparse='auto' or 'never'")
+        return super().forward(cell, p, extras, chunk, state, keep)
+
+    def forward_input(self, cell, p, extras, chunk, state, keep):
+        """A chunk of the layer input (K, B, I): sparse, or dense after projecting it here.
+        Residuals: the path's, then the chunk's input (backward reads it for d W_ih)."""
+        x = chunk.xp.contiguous()
+        K, B, I = x.shape
+        H, dtype = cell.hidden_size, x.dtype
+        tg, check = bind(x.device)
         k = self.checked_unit(check, cell, p, chunk, K, dtype)
         if not use_sparse(self.backend, k):
-            return super().forward(cell, p, extras, chunk, state, keep)
-        check("xp", xp, (K, B, 4 * H), dtype)
-        w = p["weight_hh"].contiguous()
-        check("weight_hh", w, (4 * H, H), dtype)
+            xp = cell.project(p, x, chunk.mask, True)
+            y, end, res = super().forward(cell, p, extras, replace(chunk, xp=xp, is_input=False), state, keep)
+            return y, end, ((*res, x) if keep else None)
+        check("x", x, (K, B, I), dtype)
+        w_ih, w, bias = self.weights(check, cell, p, I, dtype)
         counts, units = open_units(k)
         gate = k[k > 0]  # of the open unit-steps, step by step: the order of units
         work = self.backend.sparse_work
@@ -56,31 +81,51 @@ class GLSTMExecutor(Executor):
         h, c = (s.to(dtype, memory_format=torch.contiguous_format, copy=True) for s in state)
         for i, s in enumerate((h, c)):
             check(f"state[{i}]", s, (B, H), dtype)
-        mask, mask_ptr = tg.mask(chunk, K, B, xp.device)
-        act, prev, y = xp.new_empty(N, B, 4), xp.new_empty(N, B, 2), xp.new_empty(K, B, H)
+        mask, mask_ptr = tg.mask(chunk, K, B, x.device)
+        act, prev, y = x.new_empty(N, B, 4), x.new_empty(N, B, 2), x.new_empty(K, B, H)
         units = units.contiguous()
-        w_open, rec = xp.new_empty(4 * n, H), xp.new_empty(B, 4 * n)  # scratch, alive through the call
+        # scratch, alive through the call: the gathered rows of W_ih and W_hh, and the GEMMs' output
+        scratch = [x.new_empty(4 * n, I), x.new_empty(4 * n, H), x.new_empty(B, 4 * n)]
         if B and H:
-            tg.module.glstm_sparse_forward(tg.flag("xp", dtype), tg.where(xp.device), K, B, H, [
-                xp.data_ptr(), w.data_ptr(), mask_ptr, address(gate if N else None), offsets.data_ptr(),
-                address(units if N else None),
-                h.data_ptr(), c.data_ptr(), address(act if N else None), address(prev if N else None), y.data_ptr(),
-                0, 0, 0, 0, 0, w_open.data_ptr(), rec.data_ptr(), 0, 0])
+            tg.module.glstm_sparse_forward(tg.flag("x", dtype), tg.where(x.device), K, B, H, I, [
+                x.data_ptr(), w_ih.data_ptr(), address(bias), w.data_ptr(), mask_ptr, address(gate if N else None),
+                offsets.data_ptr(), address(units if N else None), h.data_ptr(), c.data_ptr(),
+                address(act if N else None), address(prev if N else None), y.data_ptr(),
+                0, 0, 0, 0, 0, 0, 0, *(t.data_ptr() for t in scratch), 0, 0])
         end = (h.clone(), c.clone())
         # kept: nothing for closed unit-steps (the end state, and per open one its state and gates)
-        return y, end, ((h, c, offsets, units, act, prev) if keep else None)
+        return y, end, ((h, c, offsets, units, act, prev, x) if keep else None)
+
+    def weights(self, check, cell, p, I, dtype):
+        """``weight_ih``, ``weight_hh`` and the projection's bias (None without one), checked."""
+        H = cell.hidden_size
+        w_ih, w = p["weight_ih"].contiguous(), p["weight_hh"].contiguous()
+        check("weight_ih", w_ih, (4 * H, I), dtype)
+        check("weight_hh", w, (4 * H, H), dtype)
+        bias = (p["bias_ih"] + p["bias_hh"]).contiguous() if cell.bias else None
+        if bias is not None:
+            check("bias", bias, (4 * H,), dtype)
+        return w_ih, w, bias
 
     @torch.no_grad()
     def backward(self, cell, p, extras, chunk, residuals, grad_out, grad_state):
-        if len(residuals) != 6:  # kept by the dense path: (act, *states)
+        if not chunk.is_input:
             return super().backward(cell, p, extras, chunk, residuals, grad_out, grad_state)
-        h_end, c_end, offsets, units, act, prev = residuals
+        *inner, x = residuals
         K, B, H = grad_out.shape
-        dtype = h_end.dtype
+        if len(inner) != 6:  # kept by the dense path: (act, *states); its xp is not read
+            xp = x.new_zeros(()).expand(K, B, 4 * H)
+            dxp, dstate, grads = super().backward(cell, p, extras, replace(chunk, xp=xp, is_input=False),
+                                                  tuple(inner), grad_out, grad_state)
+            dx = (dxp.reshape(K * B, 4 * H) @ p["weight_ih"]).view(K, B, -1)
+            dw_ih = weight_grad(dxp, x, x.dtype) if p["weight_ih"].requires_grad else None
+            db = dxp.sum((0, 1)) if self.needs_bias_grad(cell, p) else None
+            return dx, dstate, {**grads, "weight_ih": dw_ih, **self.bias_grads(cell, p, db)}
+        h_end, c_end, offsets, units, act, prev = inner
+        I, dtype = x.shape[2], h_end.dtype
         tg, check = bind(h_end.device)
         k = self.checked_unit(check, cell, p, chunk, K, dtype)
-        w = p["weight_hh"].contiguous()
-        check("weight_hh", w, (4 * H, H), dtype)
+        w_ih, w, _ = self.weights(check, cell, p, I, dtype)
         grad_y = grad_out.contiguous()
         check("grad_out", grad_y, (K, B, H), dtype)
         N = int(offsets[-1])
@@ -90,23 +135,38 @@ class GLSTMExecutor(Executor):
         gate = k[k > 0]
         h, c = h_end.clone(), c_end.clone()
         dh, dc = (g.to(dtype, memory_format=torch.contiguous_format, copy=True) for g in grad_state)
-        dxp, dgate = grad_y.new_empty(K, B, 4 * H), grad_y.new_empty(K, H)
+        dx, dgate = grad_y.new_empty(K, B, I), grad_y.new_empty(K, H)
+        dw_ih = torch.zeros_like(w_ih) if p["weight_ih"].requires_grad else None
         dw = torch.zeros_like(w) if p["weight_hh"].requires_grad else None
+        dbias = grad_y.new_zeros(4 * H) if self.needs_bias_grad(cell, p) else None
         mask, mask_ptr = tg.mask(chunk, K, B, h_end.device)
-        # w, rec, dw and dk (each row's part of d k, summed in row order, then its d h and d c)
-        scratch = [grad_y.new_empty(4 * n, H), grad_y.new_empty(B, 4 * n), grad_y.new_empty(4 * n, H),
-                   grad_y.new_empty(B, 3 * n)]
+        # the gathered rows of W_ih and W_hh, d rec, each step's rows of d W_ih or d W_hh, and dk
+        # (each row's part of d k, summed in row order, then its d h and d c)
+        scratch = [grad_y.new_empty(4 * n, I), grad_y.new_empty(4 * n, H), grad_y.new_empty(B, 4 * n),
+                   grad_y.new_empty(4 * n, max(H, I)), grad_y.new_empty(B, 3 * n)]
         if B and H:
-            tg.module.glstm_sparse_backward(tg.flag("grad_out", dtype), tg.where(h_end.device), K, B, H, [
-                0, w.data_ptr(), mask_ptr, address(gate if N else None), offsets.data_ptr(),
-                address(units if N else None),
-                h.data_ptr(), c.data_ptr(), address(act if N else None), address(prev if N else None),
-                grad_y.data_ptr(), dh.data_ptr(), dc.data_ptr(), dxp.data_ptr(), address(dw), dgate.data_ptr(),
+            tg.module.glstm_sparse_backward(tg.flag("grad_out", dtype), tg.where(h_end.device), K, B, H, I, [
+                x.data_ptr(), w_ih.data_ptr(), 0, w.data_ptr(), mask_ptr, address(gate if N else None),
+                offsets.data_ptr(), address(units if N else None), h.data_ptr(), c.data_ptr(),
+                address(act if N else None), address(prev if N else None), grad_y.data_ptr(), dh.data_ptr(),
+                dc.data_ptr(), dx.data_ptr(), address(dw_ih), address(dbias), address(dw), dgate.data_ptr(),
                 *(t.data_ptr() for t in scratch)])
         else:  # no rows: nothing flows
-            dxp.zero_()
+            dx.zero_()
             dgate.zero_()
-        return dxp, (dh, dc), {"weight_hh": dw, **self.unit_grads(cell, p, chunk, k, dgate)}
+        return dx, (dh, dc), {"weight_hh": dw, "weight_ih": dw_ih, **self.bias_grads(cell, p, dbias),
+                              **self.unit_grads(cell, p, chunk, k, dgate)}
+
+    @staticmethod
+    def bias_grads(cell, p, db: Tensor | None) -> dict[str, Tensor | None]:
+        """The gradients of ``bias_ih`` and ``bias_hh`` that are needed: each ``db``, the
+        gradient of the projection's bias (their sum); each its own tensor."""
+        need = [k for k in ("bias_ih", "bias_hh") if cell.bias and p[k].requires_grad]
+        return {k: db if i == 0 else db.clone() for i, k in enumerate(need)}
+
+    @staticmethod
+    def needs_bias_grad(cell, p) -> bool:
+        return cell.bias and (p["bias_ih"].requires_grad or p["bias_hh"].requires_grad)
 
 
 def runners(backend):

@@ -38,6 +38,8 @@ Gradients (from autograd): ``∂k/∂μ = k (t − μ)/σ²``, ``∂k/∂σ = k 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -84,7 +86,13 @@ class GLSTMCell(LSTMCell):
         if isinstance(t, Tensor):
             t = t.to(mu.dtype)[..., None]
         var = sigma.square().clamp_min(SIGMA_MIN ** 2)
-        k = torch.exp(-(t - mu).square() / (2 * var))
+        z = -(t - mu).square() / (2 * var)
+        if self.gate_threshold > 0:
+            # a gate is closed below log(threshold) whatever exp gives there: clamping a little
+            # lower changes no gate and keeps exp off its slow underflow path (narrow gates put
+            # most exponents far below -100)
+            z = z.clamp_min(math.log(self.gate_threshold) - 1)
+        k = torch.exp(z)
         if self.gate_threshold > 0:
             k = torch.where(k < self.gate_threshold, torch.zeros((), dtype=k.dtype, device=k.device), k)
         return k
