@@ -466,6 +466,26 @@ def test_glstm_sparse_projects_inside_its_loop(cpu_backend):
     assert made == {"never": True, "always": False}
 
 
+def test_glstm_sparse_threads_split_the_work(cpu_backend, two_threads, poison):
+    """Big enough a sparse step for a team of two (csrc/cpu/device.h: kParallelWork): forward
+    each with a slice of the units, H = 100 so that the slices are uneven (64 and 36), backward
+    each with half the rows. The reference's results, packed rows included, so no member misses
+    an open unit, a row or a barrier."""
+    torch.manual_seed(3)
+    Tb, Bb, Ib, Hb = 30, 64, 37, 100
+    kw = dict(t_max=30.0, sigma_fraction=0.03, dtype=torch.float64)
+    ref = revrnn.nn.GLSTM(Ib, Hb, backend="reference", **kw)
+    cpu = revrnn.nn.GLSTM(Ib, Hb, backend="cpu", **kw)
+    cpu.load_state_dict(ref.state_dict())
+    k = cpu.cells[0].time_gate(cpu.cell_params(0), torch.arange(Tb))
+    assert 4 * int((k > 0).sum()) // Tb * Bb * (Hb + Ib) >= 2 ** 18  # the sparse loop's work per step
+    lengths = [Tb - (i * 7) % Tb for i in range(Bb)]
+    cpu, ref = Packed(cpu, lengths), Packed(ref, lengths)
+    x = torch.randn(Tb, Bb, Ib, dtype=torch.float64)
+    cpu_backend.glstm_sparse = "always"
+    assert_close_all(grads(cpu, x), grads(ref, x), 1e-12)
+
+
 @pytest.mark.parametrize("memory", ["store", "recompute", "slots"])
 def test_glstm_sparse_runs_open_chunks_dense(cpu_backend, memory):
     """A sparse run whose chunk is more than half open runs that chunk dense, projecting it

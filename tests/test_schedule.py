@@ -117,6 +117,7 @@ def test_binomial_with_variable_lengths_and_retain_graph():
 
 class Counting(ReferenceBackend):
     def __init__(self):
+        super().__init__()
         self.forward_steps = self.backward_steps = 0
 
     def forward_chunk(self, cell, p, extras, chunk, state, keep):

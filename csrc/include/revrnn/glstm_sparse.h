@@ -30,7 +30,7 @@ struct SparseChunk {
   const uint8_t* mask;     // (K, B) or null
   const T* gate;           // (N) the time gates of the open unit-steps, in the order of `units`
   const int64_t* offsets;  // (K + 1), host memory: step t's open units are units[offsets[t] .. offsets[t + 1])
-  const int64_t* units;    // (N) open unit indices, N = offsets[K]
+  const int64_t* units;    // (N) open unit indices, ascending within a step, N = offsets[K]
   T* h;                    // (B, H): in, the chunk's start state; out, its end state (and c)
   T* c;
   T* act;                  // (N, B, 4): i, f, g, o of each open unit-step (laid out by sparse::kept)
@@ -46,7 +46,7 @@ struct SparseChunk {
   T* dgate;                // backward: (K, H) d k summed over the rows, every element written
   T* wi;                   // scratch (4 n, I), n the most units open at one step
   T* wh;                   // scratch (4 n, H)
-  T* rec;                  // scratch (B, 4 n)
+  T* rec;                  // scratch (B, 4 n); forward, each member's part of the units its own (B, 4 part)
   T* dw;                   // backward scratch (4 n, max(H, I))
   T* dk;                   // backward scratch (B, 3 n): each row's part of d k, its new d h and d c
 };
@@ -85,14 +85,6 @@ struct Fill {  // x[b, j] = 0
 };
 
 template <typename T>
-struct Output {  // every unit's output is its state on running rows
-  const T* h;
-  T* y;
-  int64_t H;
-  REVRNN_HD void operator()(int64_t b, int64_t j, bool valid) const { y[b * H + j] = valid ? h[b * H + j] : T(0); }
-};
-
-template <typename T>
 struct AddGradY {  // d h += d y on running rows
   T* dh;
   const T* grad_y;
@@ -103,9 +95,10 @@ struct AddGradY {  // d h += d y on running rows
 };
 
 // Where open unit u of step t (its units start at o0) on row b keeps `per` values in act (4) or
-// prev (2): step by step, row-major (B, n) within a step, so that a row's units are adjacent.
-REVRNN_HD int64_t kept(int64_t o0, int64_t B, int64_t n, int64_t b, int64_t u, int64_t per) {
-  return (o0 * B + b * n + u) * per;
+// prev (2): (N, B, per), each open unit-step's rows adjacent, so that the forward's members,
+// which split the units, write apart.
+REVRNN_HD int64_t kept(int64_t o0, int64_t B, int64_t, int64_t b, int64_t u, int64_t per) {
+  return ((o0 + u) * B + b) * per;
 }
 
 // Each step's per-element passes come in three: one gathers what the open units read from the
@@ -113,53 +106,71 @@ REVRNN_HD int64_t kept(int64_t o0, int64_t B, int64_t n, int64_t b, int64_t u, i
 // the results back. Only the middle one has transcendentals, and without indexed loads and
 // stores it vectorises.
 
+// A team member's part of a step's open units in the forward: units [u0, u0 + nr) of the
+// step's list (its first o0, its count n), on every row. rec (B, 4 nr) holds gate q of unit
+// u0 + i in column q nr + i.
 template <typename T>
-struct Collect {  // open unit u on row b: its bias added to rec, and h and c into prev
+struct Part {
+  int64_t o0, n, u0, nr;
+  T* rec;
+};
+
+template <typename T>
+struct Output {  // a unit's h on running rows
+  const T* h;
+  T* y;
+  int64_t H;
+  REVRNN_HD void operator()(int64_t b, int64_t j, bool valid) const { y[b * H + j] = valid ? h[b * H + j] : T(0); }
+};
+
+template <typename T>
+struct Collect {  // open unit u0 + i on row b: its bias added to rec, and h and c into prev
   SparseChunk<T> c;
-  int64_t o0, n, r0;  // r0: the first of the team member's rows
-  REVRNN_HD void operator()(int64_t local, int64_t u, bool) const {
-    const int64_t b = r0 + local, H = c.H, j = c.units[o0 + u];
+  Part<T> s;
+  REVRNN_HD void operator()(int64_t b, int64_t i, bool) const {
+    const int64_t u = s.u0 + i, H = c.H, j = c.units[s.o0 + u];
     if (c.bias) {
-      T* r = c.rec + b * 4 * n + u;
-      for (int q = 0; q < 4; ++q) r[q * n] += c.bias[q * H + j];
+      T* r = s.rec + b * 4 * s.nr + i;
+      for (int q = 0; q < 4; ++q) r[q * s.nr] += c.bias[q * H + j];
     }
-    T* p = c.prev + kept(o0, c.B, n, b, u, 2);
+    T* p = c.prev + kept(s.o0, c.B, s.n, b, u, 2);
     p[0] = c.h[b * H + j];
     p[1] = c.c[b * H + j];
   }
 };
 
-// The LSTM update of open unit u on row b, blended by its time gate. The new h and c go to the
-// first two gate slots of rec, which the same iteration has read.
+// The LSTM update of open unit u0 + i on row b, blended by its time gate. The new h and c go to
+// the first two gate slots of rec, which the same iteration has read.
 template <typename T>
 struct OpenForward {
   SparseChunk<T> c;
-  int64_t o0, n, r0;  // r0: the first of the team member's rows
-  REVRNN_HD void operator()(int64_t local, int64_t u, bool valid) const {
-    const int64_t b = r0 + local;
-    T* r = c.rec + b * 4 * n + u;
-    const T i = sigmoid(r[0]), f = sigmoid(r[n]), g = tanh_(r[2 * n]), o = sigmoid(r[3 * n]);
-    T* a = c.act + kept(o0, c.B, n, b, u, 4);
-    a[0] = i;
+  Part<T> s;
+  REVRNN_HD void operator()(int64_t b, int64_t i, bool valid) const {
+    const int64_t u = s.u0 + i, nr = s.nr;
+    T* r = s.rec + b * 4 * nr + i;
+    const T ig = sigmoid(r[0]), f = sigmoid(r[nr]), g = tanh_(r[2 * nr]), o = sigmoid(r[3 * nr]);
+    T* a = c.act + kept(s.o0, c.B, s.n, b, u, 4);
+    a[0] = ig;
     a[1] = f;
     a[2] = g;
     a[3] = o;
-    const T* p = c.prev + kept(o0, c.B, n, b, u, 2);
-    const T hp = p[0], cp = p[1], kt = c.gate[o0 + u];
-    const T c_new = f * cp + i * g;
+    const T* p = c.prev + kept(s.o0, c.B, s.n, b, u, 2);
+    const T hp = p[0], cp = p[1], kt = c.gate[s.o0 + u];
+    const T c_new = f * cp + ig * g;
     r[0] = valid ? kt * (o * tanh_(c_new)) + (T(1) - kt) * hp : hp;
-    r[n] = valid ? kt * c_new + (T(1) - kt) * cp : cp;
+    r[nr] = valid ? kt * c_new + (T(1) - kt) * cp : cp;
   }
 };
 
 template <typename T>
-struct Place {  // h and c of open unit u on row b, from rec
+struct Place {  // h and c of open unit u0 + i on row b, from rec
   SparseChunk<T> c;
-  int64_t o0, n, r0;  // r0: the first of the team member's rows
-  REVRNN_HD void operator()(int64_t local, int64_t u, bool) const {
-    const int64_t b = r0 + local, k = b * c.H + c.units[o0 + u];
-    c.h[k] = c.rec[b * 4 * n + u];
-    c.c[k] = c.rec[b * 4 * n + n + u];
+  Part<T> s;
+  REVRNN_HD void operator()(int64_t b, int64_t i, bool) const {
+    const int64_t k = b * c.H + c.units[s.o0 + s.u0 + i];
+    const T* r = s.rec + b * 4 * s.nr + i;
+    c.h[k] = r[0];
+    c.c[k] = r[s.nr];
   }
 };
 
@@ -253,37 +264,49 @@ int64_t work(const SparseChunk<T>& c) {
 
 }  // namespace sparse
 
-// The team splits the rows: each member runs the steps on its rows, and the members meet where
-// a step needs every row: the gathered weight rows (each gathers its share) and, backward, d k,
-// d bias and the weights' gradients, which sum over the rows.
+// Forward, the team splits each step's open units: a member gathers its units' weight rows and
+// runs their GEMMs over every row into its own part of the scratch (a GEMM over all B rows runs
+// faster than two over half of them), and updates them. The members meet twice a step: before
+// any new h is written (every GEMM has read the old) and after (the next step's GEMMs read it).
+// Each member writes the outputs of its rows, a step late, while h holds that step's state.
 template <class Device, typename T>
 void glstm_sparse_forward(Device& dev, const SparseChunk<T>& c) {
   const int64_t H = c.H, B = c.B, I = c.I;
   dev.parallel(B, sparse::work(c), [&](Slice rows) {
     const int64_t r0 = rows.j0, m = rows.size();
     for (int64_t t = 0; t < c.K; ++t) {
+      if (t > 0) dev.pointwise(m, Slice{0, H}, c.mask ? c.mask + (t - 1) * B + r0 : nullptr,
+                               sparse::Output<T>{c.h + r0 * H, c.y + ((t - 1) * B + r0) * H, H});
       const int64_t o0 = c.offsets[t], n = c.offsets[t + 1] - o0;
-      const uint8_t* mask = c.mask ? c.mask + t * B + r0 : nullptr;
-      if (n) {
-        const Slice w = sparse::share(4 * n, rows, B);
-        dev.pointwise(w.size(), Slice{0, I}, nullptr, sparse::Gather<T>{c.w_ih, c.units + o0, c.wi, n, H, I, w.j0});
-        dev.pointwise(w.size(), Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.wh, n, H, H, w.j0});
-        dev.barrier();
-        T* rec = c.rec + r0 * 4 * n;
-        dev.gemm(false, true, m, 4 * n, I, T(1), c.x + (t * B + r0) * I, I, static_cast<const T*>(c.wi), I, T(0),
-                 rec, 4 * n);
-        dev.gemm(false, true, m, 4 * n, H, T(1), static_cast<const T*>(c.h + r0 * H), H,
-                 static_cast<const T*>(c.wh), H, T(1), rec, 4 * n);
-        dev.pointwise(m, Slice{0, n}, nullptr, sparse::Collect<T>{c, o0, n, r0});
-        dev.pointwise(m, Slice{0, n}, mask, sparse::OpenForward<T>{c, o0, n, r0});
-        dev.pointwise(m, Slice{0, n}, nullptr, sparse::Place<T>{c, o0, n, r0});
+      if (!n) continue;  // h stays
+      const uint8_t* mask = c.mask ? c.mask + t * B : nullptr;
+      const Slice own = sparse::share(n, rows, B);
+      const int64_t nr = own.size();
+      const sparse::Part<T> part{o0, n, own.j0, nr, c.rec + 4 * own.j0 * B};
+      if (nr) {
+        T* wi = c.wi + 4 * own.j0 * I;
+        T* wh = c.wh + 4 * own.j0 * H;
+        dev.pointwise(4 * nr, Slice{0, I}, nullptr, sparse::Gather<T>{c.w_ih, c.units + o0 + own.j0, wi, nr, H, I, 0});
+        dev.pointwise(4 * nr, Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0 + own.j0, wh, nr, H, H, 0});
+        dev.gemm(false, true, B, 4 * nr, I, T(1), c.x + t * B * I, I, static_cast<const T*>(wi), I, T(0), part.rec,
+                 4 * nr);
+        dev.gemm(false, true, B, 4 * nr, H, T(1), static_cast<const T*>(c.h), H, static_cast<const T*>(wh), H, T(1),
+                 part.rec, 4 * nr);
+        dev.pointwise(B, Slice{0, nr}, nullptr, sparse::Collect<T>{c, part});
+        dev.pointwise(B, Slice{0, nr}, mask, sparse::OpenForward<T>{c, part});
       }
-      dev.pointwise(m, Slice{0, H}, mask, sparse::Output<T>{c.h + r0 * H, c.y + (t * B + r0) * H, H});
-      if (n) dev.barrier();  // the weights' rows are gathered again next step
+      dev.barrier();  // every GEMM has read h, and every output of step t - 1 is written
+      if (nr) dev.pointwise(B, Slice{0, nr}, nullptr, sparse::Place<T>{c, part});
+      dev.barrier();  // every new h written
     }
+    if (c.K) dev.pointwise(m, Slice{0, H}, c.mask ? c.mask + (c.K - 1) * B + r0 : nullptr,
+                           sparse::Output<T>{c.h + r0 * H, c.y + ((c.K - 1) * B + r0) * H, H});
   }, 1);
 }
 
+// Backward, the team splits the rows: each member runs the steps on its rows, and the members
+// meet where a step needs every row: the gathered weight rows (each gathers its share) and
+// d k, d bias and the weights' gradients, which sum over the rows.
 template <class Device, typename T>
 void glstm_sparse_backward(Device& dev, const SparseChunk<T>& c) {
   const int64_t H = c.H, B = c.B, I = c.I, D = H > I ? H : I;  // D: dw's row stride
