@@ -46,7 +46,7 @@ struct SparseChunk {
   T* dgate;                // backward: (K, H) d k summed over the rows, every element written
   T* wi;                   // scratch (4 n, I), n the most units open at one step
   T* wh;                   // scratch (4 n, H)
-  T* rec;                  // scratch (B, 4 n); forward, each member's part of the units its own (B, 4 part)
+  T* rec;                  // scratch (B, 4 n)
   T* dw;                   // backward scratch (4 n, max(H, I))
   T* dk;                   // backward scratch (B, 3 n): each row's part of d k, its new d h and d c
 };
@@ -95,10 +95,9 @@ struct AddGradY {  // d h += d y on running rows
 };
 
 // Where open unit u of step t (its units start at o0) on row b keeps `per` values in act (4) or
-// prev (2): (N, B, per), each open unit-step's rows adjacent, so that the forward's members,
-// which split the units, write apart.
-REVRNN_HD int64_t kept(int64_t o0, int64_t B, int64_t, int64_t b, int64_t u, int64_t per) {
-  return ((o0 + u) * B + b) * per;
+// prev (2): step by step, row-major (B, n) within a step, so that a row's units are adjacent.
+REVRNN_HD int64_t kept(int64_t o0, int64_t B, int64_t n, int64_t b, int64_t u, int64_t per) {
+  return (o0 * B + b * n + u) * per;
 }
 
 // Each step's per-element passes come in three: one gathers what the open units read from the
@@ -106,13 +105,16 @@ REVRNN_HD int64_t kept(int64_t o0, int64_t B, int64_t, int64_t b, int64_t u, int
 // the results back. Only the middle one has transcendentals, and without indexed loads and
 // stores it vectorises.
 
-// A team member's part of a step's open units in the forward: units [u0, u0 + nr) of the
-// step's list (its first o0, its count n), on every row. rec (B, 4 nr) holds gate q of unit
-// u0 + i in column q nr + i.
 template <typename T>
-struct Part {
-  int64_t o0, n, u0, nr;
-  T* rec;
+struct GatherUnits {  // row 4 u + q of w = row q H + units[u] of a weight of `cols` columns (rows from `base`)
+  const T* weight;
+  const int64_t* units;
+  T* w;
+  int64_t H, cols, base;
+  REVRNN_HD void operator()(int64_t i, int64_t k, bool) const {
+    const int64_t row = base + i;
+    w[row * cols + k] = weight[((row & 3) * H + units[row >> 2]) * cols + k];
+  }
 };
 
 template <typename T>
@@ -123,54 +125,55 @@ struct Output {  // a unit's h on running rows
   REVRNN_HD void operator()(int64_t b, int64_t j, bool valid) const { y[b * H + j] = valid ? h[b * H + j] : T(0); }
 };
 
+// In the forward, rec (B, 4 n) holds the gates of open unit u in columns 4 u .. 4 u + 3 (the
+// order of GatherUnits), so that a member's units are adjacent columns.
 template <typename T>
-struct Collect {  // open unit u0 + i on row b: its bias added to rec, and h and c into prev
+struct Collect {  // open unit u on row b: its bias added to rec, and h and c into prev
   SparseChunk<T> c;
-  Part<T> s;
-  REVRNN_HD void operator()(int64_t b, int64_t i, bool) const {
-    const int64_t u = s.u0 + i, H = c.H, j = c.units[s.o0 + u];
+  int64_t o0, n, r0;  // r0: the first of the team member's rows
+  REVRNN_HD void operator()(int64_t local, int64_t u, bool) const {
+    const int64_t b = r0 + local, H = c.H, j = c.units[o0 + u];
     if (c.bias) {
-      T* r = s.rec + b * 4 * s.nr + i;
-      for (int q = 0; q < 4; ++q) r[q * s.nr] += c.bias[q * H + j];
+      T* r = c.rec + b * 4 * n + 4 * u;
+      for (int q = 0; q < 4; ++q) r[q] += c.bias[q * H + j];
     }
-    T* p = c.prev + kept(s.o0, c.B, s.n, b, u, 2);
+    T* p = c.prev + kept(o0, c.B, n, b, u, 2);
     p[0] = c.h[b * H + j];
     p[1] = c.c[b * H + j];
   }
 };
 
-// The LSTM update of open unit u0 + i on row b, blended by its time gate. The new h and c go to
-// the first two gate slots of rec, which the same iteration has read.
+// The LSTM update of open unit u on row b, blended by its time gate. The new h and c go to the
+// first two gate slots of rec, which the same iteration has read.
 template <typename T>
 struct OpenForward {
   SparseChunk<T> c;
-  Part<T> s;
-  REVRNN_HD void operator()(int64_t b, int64_t i, bool valid) const {
-    const int64_t u = s.u0 + i, nr = s.nr;
-    T* r = s.rec + b * 4 * nr + i;
-    const T ig = sigmoid(r[0]), f = sigmoid(r[nr]), g = tanh_(r[2 * nr]), o = sigmoid(r[3 * nr]);
-    T* a = c.act + kept(s.o0, c.B, s.n, b, u, 4);
-    a[0] = ig;
+  int64_t o0, n, r0;  // r0: the first of the team member's rows
+  REVRNN_HD void operator()(int64_t local, int64_t u, bool valid) const {
+    const int64_t b = r0 + local;
+    T* r = c.rec + b * 4 * n + 4 * u;
+    const T i = sigmoid(r[0]), f = sigmoid(r[1]), g = tanh_(r[2]), o = sigmoid(r[3]);
+    T* a = c.act + kept(o0, c.B, n, b, u, 4);
+    a[0] = i;
     a[1] = f;
     a[2] = g;
     a[3] = o;
-    const T* p = c.prev + kept(s.o0, c.B, s.n, b, u, 2);
-    const T hp = p[0], cp = p[1], kt = c.gate[s.o0 + u];
-    const T c_new = f * cp + ig * g;
+    const T* p = c.prev + kept(o0, c.B, n, b, u, 2);
+    const T hp = p[0], cp = p[1], kt = c.gate[o0 + u];
+    const T c_new = f * cp + i * g;
     r[0] = valid ? kt * (o * tanh_(c_new)) + (T(1) - kt) * hp : hp;
-    r[nr] = valid ? kt * c_new + (T(1) - kt) * cp : cp;
+    r[1] = valid ? kt * c_new + (T(1) - kt) * cp : cp;
   }
 };
 
 template <typename T>
-struct Place {  // h and c of open unit u0 + i on row b, from rec
+struct Place {  // h and c of open unit u on row b, from rec
   SparseChunk<T> c;
-  Part<T> s;
-  REVRNN_HD void operator()(int64_t b, int64_t i, bool) const {
-    const int64_t k = b * c.H + c.units[s.o0 + s.u0 + i];
-    const T* r = s.rec + b * 4 * s.nr + i;
-    c.h[k] = r[0];
-    c.c[k] = r[s.nr];
+  int64_t o0, n, r0;  // r0: the first of the team member's rows
+  REVRNN_HD void operator()(int64_t local, int64_t u, bool) const {
+    const int64_t b = r0 + local, k = b * c.H + c.units[o0 + u];
+    c.h[k] = c.rec[b * 4 * n + 4 * u];
+    c.c[k] = c.rec[b * 4 * n + 4 * u + 1];
   }
 };
 
@@ -264,43 +267,38 @@ int64_t work(const SparseChunk<T>& c) {
 
 }  // namespace sparse
 
-// Forward, the team splits each step's open units: a member gathers its units' weight rows and
-// runs their GEMMs over every row into its own part of the scratch (a GEMM over all B rows runs
-// faster than two over half of them), and updates them. The members meet twice a step: before
-// any new h is written (every GEMM has read the old) and after (the next step's GEMMs read it).
-// Each member writes the outputs of its rows, a step late, while h holds that step's state.
+// Forward, the team splits each step's open units for the GEMMs, and the rows for the rest: a
+// member gathers its units' weight rows and runs their GEMMs over every row (one GEMM over all
+// B rows runs faster than two over half of them) into its columns of rec; once every member's
+// are there, it updates the open units of its rows and writes their outputs. The members meet
+// twice a step: when rec is complete, and when every new h is written (the next GEMMs read it).
 template <class Device, typename T>
 void glstm_sparse_forward(Device& dev, const SparseChunk<T>& c) {
   const int64_t H = c.H, B = c.B, I = c.I;
   dev.parallel(B, sparse::work(c), [&](Slice rows) {
     const int64_t r0 = rows.j0, m = rows.size();
     for (int64_t t = 0; t < c.K; ++t) {
-      if (t > 0) dev.pointwise(m, Slice{0, H}, c.mask ? c.mask + (t - 1) * B + r0 : nullptr,
-                               sparse::Output<T>{c.h + r0 * H, c.y + ((t - 1) * B + r0) * H, H});
       const int64_t o0 = c.offsets[t], n = c.offsets[t + 1] - o0;
-      if (!n) continue;  // h stays
-      const uint8_t* mask = c.mask ? c.mask + t * B : nullptr;
-      const Slice own = sparse::share(n, rows, B);
-      const int64_t nr = own.size();
-      const sparse::Part<T> part{o0, n, own.j0, nr, c.rec + 4 * own.j0 * B};
-      if (nr) {
-        T* wi = c.wi + 4 * own.j0 * I;
-        T* wh = c.wh + 4 * own.j0 * H;
-        dev.pointwise(4 * nr, Slice{0, I}, nullptr, sparse::Gather<T>{c.w_ih, c.units + o0 + own.j0, wi, nr, H, I, 0});
-        dev.pointwise(4 * nr, Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0 + own.j0, wh, nr, H, H, 0});
-        dev.gemm(false, true, B, 4 * nr, I, T(1), c.x + t * B * I, I, static_cast<const T*>(wi), I, T(0), part.rec,
-                 4 * nr);
-        dev.gemm(false, true, B, 4 * nr, H, T(1), static_cast<const T*>(c.h), H, static_cast<const T*>(wh), H, T(1),
-                 part.rec, 4 * nr);
-        dev.pointwise(B, Slice{0, nr}, nullptr, sparse::Collect<T>{c, part});
-        dev.pointwise(B, Slice{0, nr}, mask, sparse::OpenForward<T>{c, part});
+      const uint8_t* mask = c.mask ? c.mask + t * B + r0 : nullptr;
+      if (n) {
+        const Slice own = sparse::share(n, rows, B), w{4 * own.j0, 4 * own.j1};
+        if (w.size()) {
+          dev.pointwise(w.size(), Slice{0, I}, nullptr, sparse::GatherUnits<T>{c.w_ih, c.units + o0, c.wi, H, I, w.j0});
+          dev.pointwise(w.size(), Slice{0, H}, nullptr, sparse::GatherUnits<T>{c.w_hh, c.units + o0, c.wh, H, H, w.j0});
+          T* rec = c.rec + w.j0;
+          dev.gemm(false, true, B, w.size(), I, T(1), c.x + t * B * I, I, static_cast<const T*>(c.wi + w.j0 * I), I,
+                   T(0), rec, 4 * n);
+          dev.gemm(false, true, B, w.size(), H, T(1), static_cast<const T*>(c.h), H,
+                   static_cast<const T*>(c.wh + w.j0 * H), H, T(1), rec, 4 * n);
+        }
+        dev.barrier();  // rec complete; every GEMM has read h
+        dev.pointwise(m, Slice{0, n}, nullptr, sparse::Collect<T>{c, o0, n, r0});
+        dev.pointwise(m, Slice{0, n}, mask, sparse::OpenForward<T>{c, o0, n, r0});
+        dev.pointwise(m, Slice{0, n}, nullptr, sparse::Place<T>{c, o0, n, r0});
       }
-      dev.barrier();  // every GEMM has read h, and every output of step t - 1 is written
-      if (nr) dev.pointwise(B, Slice{0, nr}, nullptr, sparse::Place<T>{c, part});
-      dev.barrier();  // every new h written
+      dev.pointwise(m, Slice{0, H}, mask, sparse::Output<T>{c.h + r0 * H, c.y + (t * B + r0) * H, H});
+      if (n) dev.barrier();  // every new h written
     }
-    if (c.K) dev.pointwise(m, Slice{0, H}, c.mask ? c.mask + (c.K - 1) * B + r0 : nullptr,
-                           sparse::Output<T>{c.h + r0 * H, c.y + ((c.K - 1) * B + r0) * H, H});
   }, 1);
 }
 
