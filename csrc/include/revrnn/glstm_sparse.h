@@ -47,7 +47,7 @@ struct SparseChunk {
   T* wi;                   // scratch (4 n, I), n the most units open at one step
   T* wh;                   // scratch (4 n, H)
   T* rec;                  // scratch (B, 4 n)
-  T* dw;                   // backward scratch (4 n, max(H, I))
+  T* dw;                   // backward scratch (4 n, I + H)
   T* dk;                   // backward scratch (B, 3 n): each row's part of d k, its new d h and d c
 };
 
@@ -302,51 +302,59 @@ void glstm_sparse_forward(Device& dev, const SparseChunk<T>& c) {
   }, 1);
 }
 
-// Backward, the team splits the rows: each member runs the steps on its rows, and the members
-// meet where a step needs every row: the gathered weight rows (each gathers its share) and
-// d k, d bias and the weights' gradients, which sum over the rows.
+// Backward, the team splits the rows for the per-element passes, and the columns of the GEMMs
+// that sum over the open units (or the rows): those of [d x | d h] and of [d W_ih | d W_hh], a
+// member's part of the I + H columns of [x | h] each (with two members and I = H, one takes the
+// input's GEMMs and the other h's), over every row, gathering the weight columns they read. The
+// members meet twice a step: when every row's d rec, d k and restored state are written, and
+// when d h is complete.
 template <class Device, typename T>
 void glstm_sparse_backward(Device& dev, const SparseChunk<T>& c) {
-  const int64_t H = c.H, B = c.B, I = c.I, D = H > I ? H : I;  // D: dw's row stride
+  const int64_t H = c.H, B = c.B, I = c.I, D = I + H;  // D: dw's row stride
   dev.parallel(B, sparse::work(c), [&](Slice rows) {
     const int64_t r0 = rows.j0, m = rows.size();
+    const Slice cols = sparse::share(D, rows, B);
+    const Slice xc{cols.j0 < I ? cols.j0 : I, cols.j1 < I ? cols.j1 : I};              // of x
+    const Slice hc{(cols.j0 > I ? cols.j0 : I) - I, (cols.j1 > I ? cols.j1 : I) - I};  // of h
     for (int64_t t = c.K - 1; t >= 0; --t) {
       const int64_t o0 = c.offsets[t], n = c.offsets[t + 1] - o0;
       const uint8_t* mask = c.mask ? c.mask + t * B + r0 : nullptr;
-      T* dx = c.dx + (t * B + r0) * I;
       dev.pointwise(1, sparse::share(H, rows, B), nullptr, sparse::Fill<T>{c.dgate + t * H, H});
       dev.pointwise(m, Slice{0, H}, mask, sparse::AddGradY<T>{c.dh + r0 * H, c.grad_y + (t * B + r0) * H, H});
       if (!n) {
-        dev.pointwise(m, Slice{0, I}, nullptr, sparse::Fill<T>{dx, I});
+        dev.pointwise(m, Slice{0, I}, nullptr, sparse::Fill<T>{c.dx + (t * B + r0) * I, I});
         continue;
       }
       dev.pointwise(m, Slice{0, n}, nullptr, sparse::CollectGrad<T>{c, o0, n, r0});
       dev.pointwise(m, Slice{0, n}, mask, sparse::OpenBackward<T>{c, o0, n, r0});
       dev.pointwise(m, Slice{0, n}, nullptr, sparse::Spread<T>{c, o0, n, r0});
-      const Slice w = sparse::share(4 * n, rows, B);
-      dev.pointwise(w.size(), Slice{0, I}, nullptr, sparse::Gather<T>{c.w_ih, c.units + o0, c.wi, n, H, I, w.j0});
-      dev.pointwise(w.size(), Slice{0, H}, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.wh, n, H, H, w.j0});
-      dev.barrier();  // every row's d k, d rec and restored state; every gathered weight row
+      dev.pointwise(4 * n, xc, nullptr, sparse::Gather<T>{c.w_ih, c.units + o0, c.wi, n, H, I, 0});
+      dev.pointwise(4 * n, hc, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.wh, n, H, H, 0});
+      dev.barrier();  // every row's d k, d rec and restored state
       dev.pointwise(1, sparse::share(n, rows, B), nullptr,
                     sparse::SumRows<T>{c.dk, c.rec, c.dgate + t * H, c.dbias, c.units + o0, B, H, n});
-      // the member's rows of d x_t and of the recurrent part of d h_{t-1}, and its share of the
-      // open rows' parts of d W_ih = d rec^T x_t and d W_hh = d rec^T h_{t-1}
-      const T* drec = c.rec + r0 * 4 * n;
-      dev.gemm(false, false, m, I, 4 * n, T(1), drec, 4 * n, static_cast<const T*>(c.wi), I, T(0), dx, I);
-      dev.gemm(false, false, m, H, 4 * n, T(1), drec, 4 * n, static_cast<const T*>(c.wh), H, T(1), c.dh + r0 * H, H);
-      if (w.size() && c.dw_ih) {
-        dev.gemm(true, false, w.size(), I, B, T(1), static_cast<const T*>(c.rec + w.j0), 4 * n, c.x + t * B * I, I,
-                 T(0), c.dw + w.j0 * D, D);
-        dev.pointwise(w.size(), Slice{0, I}, nullptr,
-                      sparse::ScatterAdd<T>{c.dw_ih, c.dw, c.units + o0, n, H, I, D, w.j0});
+      // the member's columns of d x_t and of the recurrent part of d h_{t-1}, and of the open
+      // rows' parts of d W_ih = d rec^T x_t and d W_hh = d rec^T h_{t-1}
+      const T* drec = c.rec;
+      const T* x = c.x ? c.x + t * B * I : nullptr;
+      if (xc.size()) {
+        dev.gemm(false, false, B, xc.size(), 4 * n, T(1), drec, 4 * n, static_cast<const T*>(c.wi + xc.j0), I, T(0),
+                 c.dx + t * B * I + xc.j0, I);
+        if (c.dw_ih) {
+          dev.gemm(true, false, 4 * n, xc.size(), B, T(1), drec, 4 * n, x + xc.j0, I, T(0), c.dw + xc.j0, D);
+          dev.pointwise(4 * n, xc, nullptr, sparse::ScatterAdd<T>{c.dw_ih, c.dw, c.units + o0, n, H, I, D, 0});
+        }
       }
-      if (w.size() && c.dw_hh) {
-        dev.gemm(true, false, w.size(), H, B, T(1), static_cast<const T*>(c.rec + w.j0), 4 * n,
-                 static_cast<const T*>(c.h), H, T(0), c.dw + w.j0 * D, D);
-        dev.pointwise(w.size(), Slice{0, H}, nullptr,
-                      sparse::ScatterAdd<T>{c.dw_hh, c.dw, c.units + o0, n, H, H, D, w.j0});
+      if (hc.size()) {
+        dev.gemm(false, false, B, hc.size(), 4 * n, T(1), drec, 4 * n, static_cast<const T*>(c.wh + hc.j0), H, T(1),
+                 c.dh + hc.j0, H);
+        if (c.dw_hh) {
+          dev.gemm(true, false, 4 * n, hc.size(), B, T(1), drec, 4 * n, static_cast<const T*>(c.h + hc.j0), H, T(0),
+                   c.dw + I + hc.j0, D);
+          dev.pointwise(4 * n, hc, nullptr, sparse::ScatterAdd<T>{c.dw_hh, c.dw + I, c.units + o0, n, H, H, D, 0});
+        }
       }
-      dev.barrier();  // rec, dk, the gathered rows and h are written again next step
+      dev.barrier();  // d h complete; rec, dk and h are written again next step
     }
   }, 1);
 }

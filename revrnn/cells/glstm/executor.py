@@ -143,7 +143,7 @@ class GLSTMExecutor(Executor):
         # the gathered rows of W_ih and W_hh, d rec, each step's rows of d W_ih or d W_hh, and dk
         # (each row's part of d k, summed in row order, then its d h and d c)
         scratch = [grad_y.new_empty(4 * n, I), grad_y.new_empty(4 * n, H), grad_y.new_empty(B, 4 * n),
-                   grad_y.new_empty(4 * n, max(H, I)), grad_y.new_empty(B, 3 * n)]
+                   grad_y.new_empty(4 * n, I + H), grad_y.new_empty(B, 3 * n)]
         if B and H:
             tg.module.glstm_sparse_backward(tg.flag("grad_out", dtype), tg.where(h_end.device), K, B, H, I, [
                 x.data_ptr(), w_ih.data_ptr(), 0, w.data_ptr(), mask_ptr, address(gate if N else None),
