@@ -265,9 +265,9 @@ def test_gated_projection_is_the_projection_where_steps_read_it(bias, free_block
 
 
 def test_sparse_path_projects_only_open_unit_steps(glstm_sparse):
-    """On the sparse path the module's projection does a fraction of the dense one's
-    multiply-adds (forward and backward), and the results stay those of the reference; under
-    autocast it projects densely."""
+    """``project_steps`` on a backend's sparse path (the route of Triton's, which reads a
+    projection) does a fraction of the dense projection's multiply-adds (forward and backward);
+    the module's results stay those of the reference; under autocast it projects densely."""
     backend = glstm_sparse("cpu")
     torch.manual_seed(0)
     T, B, I, H = 60, 4, 32, 32

@@ -2,7 +2,9 @@
 (:func:`sparse_comparisons`): a g-LSTM whose ``sigma_fraction`` is set so that about 10 % of the
 unit-steps are open, training steps on each compiled backend with a sparse path (CPU: ``cpu``;
 GPU: ``triton``, ``cuda``), the sparse open-unit path (the baseline) against the dense one, with
-the input projection's GEMMs alone beside them (dense on both paths: what no sparse path skips).
+the dense input projection's GEMMs alone beside them (the dense path's share that no loop avoids;
+the executor's sparse path computes the open unit-steps' share inside its loop, Triton's per
+block of steps).
 The rows give the measured open fraction and the work the sparse path skipped. Target (full
 run): dense ≥ 4× sparse.
 """

@@ -2,8 +2,8 @@
 settings their glue adds to its backend — ``glstm_sparse``, ``"auto"`` (sparse when at most half
 the chunk's unit-steps are open), ``"always"`` or ``"never"``; and ``sparse_work``, what the sparse
 path computed and skipped, summed over runs (:class:`SparseWork`) — each step's open units, and
-the gated input projection the cell's ``project_steps`` gives a sparse path
-(:func:`gated_projection`)."""
+the gated input projection the cell's ``project_steps`` gives a sparse path that reads a
+projection (:func:`gated_projection`: Triton's; the executor's projects inside its loop)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
