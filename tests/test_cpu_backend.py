@@ -466,6 +466,26 @@ def test_glstm_sparse_projects_inside_its_loop(cpu_backend):
     assert made == {"never": True, "always": False}
 
 
+@pytest.mark.parametrize("memory", ["store", "recompute"])
+def test_glstm_sparse_two_layers_bidirectional(cpu_backend, memory):
+    """Every layer and direction of a packed two-layer bidirectional g-LSTM on the sparse path
+    (each takes its own layer input; the reverse direction's steps count from each row's end):
+    the reference's results."""
+    torch.manual_seed(4)
+    kw = dict(t_max=30.0, sigma_fraction=0.03, dtype=torch.float64, num_layers=2, bidirectional=True)
+    ref = revrnn.nn.GLSTM(I, H, backend="reference", **kw)
+    cpu = revrnn.nn.GLSTM(I, H, backend="cpu", memory=memory, **kw)
+    cpu.load_state_dict(ref.state_dict())
+    lengths = [30, 17, 9, 1]
+    cpu, ref = Packed(cpu, lengths), Packed(ref, lengths)
+    x = torch.randn(30, 4, I, dtype=torch.float64)
+    cpu_backend.glstm_sparse = "always"
+    cpu_backend.sparse_work.open = cpu_backend.sparse_work.total = 0
+    assert_close_all(grads(cpu, x), grads(ref, x), 1e-12)
+    passes = 2 if memory == "recompute" else 1
+    assert cpu_backend.sparse_work.total == passes * 4 * 30 * H and cpu_backend.sparse_work.skipped_fraction > 0.5
+
+
 def test_glstm_sparse_threads_split_the_work(cpu_backend, two_threads, poison):
     """Big enough a sparse step for a team of two (csrc/cpu/device.h: kParallelWork): forward
     each with a slice of the units, H = 100 so that the slices are uneven (64 and 36), backward
