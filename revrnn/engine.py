@@ -83,7 +83,8 @@ class Plan:
         return [(s, min(s + K, T)) for s in range(0, T, K)]
 
     def chunk(self, xp: Tensor, s: int, e: int) -> Chunk:
-        """Steps ``s .. e-1``; ``xp`` holds exactly those steps' projected inputs."""
+        """Steps ``s .. e-1``; ``xp`` holds exactly those steps' projected inputs (their layer
+        inputs where the backend takes them, :attr:`takes_input`)."""
         return Chunk(t0=self.t0 + s, xp=xp, mask=None if self.mask is None else self.mask[s:e],
                      is_input=self.takes_input)
 

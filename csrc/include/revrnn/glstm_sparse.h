@@ -30,7 +30,7 @@ struct SparseChunk {
   const uint8_t* mask;     // (K, B) or null
   const T* gate;           // (N) the time gates of the open unit-steps, in the order of `units`
   const int64_t* offsets;  // (K + 1), host memory: step t's open units are units[offsets[t] .. offsets[t + 1])
-  const int64_t* units;    // (N) open unit indices, ascending within a step, N = offsets[K]
+  const int64_t* units;    // (N) open unit indices, N = offsets[K]
   T* h;                    // (B, H): in, the chunk's start state; out, its end state (and c)
   T* c;
   T* act;                  // (N, B, 4): i, f, g, o of each open unit-step (laid out by sparse::kept)
@@ -44,8 +44,9 @@ struct SparseChunk {
   T* dbias;                // backward: (4H) likewise, or null
   T* dw_hh;                // backward: (4H, H) likewise, or null
   T* dgate;                // backward: (K, H) d k summed over the rows, every element written
-  T* wi;                   // scratch (4 n, I), n the most units open at one step
-  T* wh;                   // scratch (4 n, H)
+  T* wi;                   // scratch (4 n, I), n the most units open at one step: the open rows of
+                           // W_ih, unit-major forward (GatherUnits), gate-major backward (Gather)
+  T* wh;                   // scratch (4 n, H): those of W_hh
   T* rec;                  // scratch (B, 4 n)
   T* dw;                   // backward scratch (4 n, I + H)
   T* dk;                   // backward scratch (B, 3 n): each row's part of d k, its new d h and d c

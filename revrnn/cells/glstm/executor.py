@@ -66,11 +66,11 @@ class GLSTMExecutor(Executor):
         tg, check = bind(x.device)
         k = self.checked_unit(check, cell, p, chunk, K, dtype)
         if not use_sparse(self.backend, k):
-            xp = cell.project(p, x, chunk.mask, True)
+            xp = cell.project(p, x, chunk.mask, True)  # the LSTM's: reads neither mask nor mode
             y, end, res = super().forward(cell, p, extras, replace(chunk, xp=xp, is_input=False), state, keep)
             return y, end, ((*res, x) if keep else None)
         check("x", x, (K, B, I), dtype)
-        w_ih, w, bias = self.weights(check, cell, p, I, dtype)
+        w_ih, w, bias = self.weights(check, cell, p, I, dtype, with_bias=True)
         counts, units = open_units(k)
         gate = k[k > 0]  # of the open unit-steps, step by step: the order of units
         work = self.backend.sparse_work
@@ -96,13 +96,14 @@ class GLSTMExecutor(Executor):
         # kept: nothing for closed unit-steps (the end state, and per open one its state and gates)
         return y, end, ((h, c, offsets, units, act, prev, x) if keep else None)
 
-    def weights(self, check, cell, p, I, dtype):
-        """``weight_ih``, ``weight_hh`` and the projection's bias (None without one), checked."""
+    def weights(self, check, cell, p, I, dtype, with_bias: bool = False):
+        """``weight_ih``, ``weight_hh`` and, ``with_bias``, the projection's bias (None without
+        one), checked."""
         H = cell.hidden_size
         w_ih, w = p["weight_ih"].contiguous(), p["weight_hh"].contiguous()
         check("weight_ih", w_ih, (4 * H, I), dtype)
         check("weight_hh", w, (4 * H, H), dtype)
-        bias = (p["bias_ih"] + p["bias_hh"]).contiguous() if cell.bias else None
+        bias = (p["bias_ih"] + p["bias_hh"]).contiguous() if with_bias and cell.bias else None
         if bias is not None:
             check("bias", bias, (4 * H,), dtype)
         return w_ih, w, bias
