@@ -45,7 +45,7 @@ struct SparseChunk {
   T* dw_hh;                // backward: (4H, H) likewise, or null
   T* dgate;                // backward: (K, H) d k summed over the rows, every element written
   T* wi;                   // scratch (4 n, I), n the most units open at one step: the open rows of
-                           // W_ih, unit-major forward (GatherUnits), gate-major backward (Gather)
+                           // W_ih, unit-major forward, gate-major backward (Gather)
   T* wh;                   // scratch (4 n, H): those of W_hh
   T* rec;                  // scratch (B, 4 n)
   T* dw;                   // backward scratch (4 n, I + H)
@@ -54,14 +54,17 @@ struct SparseChunk {
 
 namespace sparse {
 
-template <typename T>
-struct Gather {  // row q n + u of w = row q H + units[u] of a weight of `cols` columns (rows from `base`)
+// Row r of w = row q H + units[u] of a weight of `cols` columns (rows from `base`), gate-major
+// (r = q n + u: the backward's order) or UnitMajor (r = 4 u + q: the forward's). A template
+// argument, not a field: a select per row kept the forward's gathers from vectorising as well.
+template <typename T, bool UnitMajor>
+struct Gather {
   const T* weight;
   const int64_t* units;
   T* w;
   int64_t n, H, cols, base;
   REVRNN_HD void operator()(int64_t i, int64_t k, bool) const {
-    const int64_t row = base + i, q = row / n, u = row % n;
+    const int64_t row = base + i, q = UnitMajor ? row & 3 : row / n, u = UnitMajor ? row >> 2 : row % n;
     w[row * cols + k] = weight[(q * H + units[u]) * cols + k];
   }
 };
@@ -107,18 +110,6 @@ REVRNN_HD int64_t kept(int64_t o0, int64_t B, int64_t n, int64_t b, int64_t u, i
 // stores it vectorises.
 
 template <typename T>
-struct GatherUnits {  // row 4 u + q of w = row q H + units[u] of a weight of `cols` columns (rows from `base`)
-  const T* weight;
-  const int64_t* units;
-  T* w;
-  int64_t H, cols, base;
-  REVRNN_HD void operator()(int64_t i, int64_t k, bool) const {
-    const int64_t row = base + i;
-    w[row * cols + k] = weight[((row & 3) * H + units[row >> 2]) * cols + k];
-  }
-};
-
-template <typename T>
 struct Output {  // a unit's h on running rows
   const T* h;
   T* y;
@@ -127,7 +118,7 @@ struct Output {  // a unit's h on running rows
 };
 
 // In the forward, rec (B, 4 n) holds the gates of open unit u in columns 4 u .. 4 u + 3 (the
-// order of GatherUnits), so that a member's units are adjacent columns.
+// unit-major order of Gather), so that a member's units are adjacent columns.
 template <typename T>
 struct Collect {  // open unit u on row b: its bias added to rec, and h and c into prev
   SparseChunk<T> c;
@@ -284,8 +275,8 @@ void glstm_sparse_forward(Device& dev, const SparseChunk<T>& c) {
       if (n) {
         const Slice own = sparse::share(n, rows, B), w{4 * own.j0, 4 * own.j1};
         if (w.size()) {
-          dev.pointwise(w.size(), Slice{0, I}, nullptr, sparse::GatherUnits<T>{c.w_ih, c.units + o0, c.wi, H, I, w.j0});
-          dev.pointwise(w.size(), Slice{0, H}, nullptr, sparse::GatherUnits<T>{c.w_hh, c.units + o0, c.wh, H, H, w.j0});
+          dev.pointwise(w.size(), Slice{0, I}, nullptr, sparse::Gather<T, true>{c.w_ih, c.units + o0, c.wi, n, H, I, w.j0});
+          dev.pointwise(w.size(), Slice{0, H}, nullptr, sparse::Gather<T, true>{c.w_hh, c.units + o0, c.wh, n, H, H, w.j0});
           T* rec = c.rec + w.j0;
           dev.gemm(false, true, B, w.size(), I, T(1), c.x + t * B * I, I, static_cast<const T*>(c.wi + w.j0 * I), I,
                    T(0), rec, 4 * n);
@@ -329,8 +320,8 @@ void glstm_sparse_backward(Device& dev, const SparseChunk<T>& c) {
       dev.pointwise(m, Slice{0, n}, nullptr, sparse::CollectGrad<T>{c, o0, n, r0});
       dev.pointwise(m, Slice{0, n}, mask, sparse::OpenBackward<T>{c, o0, n, r0});
       dev.pointwise(m, Slice{0, n}, nullptr, sparse::Spread<T>{c, o0, n, r0});
-      dev.pointwise(4 * n, xc, nullptr, sparse::Gather<T>{c.w_ih, c.units + o0, c.wi, n, H, I, 0});
-      dev.pointwise(4 * n, hc, nullptr, sparse::Gather<T>{c.w_hh, c.units + o0, c.wh, n, H, H, 0});
+      dev.pointwise(4 * n, xc, nullptr, sparse::Gather<T, false>{c.w_ih, c.units + o0, c.wi, n, H, I, 0});
+      dev.pointwise(4 * n, hc, nullptr, sparse::Gather<T, false>{c.w_hh, c.units + o0, c.wh, n, H, H, 0});
       dev.barrier();  // every row's d k, d rec and restored state
       dev.pointwise(1, sparse::share(n, rows, B), nullptr,
                     sparse::SumRows<T>{c.dk, c.rec, c.dgate + t * H, c.dbias, c.units + o0, B, H, n});

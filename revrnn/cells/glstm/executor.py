@@ -120,8 +120,9 @@ class GLSTMExecutor(Executor):
                                                   tuple(inner), grad_out, grad_state)
             dx = (dxp.reshape(K * B, 4 * H) @ p["weight_ih"]).view(K, B, -1)
             dw_ih = weight_grad(dxp, x, x.dtype) if p["weight_ih"].requires_grad else None
-            db = dxp.sum((0, 1)) if self.needs_bias_grad(cell, p) else None
-            return dx, dstate, {**grads, "weight_ih": dw_ih, **self.bias_grads(cell, p, db)}
+            biases = self.bias_names(cell, p)
+            db = dxp.sum((0, 1)) if biases else None
+            return dx, dstate, {**grads, "weight_ih": dw_ih, **self.bias_grads(biases, db)}
         h_end, c_end, offsets, units, act, prev = inner
         I, dtype = x.shape[2], h_end.dtype
         tg, check = bind(h_end.device)
@@ -139,7 +140,8 @@ class GLSTMExecutor(Executor):
         dx, dgate = grad_y.new_empty(K, B, I), grad_y.new_empty(K, H)
         dw_ih = torch.zeros_like(w_ih) if p["weight_ih"].requires_grad else None
         dw = torch.zeros_like(w) if p["weight_hh"].requires_grad else None
-        dbias = grad_y.new_zeros(4 * H) if self.needs_bias_grad(cell, p) else None
+        biases = self.bias_names(cell, p)
+        dbias = grad_y.new_zeros(4 * H) if biases else None
         mask, mask_ptr = tg.mask(chunk, K, B, h_end.device)
         # the gathered rows of W_ih and W_hh, d rec, each step's rows of d W_ih or d W_hh, and dk
         # (each row's part of d k, summed in row order, then its d h and d c)
@@ -155,19 +157,17 @@ class GLSTMExecutor(Executor):
         else:  # no rows: nothing flows
             dx.zero_()
             dgate.zero_()
-        return dx, (dh, dc), {"weight_hh": dw, "weight_ih": dw_ih, **self.bias_grads(cell, p, dbias),
+        return dx, (dh, dc), {"weight_hh": dw, "weight_ih": dw_ih, **self.bias_grads(biases, dbias),
                               **self.unit_grads(cell, p, chunk, k, dgate)}
 
     @staticmethod
-    def bias_grads(cell, p, db: Tensor | None) -> dict[str, Tensor | None]:
-        """The gradients of ``bias_ih`` and ``bias_hh`` that are needed: each ``db``, the
-        gradient of the projection's bias (their sum); each its own tensor."""
-        need = [k for k in ("bias_ih", "bias_hh") if cell.bias and p[k].requires_grad]
-        return {k: db if i == 0 else db.clone() for i, k in enumerate(need)}
+    def bias_names(cell, p) -> list[str]:
+        """The biases that take a gradient: each gets the projection's bias's (their sum's)."""
+        return [k for k in ("bias_ih", "bias_hh") if cell.bias and p[k].requires_grad]
 
     @staticmethod
-    def needs_bias_grad(cell, p) -> bool:
-        return cell.bias and (p["bias_ih"].requires_grad or p["bias_hh"].requires_grad)
+    def bias_grads(names: list[str], db: Tensor | None) -> dict[str, Tensor | None]:
+        return {k: db if i == 0 else db.clone() for i, k in enumerate(names)}  # each its own tensor
 
 
 def runners(backend):
